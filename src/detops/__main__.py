@@ -1,0 +1,3 @@
+from detops.cli import app
+
+app()

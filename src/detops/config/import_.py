@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from detops.config.base import Section
+
+
+class ImportParams(Section):
+    """Dataset import into the canonical COCO json (`<paths.prepared>/dataset.json`)."""
+
+    format: Literal["coco", "yolo", "voc"] = Field("coco", description="Source annotation format.")
+    source: str = Field("data/raw/sample", description="Dataset root (relative to the workspace or absolute).")
+    annotations: str = Field(
+        "",
+        description="COCO: the instances json inside `source` (default: annotations.json or the only "
+        "*.json). YOLO: data.yaml or classes.txt (default: found in `source`). VOC: unused.",
+    )
+    size_mismatch: Literal["warn", "error"] = Field(
+        "warn", description="What to do when an annotation's width/height disagree with the image file."
+    )
+    workers: int = Field(0, ge=0, le=64, description="Threads reading image headers; 0 = one per core.")

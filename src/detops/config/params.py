@@ -1,0 +1,58 @@
+"""The one typed model of `params.yaml`: every default lives in that file, validated here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from detops.config.base import Section
+from detops.config.evaluate import EvaluateParams
+from detops.config.export import ExportParams
+from detops.config.import_ import ImportParams
+from detops.config.mlflow import MlflowParams
+from detops.config.monitor import MonitorParams
+from detops.config.paths import PathsParams
+from detops.config.promote import PromoteParams
+from detops.config.sample import SampleParams
+from detops.config.split import SplitParams
+from detops.config.train import TrainParams
+from detops.config.validate import ValidateParams
+
+VERBS = ("sample", "import", "validate", "split", "train", "evaluate", "export", "promote", "monitor")
+
+
+class Params(Section):
+    """All pipeline params. `import` is a Python keyword, so its field is `import_` (alias `import`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    paths: PathsParams = Field(default_factory=PathsParams)  # type: ignore[arg-type]
+    mlflow: MlflowParams = Field(default_factory=MlflowParams)  # type: ignore[arg-type]
+    sample: SampleParams = Field(default_factory=SampleParams)  # type: ignore[arg-type]
+    import_: ImportParams = Field(default_factory=ImportParams, alias="import")  # type: ignore[arg-type]
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")  # type: ignore[arg-type]
+    split: SplitParams = Field(default_factory=SplitParams)  # type: ignore[arg-type]
+    train: TrainParams = Field(default_factory=TrainParams)  # type: ignore[arg-type]
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)  # type: ignore[arg-type]
+    export: ExportParams = Field(default_factory=ExportParams)  # type: ignore[arg-type]
+    promote: PromoteParams = Field(default_factory=PromoteParams)  # type: ignore[arg-type]
+    monitor: MonitorParams = Field(default_factory=MonitorParams)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with the `params.yaml` key names (aliases)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys (`train.lr`), as logged to MLflow."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    walk(f"{prefix}.{key}" if prefix else key, value)
+            else:
+                out[prefix] = node
+
+        walk("", self.to_dict())
+        return out

@@ -1,0 +1,33 @@
+"""Errors a user can cause. The CLI prints them without a traceback and exits non-zero."""
+
+from __future__ import annotations
+
+
+class DetopsError(Exception):
+    """Base class for every error caused by data, params or files a user controls."""
+
+    exit_code = 2
+
+
+class ParamsError(DetopsError):
+    """params.yaml or a `--set` override is invalid."""
+
+
+class DataError(DetopsError):
+    """A dataset file is missing, unreadable or inconsistent; the message names the file and object."""
+
+
+class ValidationFailed(DetopsError):
+    """The data quality gate found offending rows and the policy is `fail`."""
+
+    exit_code = 3
+
+
+class TrainingError(DetopsError):
+    """Training cannot start or diverged (empty split, NaN loss, bad image size)."""
+
+
+class NotBuiltYet(DetopsError):
+    """A pipeline verb whose step lands in a later release."""
+
+    exit_code = 4

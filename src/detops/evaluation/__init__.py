@@ -1,0 +1,1 @@
+"""COCO mAP evaluation and the plots people look at before they read numbers."""

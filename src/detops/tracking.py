@@ -1,0 +1,104 @@
+"""MLflow wiring shared by train and evaluate: where runs go and what each run records about its origin.
+
+Default store: a SQLite file and an artifact folder in the workspace (no server). MLFLOW_TRACKING_URI or
+`mlflow.tracking_uri` points at a team's server instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from detops.workspace import Workspace
+
+TRACKED_PACKAGES = ("detops", "torch", "torchvision", "pytorch-lightning", "timm", "albumentations",
+                    "torchmetrics", "pycocotools", "mlflow", "prefect", "great-expectations", "onnx")
+
+
+def tracking_uri(ws: Workspace) -> str:
+    """params > environment > local SQLite store in the workspace."""
+    if ws.params.mlflow.tracking_uri:
+        return ws.params.mlflow.tracking_uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ws.root / 'mlflow.db'}"
+
+
+def artifact_location(ws: Workspace) -> str:
+    return (ws.root / "mlartifacts").as_uri()
+
+
+def configure(ws: Workspace) -> str:
+    """Point MLflow at the workspace store and make sure the experiment exists; returns its id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(ws))
+    name = ws.params.mlflow.experiment
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        mlflow.set_experiment(name)
+        return str(experiment.experiment_id)
+    local = tracking_uri(ws).startswith("sqlite:")
+    exp_id = mlflow.create_experiment(name, artifact_location=artifact_location(ws) if local else None)
+    mlflow.set_experiment(name)
+    return str(exp_id)
+
+
+def git_commit(root: Path) -> dict[str, str]:
+    """Commit and dirty flag of the workspace's repository ('unknown' outside git)."""
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"git.commit": commit, "git.dirty": str(dirty).lower()}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[f"version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def data_versions(ws: Workspace) -> dict[str, str]:
+    """Content hashes of the dataset and each split, as written by the import and split steps."""
+    from detops.dataset.canonical import annotation_hash, read_dataset
+
+    out: dict[str, str] = {}
+    if ws.dataset_json.is_file():
+        info = read_dataset(ws.dataset_json).get("info", {})
+        out["data.content_hash"] = str(info.get("content_hash", ""))
+        out["data.root"] = str(info.get("root", ""))
+    for split in ("train", "val", "test"):
+        path = ws.split_json(split)
+        if path.is_file():
+            out[f"data.{split}_hash"] = annotation_hash(read_dataset(path))
+    return out
+
+
+def provenance(ws: Workspace) -> dict[str, str]:
+    """Everything needed to reproduce a run: code commit, package versions, data versions."""
+    return {**git_commit(ws.root), **package_versions(), **data_versions(ws)}
+
+
+def run_record(ws: Workspace) -> Path:
+    """File where `train` records its MLflow run id, so `evaluate` logs into the same run."""
+    return ws.reports / "mlflow_run.json"
+
+
+def read_run_id(ws: Workspace) -> str | None:
+    path = run_record(ws)
+    if not path.is_file():
+        return None
+    payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return payload.get("run_id")

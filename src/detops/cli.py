@@ -68,9 +68,9 @@ def _run_step(module: str, extra: tuple[str, ...] = (), **options: Any) -> None:
         step = importlib.import_module(f"detops.steps.{module}")
         result = step.run(ws, **options)
     except DetopsError as exc:
-        from detops.console import err_console
-
         from rich.text import Text
+
+        from detops.console import err_console
 
         err_console().print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)
         raise typer.Exit(exc.exit_code) from None

@@ -27,17 +27,17 @@ class Params(Section):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
-    paths: PathsParams = Field(default_factory=PathsParams)  # type: ignore[arg-type]
-    mlflow: MlflowParams = Field(default_factory=MlflowParams)  # type: ignore[arg-type]
-    sample: SampleParams = Field(default_factory=SampleParams)  # type: ignore[arg-type]
-    import_: ImportParams = Field(default_factory=ImportParams, alias="import")  # type: ignore[arg-type]
-    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")  # type: ignore[arg-type]
-    split: SplitParams = Field(default_factory=SplitParams)  # type: ignore[arg-type]
-    train: TrainParams = Field(default_factory=TrainParams)  # type: ignore[arg-type]
-    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)  # type: ignore[arg-type]
-    export: ExportParams = Field(default_factory=ExportParams)  # type: ignore[arg-type]
-    promote: PromoteParams = Field(default_factory=PromoteParams)  # type: ignore[arg-type]
-    monitor: MonitorParams = Field(default_factory=MonitorParams)  # type: ignore[arg-type]
+    paths: PathsParams = Field(default_factory=PathsParams)
+    mlflow: MlflowParams = Field(default_factory=MlflowParams)
+    sample: SampleParams = Field(default_factory=SampleParams)
+    import_: ImportParams = Field(default_factory=ImportParams, alias="import")
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    split: SplitParams = Field(default_factory=SplitParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+    promote: PromoteParams = Field(default_factory=PromoteParams)
+    monitor: MonitorParams = Field(default_factory=MonitorParams)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with the `params.yaml` key names (aliases)."""

@@ -53,4 +53,4 @@ class TrainParams(Section):
     cache_images: bool = Field(True, description="Keep decoded images in RAM after the first epoch.")
     patience: int = Field(10, ge=0, description="EarlyStopping patience in epochs on val/map; 0 = off.")
     seed: int = Field(0, ge=0, description="Global seed (Lightning seed_everything).")
-    augment: AugmentParams = Field(default_factory=AugmentParams)  # type: ignore[arg-type]
+    augment: AugmentParams = Field(default_factory=AugmentParams)

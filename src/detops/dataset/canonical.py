@@ -33,13 +33,13 @@ def read_dataset(path: Path) -> Dataset:
     if not path.is_file():
         raise DataError(f"{path}: dataset file not found. Run the step that writes it first.")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data: Dataset = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc}).") from exc
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DataError(f"{path}: missing the COCO list {key!r}.")
-    return data  # type: ignore[no-any-return]
+    return data
 
 
 def write_dataset(path: Path, dataset: Dataset) -> Path:

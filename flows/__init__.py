@@ -1,0 +1,1 @@
+"""Prefect flows that compose the detops tasks: `retrain` is the main one."""

@@ -1,0 +1,58 @@
+"""The CLI maps flags to params, prints user errors without a traceback, and stays light to import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from detops.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_verb() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for verb in ("sample", "import", "validate", "split", "train", "evaluate", "export", "promote", "monitor"):
+        assert verb in result.output
+
+
+def test_cli_import_does_not_load_heavy_libraries() -> None:
+    """`detops --help` must stay fast: torch, mlflow, prefect & co. are imported by the steps only."""
+    code = (
+        "import sys, detops.cli, detops.config, detops.workspace\n"
+        "heavy = [m for m in ('torch', 'mlflow', 'prefect', 'great_expectations', 'evidently', 'pandas')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_unbuilt_verb_says_so(workspace: Path) -> None:
+    result = runner.invoke(app, ["--workspace", str(workspace), "promote"])
+    assert result.exit_code == 4
+    assert "not built yet" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_override_is_an_error_not_a_traceback(workspace: Path) -> None:
+    result = runner.invoke(app, ["--workspace", str(workspace), "--set", "train.epoch=2", "train"])
+    assert result.exit_code == 2
+    assert "unknown key 'train.epoch'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_explicit_params_file(workspace: Path) -> None:
+    result = runner.invoke(app, ["--workspace", str(workspace), "--params", "other.yaml", "params"])
+    assert result.exit_code == 2
+    assert "other.yaml: params file not found" in result.output
+
+
+def test_params_command_applies_overrides(workspace: Path) -> None:
+    result = runner.invoke(app, ["--workspace", str(workspace), "--set", "train.epochs=7", "params"])
+    assert result.exit_code == 0
+    assert "epochs: 7" in result.output

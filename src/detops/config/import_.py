@@ -14,8 +14,9 @@ class ImportParams(Section):
     source: str = Field("data/raw/sample", description="Dataset root (relative to the workspace or absolute).")
     annotations: str = Field(
         "",
-        description="COCO: the instances json inside `source` (default: annotations.json or the only "
-        "*.json). YOLO: data.yaml or classes.txt (default: found in `source`). VOC: unused.",
+        description="COCO: the instances json (default: annotations.json or the only *.json in `source`). "
+        "YOLO: data.yaml or classes.txt (default: data.yaml, the only *.yaml, or classes.txt in `source`). "
+        "VOC: unused. A relative path is looked up in `source`, then in the workspace.",
     )
     size_mismatch: Literal["warn", "error"] = Field(
         "warn", description="What to do when an annotation's width/height disagree with the image file."

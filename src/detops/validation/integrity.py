@@ -6,9 +6,11 @@ Expectations, so the decision about a bad file is made by the same gate as every
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -22,31 +24,53 @@ from detops.validation.table import INTEGRITY_COLUMNS
 FileCheck = tuple[bool, str, str | None, float, float]
 
 _NAN = float("nan")
+_ORIENTATION_TAG = 0x0112
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # rotated by 90 degrees: width and height swap
+_PNG_END = b"IEND\xaeB`\x82"
 
 
 def inspect_image(path: str) -> FileCheck:
-    """Open and fully decode one file (`load()` reads every byte, so truncation cannot hide)."""
+    """Read and fully decode one file (`load()` walks every byte, so truncation cannot hide).
+
+    The size is the displayed one (EXIF orientations 5-8 swap width and height), as `import` records it.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        size = os.stat(path).st_size
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         return False, "file not found", None, _NAN, _NAN
+    except IsADirectoryError:
+        return False, "is a folder, not an image file", None, _NAN, _NAN
     except OSError as exc:
-        return False, f"cannot stat the file: {exc.strerror or exc}", None, _NAN, _NAN
-    if size == 0:
+        return False, f"cannot read the file: {exc.strerror or exc}", None, _NAN, _NAN
+    if not data:
         return False, "empty file (0 bytes)", None, _NAN, _NAN
     fmt: str | None = None
     width = height = _NAN
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             fmt, (width, height) = img.format, (float(img.size[0]), float(img.size[1]))
+            if _orientation(img) in _SWAPPING_ORIENTATIONS:
+                width, height = height, width
             img.load()
+        # Pillow stops reading a PNG once its pixels are decoded; a file cut after them lacks its end chunk.
+        if fmt == "PNG" and _PNG_END not in data[-64:]:
+            raise OSError("PNG file is truncated (no IEND chunk)")
     except UnidentifiedImageError:
         return False, "not an image PIL can read", None, _NAN, _NAN
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        return False, f"cannot decode ({fmt or 'unknown format'}): {exc}", fmt, width, height
+        what = "truncated file" if "truncat" in str(exc).lower() else "cannot decode"
+        return False, f"{what} ({fmt or 'unknown format'}): {exc}", fmt, width, height
     return True, "", fmt, width, height
+
+
+def _orientation(img: Any) -> int:
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # a broken EXIF block does not make the pixels unreadable
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 def check_images(dataset: Dataset, root: Path, workers: int = 0) -> pd.DataFrame:
@@ -77,7 +101,6 @@ def check_images(dataset: Dataset, root: Path, workers: int = 0) -> pd.DataFrame
 def trusted_integrity(dataset: Dataset) -> pd.DataFrame:
     """An integrity table that takes the json at its word: for validating boxes without the image files."""
     rows = [
-        (True, "", None, float(im.get("width") or _NAN), float(im.get("height") or _NAN))
-        for im in dataset["images"]
+        (True, "", None, float(im.get("width") or _NAN), float(im.get("height") or _NAN)) for im in dataset["images"]
     ]
     return pd.DataFrame(rows, columns=list(INTEGRITY_COLUMNS))

@@ -37,12 +37,14 @@ INTEGRITY_COLUMNS = ("readable", "problem", "file_format", "file_width", "file_h
 def annotation_table(dataset: Dataset, tolerance_px: float) -> pd.DataFrame:
     """One row per box: its coordinates, corners, area, class name and its image's json size."""
     annotations = dataset["annotations"]
-    coords = np.array([_bbox(a.get("bbox")) for a in annotations], dtype=float).reshape(-1, 4)
+    image_ids = [a.get("image_id") for a in annotations]
+    category_ids = [a.get("category_id") for a in annotations]
+    coords = _coordinates([a.get("bbox") for a in annotations])
     table = pd.DataFrame(
         {
             "ann_id": [a.get("id") for a in annotations],
-            "image_id": [a.get("image_id") for a in annotations],
-            "category_id": [a.get("category_id") for a in annotations],
+            "image_id": image_ids,
+            "category_id": category_ids,
             "x": coords[:, 0],
             "y": coords[:, 1],
             "w": coords[:, 2],
@@ -52,19 +54,21 @@ def annotation_table(dataset: Dataset, tolerance_px: float) -> pd.DataFrame:
     table["x2"] = table["x"] + table["w"]
     table["y2"] = table["y"] + table["h"]
     table["area"] = table["w"] * table["h"]
-    # Join by dict rather than DataFrame.merge: ids of mixed types (a hand-edited json) must not crash it.
-    images: dict[Any, dict[str, Any]] = {}
-    for im in dataset["images"]:
-        images.setdefault(im.get("id"), im)  # a duplicated image id is reported on the image table
+    # Join through dicts rather than DataFrame.merge: ids of mixed types (a hand-edited json) must not crash it.
+    images = dataset["images"]
+    first: dict[Any, int] = {}
+    for pos, im in enumerate(images):
+        first.setdefault(im.get("id"), pos)  # a duplicated image id is reported on the image table
+    at = np.array([first.get(i, -1) for i in image_ids], dtype=np.int64)  # -1: no such image
+    none = [None]  # what a box without an image joins: the extra last element picked by -1
+    table["image_found"] = at >= 0
+    table["file_name"] = np.array([im.get("file_name") for im in images] + none, dtype=object)[at]
+    table["image_width"] = np.array([_number(im.get("width")) for im in images] + [math.nan])[at]
+    table["image_height"] = np.array([_number(im.get("height")) for im in images] + [math.nan])[at]
     names: dict[Any, str] = {}
     for c in dataset["categories"]:
         names.setdefault(c.get("id"), str(c.get("name")))
-    joined = [images.get(a.get("image_id"), {}) for a in annotations]
-    table["image_found"] = [a.get("image_id") in images for a in annotations]
-    table["file_name"] = [im.get("file_name") for im in joined]
-    table["image_width"] = [_number(im.get("width")) for im in joined]
-    table["image_height"] = [_number(im.get("height")) for im in joined]
-    table["category"] = [names.get(a.get("category_id")) for a in annotations]
+    table["category"] = [names.get(c) for c in category_ids]
     table["width_limit"] = table["image_width"] + tolerance_px
     table["height_limit"] = table["image_height"] + tolerance_px
     return table
@@ -74,9 +78,7 @@ def image_table(dataset: Dataset, integrity: pd.DataFrame) -> pd.DataFrame:
     """One row per image: json id and size, boxes it holds, the format its extension promises, file check."""
     images = dataset["images"]
     if len(integrity) != len(images) or not set(INTEGRITY_COLUMNS) <= set(integrity.columns):
-        raise ValueError(
-            f"integrity table must have one row per image ({len(images)}) and columns {INTEGRITY_COLUMNS}"
-        )
+        raise ValueError(f"integrity table must have one row per image ({len(images)}) and columns {INTEGRITY_COLUMNS}")
     boxes = pd.Series([a.get("image_id") for a in dataset["annotations"]]).value_counts()
     table = pd.DataFrame(
         {
@@ -105,8 +107,20 @@ def category_table(dataset: Dataset, kept_annotations: Iterable[dict[str, Any]])
     return table
 
 
+def _coordinates(bboxes: list[Any]) -> np.ndarray:
+    """(n, 4) float array of [x, y, w, h]; a malformed bbox becomes NaN so the not-null rules name its box."""
+    if not bboxes:
+        return np.empty((0, 4))
+    try:  # fast path: every bbox is four numbers
+        array = np.array(bboxes)
+        if array.shape == (len(bboxes), 4) and array.dtype.kind in "fiu":
+            return array.astype(float)
+    except ValueError:  # ragged lists
+        pass
+    return np.array([_bbox(b) for b in bboxes], dtype=float)
+
+
 def _bbox(bbox: Any) -> list[float]:
-    """[x, y, w, h] as floats; anything malformed becomes NaN so the not-null rules name the box."""
     if isinstance(bbox, (list, tuple)) and len(bbox) == 4:
         return [_number(v) for v in bbox]
     return [math.nan] * 4

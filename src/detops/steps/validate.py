@@ -1,0 +1,67 @@
+"""Step `validate`: the data quality gate between `import` and `split`.
+
+Reads `data/prepared/dataset.json`, checks every image file in parallel, runs the GX suites, and
+writes `reports/validation.json` (always, even when the gate fails), the GX Data Docs and, when the
+data passes (or was cleaned in `drop` mode), `data/prepared/validated.json`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from detops.atomic import write_json
+from detops.console import out_console
+from detops.dataset.canonical import dataset_root, read_dataset, write_dataset
+from detops.errors import ValidationFailed
+from detops.steps.result import StepResult
+from detops.validation import check_images, validate_dataset
+from detops.validation.report import build_report, failure_message, summary_table
+from detops.workspace import Workspace
+
+REPORT = "validation.json"
+DOCS = "validation_docs"
+
+
+def run(ws: Workspace) -> StepResult:
+    params = ws.params.validate_
+    dataset = read_dataset(ws.dataset_json)
+    started = time.perf_counter()
+    integrity = check_images(dataset, dataset_root(dataset, ws.root), params.workers)
+    integrity_s = round(time.perf_counter() - started, 4)
+    outcome = validate_dataset(dataset, integrity, params, docs_dir=ws.reports / DOCS if params.data_docs else None)
+
+    report_path = ws.reports / REPORT
+    failed = bool(outcome.errors) or (not outcome.success and params.on_error == "fail")
+    report = build_report(
+        outcome,
+        dataset=ws.relative(ws.dataset_json),
+        output=None if failed else ws.relative(ws.validated_json),
+        data_docs=ws.relative(outcome.docs_index) if outcome.docs_index else None,
+        extra_timings={"integrity_s": integrity_s},
+    )
+    write_json(report_path, report)
+    out_console().print(summary_table(outcome))
+    if failed:
+        ws.validated_json.unlink(missing_ok=True)  # a stale pass must not feed `split`
+        raise ValidationFailed(failure_message(outcome, ws.relative(report_path)))
+    write_dataset(ws.validated_json, outcome.dataset)
+
+    outputs = {"validated": ws.relative(ws.validated_json), "report": ws.relative(report_path)}
+    if outcome.docs_index:
+        outputs["data_docs"] = ws.relative(outcome.docs_index)
+    after = outcome.counts["after"]
+    return StepResult(
+        step="validate",
+        outputs=outputs,
+        metrics={
+            "passed": outcome.success,
+            "images": after["images"],
+            "boxes": after["boxes"],
+            "classes": after["classes"],
+            "dropped_images": report["counts"]["dropped"]["images"],
+            "dropped_boxes": report["counts"]["dropped"]["boxes"],
+            "problems": len(outcome.problems),
+            "content_hash": outcome.content_hash["output"],
+        },
+        notes=[f"dropped {p.message()}" for p in outcome.problems[:5]],
+    )

@@ -1,0 +1,1 @@
+"""The embedded synthetic dataset: deterministic, learnable shapes on textured backgrounds (`detops sample`)."""

@@ -7,6 +7,7 @@ normalised boxes with that size, and reports where the annotations disagree with
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -155,3 +156,14 @@ def _annotation(box: SourceBox, image: dict[str, Any], index: int) -> dict[str, 
         "area": box.area if box.area is not None else round(bbox[2] * bbox[3], 4),
         "iscrowd": box.iscrowd,
     }
+
+
+def finite_number(text: str, where: str) -> float:
+    """A coordinate from a label file: a NaN or an infinity is as wrong as a word."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{where}: {text!r} is not a number.") from None
+    if not math.isfinite(value):
+        raise DataError(f"{where}: {text!r} is not a finite number.")
+    return value

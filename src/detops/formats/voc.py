@@ -29,7 +29,7 @@ from detops.dataset.canonical import SPLITS, Dataset
 from detops.dataset.paths import safe_relative
 from detops.errors import DataError
 from detops.formats.layout import boxes_by_image, flat_file_names, number, place_image
-from detops.formats.source import IMAGE_SUFFIXES, SourceBox, SourceDataset, SourceImage, listing
+from detops.formats.source import IMAGE_SUFFIXES, SourceBox, SourceDataset, SourceImage, finite_number, listing
 
 ANNOTATIONS = "Annotations"
 IMAGES = "JPEGImages"
@@ -151,13 +151,7 @@ def _coordinate(box: ET.Element, key: str, where: str) -> float:
     text = box.findtext(key)
     if text is None:
         raise DataError(f"{where}: <bndbox> has no <{key}>.")
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{where}: <{key}> is {text!r}, not a number.") from None
-    if not math.isfinite(value):
-        raise DataError(f"{where}: <{key}> is {text!r}, not a finite number.")
-    return value
+    return finite_number(text, f"{where}: <{key}>")
 
 
 def write_voc(dataset: Dataset, image_paths: dict[int, Path], out: Path) -> list[str]:

@@ -20,7 +20,6 @@ Layout rules, as Ultralytics applies them:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -35,6 +34,7 @@ from detops.formats.source import (
     SourceBox,
     SourceDataset,
     SourceImage,
+    finite_number,
     listing,
     split_from_parts,
 )
@@ -245,7 +245,7 @@ def _read_labels(path: Path, image: int, names: dict[int, str], spec: Path) -> l
                 f"{where}: expected 5 values `class cx cy w h` (or a polygon `class x1 y1 x2 y2 ...`), "
                 f"got {n}: {line.strip()!r}"
             )
-        values = [_finite(v, where) for v in fields]
+        values = [finite_number(v, where) for v in fields]
         if not values[0].is_integer() or int(values[0]) not in names:
             raise DataError(
                 f"{where}: class id {fields[0]} is not in {spec} (classes {min(names)}..{max(names)}); "
@@ -258,16 +258,6 @@ def _read_labels(path: Path, image: int, names: dict[int, str], spec: Path) -> l
             bbox = ((min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys))
         boxes.append(SourceBox(image=image, category_id=int(values[0]) + 1, bbox=bbox, normalized_center=True))
     return boxes
-
-
-def _finite(text: str, where: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{where}: {text!r} is not a number.") from None
-    if not math.isfinite(value):
-        raise DataError(f"{where}: {text!r} is not a finite number.")
-    return value
 
 
 def write_yolo(dataset: Dataset, image_paths: dict[int, Path], out: Path) -> list[str]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from detops.config.base import Section
 
@@ -12,8 +12,10 @@ class AugmentParams(Section):
 
     hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip.")
     vflip: float = Field(0.0, ge=0, le=1, description="Probability of a vertical flip.")
+    affine: float = Field(0.5, ge=0, le=1, description="Probability of the random zoom + shift below.")
     scale_min: float = Field(0.75, gt=0, le=1, description="Smallest random zoom (affine scale).")
     scale_max: float = Field(1.25, ge=1, le=4, description="Largest random zoom (affine scale).")
+    translate: float = Field(0.1, ge=0, le=0.5, description="Largest random shift, as a share of the image side.")
     brightness_contrast: float = Field(0.5, ge=0, le=1, description="Probability of brightness/contrast jitter.")
     hue_saturation: float = Field(0.3, ge=0, le=1, description="Probability of hue/saturation jitter.")
     blur: float = Field(0.1, ge=0, le=1, description="Probability of a Gaussian blur.")
@@ -30,27 +32,40 @@ class TrainParams(Section):
         False, description="false: from scratch; true: timm hub weights (needs them cached); or a path "
         "to a timm state dict (.safetensors / .pth)."
     )
+    strides: list[int] = Field([8, 16, 32], min_length=1, description="Backbone feature strides fed to the FPN.")
     fpn_channels: int = Field(64, ge=8, le=512, description="Channels of the feature pyramid and head.")
     head_convs: int = Field(2, ge=1, le=6, description="Conv layers per head branch.")
+    center_radius: float = Field(
+        1.5, ge=0, description="FCOS centre sampling: positives lie within this many strides of a box centre; 0 = off."
+    )
     image_size: int = Field(256, ge=32, le=2048, description="Letterboxed square input side in pixels.")
     batch_size: int = Field(16, ge=1, le=1024, description="Images per batch per device.")
     epochs: int = Field(30, ge=1, le=10_000, description="Maximum number of epochs.")
     max_minutes: float = Field(0, ge=0, description="Wall-clock training budget; 0 = no limit.")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Optimizer.")
-    lr: float = Field(2e-3, gt=0, le=1, description="Peak learning rate after warmup.")
-    weight_decay: float = Field(0.05, ge=0, le=1, description="Weight decay.")
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate after warmup.")
+    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="Final learning rate of the cosine, as a share of lr.")
+    weight_decay: float = Field(0.05, ge=0, le=1, description="Weight decay (not applied to norms and biases).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warmup length before the cosine decay.")
     grad_clip: float = Field(10.0, ge=0, description="Gradient norm clip; 0 = off.")
     ema: bool = Field(True, description="Keep an exponential moving average of the weights for eval.")
-    ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per step.")
+    ema_decay: float = Field(0.999, gt=0, lt=1, description="Largest EMA decay per step (ramped up from 0).")
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
         "auto", description="auto: bf16-mixed on a GPU that supports it, 32 on CPU."
     )
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="Lightning accelerator.")
     devices: int | Literal["auto"] = Field("auto", description="Devices per node (DDP when > 1).")
+    strategy: str = Field("auto", min_length=1, description="Lightning strategy, e.g. ddp for several GPUs.")
     num_workers: int = Field(-1, ge=-1, le=64, description="DataLoader workers; -1 = sized to the machine.")
-    cache_images: bool = Field(True, description="Keep decoded images in RAM after the first epoch.")
+    cache_images: bool = Field(True, description="Decode (and resize) every image once, kept in RAM.")
     patience: int = Field(10, ge=0, description="EarlyStopping patience in epochs on val/map; 0 = off.")
     seed: int = Field(0, ge=0, description="Global seed (Lightning seed_everything).")
     augment: AugmentParams = Field(default_factory=AugmentParams)
+
+    @field_validator("strides")
+    @classmethod
+    def _strides_increasing(cls, value: list[int]) -> list[int]:
+        if any(s <= 0 for s in value) or sorted(set(value)) != value:
+            raise ValueError("strides must be positive and strictly increasing, e.g. [8, 16, 32]")
+        return value

@@ -1,0 +1,1 @@
+"""The detector: timm backbone, FPN neck, anchor-free (FCOS-style) head, and its pre/post-processing."""

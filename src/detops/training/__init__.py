@@ -1,0 +1,1 @@
+"""Lightning training of the detector: data, augmentation, the LightningModule, callbacks, inference."""

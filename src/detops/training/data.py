@@ -1,0 +1,192 @@
+"""Split COCO files -> batches of letterboxed uint8 images with xyxy boxes and contiguous labels.
+
+Every random choice of an epoch derives from (seed, epoch, index): the sampler's order from seed + epoch,
+each sample's augmentation from a per-sample seed. A run resumed mid-way therefore sees exactly the
+batches an uninterrupted run would have seen, whichever worker loads them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from detops.dataset.canonical import Dataset as CocoDataset
+from detops.dataset.canonical import dataset_root
+from detops.dataset.paths import resolve_inside
+from detops.model.preprocess import Letterbox, fit_longest_side, pad_offsets, read_rgb
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """Original COCO category ids <-> contiguous labels 0..C-1, in sorted id order."""
+
+    ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_dataset(cls, dataset: CocoDataset) -> ClassMap:
+        cats = sorted(dataset["categories"], key=lambda c: int(c["id"]))
+        return cls(tuple(int(c["id"]) for c in cats), tuple(str(c["name"]) for c in cats))
+
+    @property
+    def label_of(self) -> dict[int, int]:
+        return {cat_id: label for label, cat_id in enumerate(self.ids)}
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return {"ids": list(self.ids), "names": list(self.names)}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image to load: its file, COCO id and boxes (xyxy, original pixels) with labels."""
+
+    path: Path
+    image_id: int
+    boxes: np.ndarray
+    labels: np.ndarray
+
+
+def build_records(dataset: CocoDataset, workspace_root: Path, classes: ClassMap) -> list[Record]:
+    """Records in dataset order; crowd and zero-size boxes are not training targets and are left out."""
+    root = dataset_root(dataset, workspace_root)
+    label_of = classes.label_of
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for ann in dataset["annotations"]:
+        by_image.setdefault(int(ann["image_id"]), []).append(ann)
+    records = []
+    for image in dataset["images"]:
+        anns = [a for a in by_image.get(int(image["id"]), []) if not a.get("iscrowd")]
+        xywh = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
+        keep = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)[keep]
+        labels = np.array([label_of[int(a["category_id"])] for a in anns], dtype=np.int64)[keep]
+        path = resolve_inside(root, str(image["file_name"]), f"image id {image['id']}")
+        records.append(Record(path, int(image["id"]), boxes, labels))
+    return records
+
+
+def image_records(dataset: CocoDataset, workspace_root: Path) -> list[Record]:
+    """Records without targets, for inference: any image of any dataset, whatever its categories."""
+    root = dataset_root(dataset, workspace_root)
+    empty_boxes, empty_labels = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+    return [Record(resolve_inside(root, str(im["file_name"]), f"image id {im['id']}"), int(im["id"]),
+                   empty_boxes, empty_labels) for im in dataset["images"]]
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 32-bit seed per (run seed, epoch, sample)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class DetectionDataset(Dataset[dict[str, Any]]):
+    """Images resized to their longest side = `image_size`, then `pipeline` (padding + augmentation).
+
+    Items are addressed by index or by (index, epoch), the latter coming from `EpochSampler`.
+    """
+
+    def __init__(self, records: list[Record], image_size: int, pipeline: Any, seed: int = 0) -> None:
+        self.records = records
+        self.image_size = image_size
+        self.pipeline = pipeline
+        self.seed = seed
+        self._cache: list[tuple[np.ndarray, float, float, int, int] | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def preload(self, threads: int) -> None:
+        """Decode and resize every image once (the RAM cache); DataLoader workers share it when forked."""
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            self._cache = list(pool.map(self._decode, range(len(self.records))))
+
+    def _decode(self, index: int) -> tuple[np.ndarray, float, float, int, int]:
+        image = read_rgb(self.records[index].path)
+        h, w = image.shape[:2]
+        resized, sx, sy = fit_longest_side(image, self.image_size)
+        return resized, sx, sy, w, h
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = (key, 0) if isinstance(key, int) else key
+        record = self.records[index]
+        cached = self._cache[index] if self._cache is not None else None
+        image, sx, sy, w, h = cached if cached is not None else self._decode(index)
+        boxes = record.boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
+        self.pipeline.set_random_seed(sample_seed(self.seed, epoch, index))
+        out = self.pipeline(image=image, bboxes=boxes, labels=record.labels)
+        pad_x, pad_y = pad_offsets(image.shape[0], image.shape[1], self.image_size)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1),
+            "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
+            "labels": torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1)),
+            "image_id": record.image_id,
+            "letterbox": Letterbox(w, h, sx, sy, pad_x, pad_y),
+        }
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "images": torch.stack([s["image"] for s in samples]),
+        "boxes": [s["boxes"] for s in samples],
+        "labels": [s["labels"] for s in samples],
+        "image_ids": [s["image_id"] for s in samples],
+        "letterbox": [s["letterbox"] for s in samples],
+    }
+
+
+class EpochSampler(DistributedSampler):
+    """Lightning's DDP sampler (shuffled by seed + epoch) that also hands the epoch to the dataset."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in super().__iter__():
+            yield int(index), int(self.epoch)
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_workers(num_workers: int) -> int:
+    """-1 = one worker per spare core, at most 8 (more rarely helps a detector's input pipeline)."""
+    return min(usable_cpus() - 1, 8) if num_workers < 0 else num_workers
+
+
+def _init_worker(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # workers already run in parallel; nested OpenCV threads only contend
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset: Dataset[Any], batch_size: int, num_workers: int, pin_memory: bool,
+                sampler: Any = None, shuffle: bool = False) -> DataLoader[Any]:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate,
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                      worker_init_fn=_init_worker if num_workers > 0 else None)
+
+
+class DetectionDataModule(pl.LightningDataModule):
+    """Train loader with the epoch-seeded sampler (DDP-aware), plain ordered val loader."""
+
+    def __init__(self, train: DetectionDataset, val: DetectionDataset, batch_size: int, num_workers: int,
+                 pin_memory: bool, seed: int) -> None:
+        super().__init__()
+        self.train_set, self.val_set = train, val
+        self.batch_size, self.num_workers, self.pin_memory, self.seed = batch_size, num_workers, pin_memory, seed
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EpochSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        return make_loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return make_loader(self.val_set, self.batch_size, self.num_workers, self.pin_memory)

@@ -1,0 +1,75 @@
+"""The Lightning Trainer as params say: precision, devices, time budget, checkpoints, EMA, early stopping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+
+from detops.config.train import TrainParams
+from detops.training.callbacks import EMA, TrainHistory
+
+MONITOR = "val/map"
+
+
+class ProgressBar(RichProgressBar):
+    """Rich bar with the running loss and the latest val/map; no logger version number."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+def resolve_precision(params: TrainParams) -> str:
+    """auto: bf16-mixed on a GPU that has it, fp16-mixed on older GPUs, full fp32 on CPU."""
+    if params.precision != "auto":
+        return params.precision if params.precision != "32" else "32-true"
+    if params.accelerator != "cpu" and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def uses_cuda(params: TrainParams) -> bool:
+    return params.accelerator != "cpu" and torch.cuda.is_available()
+
+
+def checkpoint_callbacks(models: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """best.ckpt: weights only (EMA in `state_dict`), by val/map; last.ckpt: full state for --resume."""
+    best = ModelCheckpoint(dirpath=models, filename="best", monitor=MONITOR, mode="max", save_top_k=1,
+                           save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=models, filename="last", monitor=None, save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    return best, last
+
+
+def build_trainer(params: TrainParams, models: Path, logger: Any, history: TrainHistory,
+                  extra_callbacks: Sequence[pl.Callback] = (), steps_per_epoch: int = 50) -> pl.Trainer:
+    best, last = checkpoint_callbacks(models)
+    callbacks: list[pl.Callback] = [best, last, history, ProgressBar(leave=False)]
+    if params.ema:
+        callbacks.append(EMA(params.ema_decay))
+    if params.patience:
+        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=params.patience,
+                                       check_on_train_epoch_end=False))
+    callbacks.extend(extra_callbacks)
+    return pl.Trainer(
+        max_epochs=params.epochs,
+        max_time=timedelta(minutes=params.max_minutes) if params.max_minutes else None,
+        accelerator=params.accelerator,
+        devices=params.devices,
+        strategy=params.strategy,
+        precision=resolve_precision(params),  # type: ignore[arg-type]
+        gradient_clip_val=params.grad_clip or None,
+        callbacks=callbacks,
+        logger=logger,
+        log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        default_root_dir=str(models),
+    )

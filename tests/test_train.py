@@ -1,0 +1,234 @@
+"""The `train` step end to end on a tiny synthetic dataset: checkpoints, reports, MLflow, exact resume,
+inference in original pixels, and every bad input it must refuse with a TrainingError."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image, ImageDraw
+
+from detops.config import load_params
+from detops.dataset.canonical import read_dataset, subset, write_dataset
+from detops.errors import TrainingError
+from detops.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+CATEGORIES = [{"id": 3, "name": "box"}, {"id": 7, "name": "disc"}]  # non-contiguous ids on purpose
+TINY = [
+    "train.backbone=test_resnet", "train.fpn_channels=16", "train.head_convs=1", "train.image_size=64",
+    "train.batch_size=4", "train.epochs=3", "train.num_workers=0", "train.patience=0", "train.lr=0.01",
+    "train.warmup_epochs=0.5", "evaluate.batch_size=4",
+]
+
+
+def write_tiny_dataset(root: Path, n_images: int = 14, seed: int = 0) -> dict[str, Any]:
+    """Rectangles (id 3) and ellipses (id 7) on noise; some images are not square."""
+    rng = np.random.default_rng(seed)
+    image_dir = root / "data" / "raw" / "tiny" / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(n_images):
+        w, h = [(64, 64), (96, 56), (48, 80)][i % 3]
+        pixels = rng.integers(0, 80, size=(h, w, 3), dtype=np.uint8)
+        img = Image.fromarray(pixels)
+        draw = ImageDraw.Draw(img)
+        for j in range(1 + i % 2):
+            cat = CATEGORIES[(i + j) % 2]["id"]
+            bw, bh = int(rng.integers(12, w // 2)), int(rng.integers(12, h // 2))
+            x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+            shape = draw.rectangle if cat == 3 else draw.ellipse
+            shape([x, y, x + bw - 1, y + bh - 1], fill=(230, 200, 40) if cat == 3 else (40, 200, 230))
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": cat,
+                                "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})
+        img.save(image_dir / f"{i:03d}.png")
+        images.append({"id": i + 1, "file_name": f"images/{i:03d}.png", "width": w, "height": h})
+    return {"info": {"root": "data/raw/tiny"}, "images": images, "annotations": annotations,
+            "categories": CATEGORIES}
+
+
+def make_workspace(root: Path, *overrides: str, splits: tuple[int, int] = (8, 11)) -> Workspace:
+    """Workspace with the repo's params + `TINY` + overrides, and train/val/test split files."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    ws = Workspace.at(root, load_params(root / "params.yaml", [*TINY, *overrides]))
+    dataset = write_tiny_dataset(root)
+    ids = [im["id"] for im in dataset["images"]]
+    a, b = splits
+    for name, part in (("train", ids[:a]), ("val", ids[a:b]), ("test", ids[b:])):
+        write_dataset(ws.split_json(name), subset(dataset, part))
+    return ws
+
+
+def run_train(ws: Workspace, **kwargs: Any) -> Any:
+    from detops.steps import train
+
+    return train.run(ws, **kwargs)
+
+
+class StopAfter(pl.Callback):
+    """Simulates an interrupted run: stops cleanly once `epochs` epochs are done."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Any]:
+    ws = make_workspace(tmp_path_factory.mktemp("straight"))
+    return ws, run_train(ws)
+
+
+def _state(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return {"ema": ckpt["state_dict"], "current": ckpt["current_model_state"]}
+
+
+@pytest.mark.slow
+def test_train_writes_checkpoints_reports_and_an_mlflow_run(trained: tuple[Workspace, Any]) -> None:
+    from mlflow import MlflowClient
+
+    from detops import tracking
+
+    ws, result = trained
+    for name in ("best", "last", "metrics", "curves", "mlflow_run"):
+        assert (ws.root / result.outputs[name]).is_file(), name
+    summary = json.loads((ws.reports / "train.json").read_text())
+    assert summary["epochs"] == 3 and 1 <= summary["best_epoch"] <= 3
+    assert 0 <= summary["val/map"] <= 1 and summary["images_per_second"] > 0 and summary["parameters"] > 0
+    best = torch.load(ws.models / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["hyper_parameters"]["classes"] == {"ids": [3, 7], "names": ["box", "disc"]}
+    assert "optimizer_states" not in best  # best is weights only; last has the full state for --resume
+    assert "optimizer_states" in torch.load(ws.models / "last.ckpt", map_location="cpu", weights_only=True)
+
+    run_id = tracking.read_run_id(ws)
+    client = MlflowClient(tracking.tracking_uri(ws))
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.backbone"] == "test_resnet" and run.data.params["train.image_size"] == "64"
+    assert len(client.get_metric_history(run_id, "val/map")) == 3
+    assert {"train/loss", "val/map_50", "best/val_map", "train/images_per_second"} <= set(run.data.metrics)
+    assert run.data.tags["git.commit"] and run.data.tags["version.torch"] == metadata.version("torch")
+    assert run.data.tags["data.train_hash"]
+    artifacts = {a.path for folder in ("checkpoints", "plots", "") for a in client.list_artifacts(run_id, folder)}
+    assert {"checkpoints/best.ckpt", "plots/training_curves.png", "train.json"} <= artifacts
+
+
+@pytest.mark.slow
+def test_best_checkpoint_holds_the_ema_weights(trained: tuple[Workspace, Any]) -> None:
+    ws, _ = trained
+    state = _state(ws.models / "last.ckpt")
+    differs = [k for k, v in state["ema"].items() if v.is_floating_point() and not torch.equal(v, state["current"][k])]
+    assert differs, "EMA weights should differ from the raw weights after training"
+
+
+@pytest.mark.slow
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
+    trained: tuple[Workspace, Any], tmp_path: Path
+) -> None:
+    from detops import tracking
+
+    straight_ws, _ = trained
+    ws = make_workspace(tmp_path / "resumed")
+    run_train(ws, callbacks=[StopAfter(2)])
+    interrupted = _state(ws.models / "last.ckpt")
+    run_id = tracking.read_run_id(ws)
+    run_train(ws, resume=True)
+
+    expected, got = _state(straight_ws.models / "last.ckpt"), _state(ws.models / "last.ckpt")
+    assert any(not torch.equal(interrupted["current"][k], got["current"][k]) for k in got["current"])
+    for kind in ("ema", "current"):
+        assert expected[kind].keys() == got[kind].keys()
+        for key, value in expected[kind].items():
+            assert torch.allclose(value.float(), got[kind][key].float(), rtol=1e-4, atol=1e-6), (kind, key)
+    assert tracking.read_run_id(ws) == run_id  # the resumed run continues the same MLflow run
+    summary = json.loads((ws.reports / "train.json").read_text())
+    assert summary["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_predict_dataset_returns_coco_results_in_original_pixels(trained: tuple[Workspace, Any]) -> None:
+    from detops.training.predict import load_detector, predict_dataset
+
+    ws, _ = trained
+    test = read_dataset(ws.split_json("test"))
+    results = predict_dataset(ws, ws.models / "best.ckpt", test)
+    sizes = {im["id"]: (im["width"], im["height"]) for im in test["images"]}
+    assert results and {r["category_id"] for r in results} <= {3, 7}
+    for r in results:
+        w, h = sizes[r["image_id"]]
+        x, y, bw, bh = r["bbox"]
+        assert x >= 0 and y >= 0 and bw > 0 and bh > 0 and x + bw <= w + 0.01 and y + bh <= h + 0.01
+        assert 0 < r["score"] <= 1
+    per_image = max(sum(r["image_id"] == i for r in results) for i in sizes)
+    assert per_image <= ws.params.evaluate.max_detections
+    model, meta = load_detector(ws.models / "best.ckpt")
+    assert not model.training and meta["class_ids"] == [3, 7] and meta["image_size"] == 64
+
+
+def test_empty_train_split_is_refused(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", splits=(0, 10))
+    with pytest.raises(TrainingError, match="train split has no images"):
+        run_train(ws)
+
+
+def test_category_without_train_boxes_is_named(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    train = read_dataset(ws.split_json("train"))
+    train["annotations"] = [a for a in train["annotations"] if a["category_id"] != 7]
+    write_dataset(ws.split_json("train"), train)
+    with pytest.raises(TrainingError, match=r"category 'disc' \(id 7\) has \d+ boxes in val"):
+        run_train(ws)
+
+
+def test_image_size_not_divisible_by_the_stride_is_refused_before_training(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", "train.image_size=250")
+    with pytest.raises(TrainingError, match="250 is not divisible by 32"):
+        run_train(ws)
+    assert not (ws.models / "last.ckpt").exists()
+
+
+def test_resume_without_a_last_checkpoint_is_refused(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        run_train(ws, resume=True)
+
+
+class PoisonWeights(pl.Callback):
+    """Makes the loss NaN at the second step, as a diverging run would."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if trainer.global_step == 1:
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_training_naming_epoch_step_and_lr(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", "train.epochs=1")
+    with pytest.raises(TrainingError, match=r"epoch 0, step 1.*Lower train\.lr"):
+        run_train(ws, callbacks=[PoisonWeights()])
+
+
+def test_cli_prints_the_error_without_a_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from detops.cli import app
+
+    ws = make_workspace(tmp_path / "ws", splits=(0, 10))
+    sets = [arg for override in TINY for arg in ("--set", override)]
+    result = CliRunner().invoke(app, ["--workspace", str(ws.root), *sets, "train"])
+    assert result.exit_code == 2
+    assert "train split has no images" in result.output and "Traceback" not in result.output

@@ -33,7 +33,7 @@ def uses_embedded_sample(ws: Workspace) -> bool:
     return ws.resolve(ws.params.import_.source).resolve() == (ws.raw / ws.params.sample.name).resolve()
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain")
 def retrain(workspace: str = ".", params: Params | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Retrain the detector on the workspace's dataset and evaluate it; returns each step's result."""
     ws = workspace_for(workspace, params, list(overrides or []))

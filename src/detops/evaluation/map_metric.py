@@ -3,7 +3,9 @@ MeanAveragePrecision on the pycocotools backend (so numbers match COCOeval), nev
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import io
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torchmetrics.detection import MeanAveragePrecision
@@ -32,3 +34,10 @@ def new_map_metric(class_metrics: bool = False, extended_summary: bool = False) 
         extended_summary=extended_summary,
         backend="pycocotools",
     )
+
+
+def compute_quietly(metric: MeanAveragePrecision) -> dict[str, Any]:
+    """`metric.compute()` without pycocotools' summary printout, which would drown the progress bars."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        result: dict[str, Any] = metric.compute()
+    return result

@@ -72,7 +72,7 @@ def compute_coco(gt: Dataset, detections: list[Detection]) -> CocoResult:
     """Run the shared mAP metric once: summary, per-class AP and PR curves from the same COCOeval pass."""
     import torch
 
-    from detops.evaluation.map_metric import new_map_metric
+    from detops.evaluation.map_metric import compute_quietly, new_map_metric
 
     detections = check_detections(gt, detections)
     by_image: dict[int, list[Detection]] = defaultdict(list)
@@ -101,7 +101,7 @@ def compute_coco(gt: Dataset, detections: list[Detection]) -> CocoResult:
     metric = new_map_metric(class_metrics=True, extended_summary=True)
     metric.warn_on_many_detections = False  # COCO counts the top 100 per image by design
     metric.update(preds, targets)
-    raw = metric.compute()
+    raw = compute_quietly(metric)
     return _to_result(raw, metric.rec_thresholds)
 
 

@@ -12,13 +12,13 @@ class AugmentParams(Section):
 
     hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip.")
     vflip: float = Field(0.0, ge=0, le=1, description="Probability of a vertical flip.")
-    affine: float = Field(0.5, ge=0, le=1, description="Probability of the random zoom + shift below.")
+    affine: float = Field(0.3, ge=0, le=1, description="Probability of the random zoom + shift below.")
     scale_min: float = Field(0.75, gt=0, le=1, description="Smallest random zoom (affine scale).")
     scale_max: float = Field(1.25, ge=1, le=4, description="Largest random zoom (affine scale).")
     translate: float = Field(0.1, ge=0, le=0.5, description="Largest random shift, as a share of the image side.")
-    brightness_contrast: float = Field(0.5, ge=0, le=1, description="Probability of brightness/contrast jitter.")
-    hue_saturation: float = Field(0.3, ge=0, le=1, description="Probability of hue/saturation jitter.")
-    blur: float = Field(0.1, ge=0, le=1, description="Probability of a Gaussian blur.")
+    brightness_contrast: float = Field(0.2, ge=0, le=1, description="Probability of brightness/contrast jitter.")
+    hue_saturation: float = Field(0.0, ge=0, le=1, description="Probability of hue/saturation jitter.")
+    blur: float = Field(0.0, ge=0, le=1, description="Probability of a Gaussian blur.")
     min_visibility: float = Field(
         0.3, ge=0, le=1, description="A box cut by augmentation below this visible share is dropped."
     )
@@ -27,7 +27,7 @@ class AugmentParams(Section):
 class TrainParams(Section):
     """Detector training: timm backbone + FPN + anchor-free head, Lightning Trainer."""
 
-    backbone: str = Field("resnet18", min_length=1, description="Any timm model name with features_only.")
+    backbone: str = Field("regnetx_002", min_length=1, description="Any timm model name with features_only.")
     pretrained: bool | str = Field(
         False, description="false: from scratch; true: timm hub weights (needs them cached); or a path "
         "to a timm state dict (.safetensors / .pth)."
@@ -36,14 +36,14 @@ class TrainParams(Section):
     fpn_channels: int = Field(64, ge=8, le=512, description="Channels of the feature pyramid and head.")
     head_convs: int = Field(2, ge=1, le=6, description="Conv layers per head branch.")
     center_radius: float = Field(
-        1.5, ge=0, description="FCOS centre sampling: positives lie within this many strides of a box centre; 0 = off."
+        2.5, ge=0, description="FCOS centre sampling: positives lie within this many strides of a box centre; 0 = off."
     )
-    image_size: int = Field(256, ge=32, le=2048, description="Letterboxed square input side in pixels.")
-    batch_size: int = Field(16, ge=1, le=1024, description="Images per batch per device.")
+    image_size: int = Field(192, ge=32, le=2048, description="Letterboxed square input side in pixels.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Images per batch per device.")
     epochs: int = Field(30, ge=1, le=10_000, description="Maximum number of epochs.")
     max_minutes: float = Field(0, ge=0, description="Wall-clock training budget; 0 = no limit.")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Optimizer.")
-    lr: float = Field(2e-3, gt=0, description="Peak learning rate after warmup.")
+    lr: float = Field(6e-3, gt=0, description="Peak learning rate after warmup.")
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="Final learning rate of the cosine, as a share of lr.")
     weight_decay: float = Field(0.05, ge=0, le=1, description="Weight decay (not applied to norms and biases).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")

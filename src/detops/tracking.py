@@ -34,7 +34,14 @@ def configure(ws: Workspace) -> str:
     """Point MLflow at the workspace store and make sure the experiment exists; returns its id."""
     import mlflow
 
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; left there, this workspace's store would
+    # override the next workspace's default in the same process (a flow run after another, tests).
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri(ws))
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     name = ws.params.mlflow.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:

@@ -57,7 +57,9 @@ class TrainParams(Section):
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="Lightning accelerator.")
     devices: int | Literal["auto"] = Field("auto", description="Devices per node (DDP when > 1).")
     strategy: str = Field("auto", min_length=1, description="Lightning strategy, e.g. ddp for several GPUs.")
-    num_workers: int = Field(-1, ge=-1, le=64, description="DataLoader workers; -1 = sized to the machine.")
+    num_workers: int = Field(
+        -1, ge=-1, le=64, description="DataLoader workers; -1 = sized to the machine (0 without a GPU)."
+    )
     cache_images: bool = Field(True, description="Decode (and resize) every image once, kept in RAM.")
     patience: int = Field(10, ge=0, description="EarlyStopping patience in epochs on val/map; 0 = off.")
     seed: int = Field(0, ge=0, description="Global seed (Lightning seed_everything).")

@@ -155,8 +155,14 @@ def usable_cpus() -> int:
 
 
 def resolve_workers(num_workers: int) -> int:
-    """-1 = one worker per spare core, at most 8 (more rarely helps a detector's input pipeline)."""
-    return min(usable_cpus() - 1, 8) if num_workers < 0 else num_workers
+    """-1 = on a GPU machine one worker per spare core, at most 8 (more rarely helps a detector's input
+    pipeline); on a CPU-only machine none: the model's math already uses every core, images are cached in
+    RAM, and forked workers under Prefect's threads were seen to die at teardown."""
+    if num_workers >= 0:
+        return num_workers
+    import torch
+
+    return min(usable_cpus() - 1, 8) if torch.cuda.is_available() else 0
 
 
 def _init_worker(_: int) -> None:

@@ -177,6 +177,34 @@ def test_predict_dataset_returns_coco_results_in_original_pixels(trained: tuple[
     assert not model.training and meta["class_ids"] == [3, 7] and meta["image_size"] == 64
 
 
+@pytest.mark.parametrize(
+    ("budget", "elapsed", "done", "cap", "expected"),
+    [
+        (60, 10, 1, 1000, 6),  # 10 s per epoch: six fit in a minute
+        (60, 10, 1, 4, 4),  # never more than train.epochs
+        (60, 70, 5, 1000, 5),  # over budget: stop where we are, never plan fewer than done
+        (60, 0, 0, 30, 30),  # no pace yet
+    ],
+)
+def test_epochs_within_the_budget(budget: float, elapsed: float, done: int, cap: int, expected: int) -> None:
+    from detops.training.callbacks import epochs_within
+
+    assert epochs_within(budget, elapsed, done, cap) == expected
+
+
+@pytest.mark.slow
+def test_time_budget_fits_the_schedule_so_the_lr_has_decayed_at_the_end(tmp_path: Path) -> None:
+    """A huge train.epochs with a short budget: without the refit, the cosine would span 10,000 epochs and the
+    run would be cut at its peak LR."""
+    ws = make_workspace(tmp_path / "ws", "train.epochs=10000", "train.max_minutes=0.15", "train.ema=false")
+    result = run_train(ws)
+    history = torch.load(ws.models / "last.ckpt", map_location="cpu", weights_only=True)["callbacks"]
+    epochs = next(v for k, v in history.items() if "TrainHistory" in k)["epochs"]
+    assert 2 <= len(epochs) < 10000
+    assert epochs[-1]["lr"] < 0.5 * ws.params.train.lr, [round(e["lr"], 5) for e in epochs]
+    assert "time budget" in result.notes[0]
+
+
 def test_empty_train_split_is_refused(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws", splits=(0, 10))
     with pytest.raises(TrainingError, match="train split has no images"):

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "benchmarks" / "runs"
 ULTRALYTICS_PYTHON = REPO / "benchmarks" / ".venv-ultralytics" / "bin" / "python"
 BCCD = Path("/work/shared/datasets/bccd/BCCD")
-SIDES = ("ours", "ours-fit", "theirs")
+SIDES = ("ours", "theirs")
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -96,36 +96,8 @@ def prepare(ws: Any, yolo_dir: Path) -> dict[str, Any]:
 
 # --- the two sides --------------------------------------------------------------------------------
 
-def fit_schedule_callback(minutes: float) -> Any:
-    """Ultralytics' `time=` mode for our trainer (the `ours-fit` row): after every epoch, re-fit the epoch
-    count and the cosine's length to the budget, so the LR has decayed when time runs out.
-
-    Without it our cosine spans `train.epochs`, which a time-bounded run never reaches.
-    """
-    import math
-
-    import pytorch_lightning as pl
-
-    class FitScheduleToBudget(pl.Callback):
-        def __init__(self) -> None:
-            self.started = 0.0
-
-        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            self.started = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            done = trainer.current_epoch + 1
-            mean = (time.perf_counter() - self.started) / done  # train + val, as Ultralytics measures it
-            epochs = max(done, math.ceil(minutes * 60 / mean))
-            trainer.fit_loop.max_epochs = epochs
-            schedule: Any = trainer.lr_scheduler_configs[0].scheduler  # LambdaLR(WarmupCosine)
-            schedule.lr_lambdas[0].total_steps = epochs * int(trainer.num_training_batches)
-
-    return FitScheduleToBudget()
-
-
-def run_ours(root: Path, image_size: int, minutes: float, epochs: int, extra: list[str],
-             fit_schedule: bool = False) -> dict[str, Any]:
+def run_ours(root: Path, image_size: int, minutes: float, epochs: int, extra: list[str]) -> dict[str, Any]:
+    """`train.max_minutes` fits our epoch count and cosine to the budget, as Ultralytics' `time=` does."""
     import torch
 
     from detops.steps import evaluate, train
@@ -135,13 +107,13 @@ def run_ours(root: Path, image_size: int, minutes: float, epochs: int, extra: li
         f"train.epochs={epochs}", "train.patience=0", *extra,
     ])
     started = time.perf_counter()
-    train.run(ws, callbacks=[fit_schedule_callback(minutes)] if fit_schedule else ())
+    train.run(ws)
     wall = time.perf_counter() - started
     evaluate.run(ws)
     summary = json.loads((ws.reports / "train.json").read_text(encoding="utf-8"))
     metrics = json.loads((ws.reports / "metrics.json").read_text(encoding="utf-8"))
     return {
-        "model": f"detops {ws.params.train.backbone}-FPN" + (" + schedule fit to budget" if fit_schedule else ""),
+        "model": f"detops {ws.params.train.backbone}-FPN",
         "parameters": summary["parameters"],
         "image_size": image_size,
         "budget_minutes": minutes,
@@ -219,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget of each side")
     parser.add_argument("--epochs", type=int, default=1000, help="our epoch cap: large, so the budget stops it")
     parser.add_argument("--sides", default="ours,theirs",
-                        help="comma-separated: ours, ours-fit (LR schedule re-fit to the budget), theirs")
+                        help="comma-separated: ours, theirs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra params override for our side, e.g. train.lr=0.003")
     parser.add_argument("--smoke", action="store_true", help="Ultralytics side: 1 epoch on 5%% of train images")
@@ -245,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     results_dir.mkdir(parents=True, exist_ok=True)
     for side in sides:
         before = load_average()
-        if side in ("ours", "ours-fit"):
-            row = run_ours(root, args.image_size, args.minutes, args.epochs, args.overrides, side == "ours-fit")
+        if side == "ours":
+            row = run_ours(root, args.image_size, args.minutes, args.epochs, args.overrides)
         else:
             row = run_theirs(data, workdir / "ultralytics", args.image_size, args.minutes, args.smoke)
         row["load_average_before"], row["load_average_after"] = before, load_average()

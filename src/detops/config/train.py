@@ -41,7 +41,10 @@ class TrainParams(Section):
     image_size: int = Field(192, ge=32, le=2048, description="Letterboxed square input side in pixels.")
     batch_size: int = Field(8, ge=1, le=1024, description="Images per batch per device.")
     epochs: int = Field(30, ge=1, le=10_000, description="Maximum number of epochs.")
-    max_minutes: float = Field(0, ge=0, description="Wall-clock training budget; 0 = no limit.")
+    max_minutes: float = Field(
+        0, ge=0, description="Wall-clock training budget, validation included; after each epoch the epoch count and "
+        "the LR schedule are re-fitted to it; 0 = no limit."
+    )
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Optimizer.")
     lr: float = Field(6e-3, gt=0, description="Peak learning rate after warmup.")
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="Final learning rate of the cosine, as a share of lr.")

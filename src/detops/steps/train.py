@@ -116,7 +116,9 @@ def _datamodule(ws: Workspace, train_set: dict[str, Any], val_set: dict[str, Any
     if p.cache_images:
         for dataset in (train, val):
             dataset.preload(threads=usable_cpus())
-    return DetectionDataModule(train, val, p.batch_size, resolve_workers(p.num_workers), uses_cuda(p), p.seed)
+    # Validation batches are sized like evaluation's: no gradients, so they can be larger than training's.
+    return DetectionDataModule(train, val, p.batch_size, resolve_workers(p.num_workers), uses_cuda(p), p.seed,
+                               val_batch_size=ws.params.evaluate.batch_size)
 
 
 def _mlflow_logger(ws: Workspace, resume: bool) -> MLFlowLogger:
@@ -171,7 +173,8 @@ def _finish(ws: Workspace, trainer: Any, logger: MLFlowLogger, history: TrainHis
             "no validation epoch finished, so there is no best checkpoint: raise train.max_minutes or train.epochs."
         )
     params_count = sum(p.numel() for p in module.model.parameters())
-    images_per_s = history.images / history.seconds if history.seconds else 0.0
+    # History counts this rank's images; every rank trains on as many.
+    images_per_s = history.images * trainer.world_size / history.seconds if history.seconds else 0.0
     stopped = _stop_reason(trainer, len(history.epochs))
     summary = {
         "epochs": len(history.epochs),
@@ -210,9 +213,13 @@ def _finish(ws: Workspace, trainer: Any, logger: MLFlowLogger, history: TrainHis
 def _stop_reason(trainer: Any, epochs: int) -> str:
     from pytorch_lightning.callbacks import EarlyStopping, Timer
 
+    from detops.training.callbacks import FitScheduleToBudget
+
     for callback in trainer.callbacks:
         if isinstance(callback, Timer) and (callback.time_remaining() or 1) <= 0:
             return "the time limit (train.max_minutes)"
+        if isinstance(callback, FitScheduleToBudget) and epochs < callback.cap:
+            return f"the time budget (train.max_minutes: schedule fitted to {epochs} epochs)"
         if isinstance(callback, EarlyStopping) and callback.stopped_epoch:
             return "early stopping (train.patience)"
     return f"{epochs} epochs"

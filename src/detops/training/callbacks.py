@@ -1,13 +1,15 @@
-"""Training callbacks: EMA of the weights (Lightning's WeightAveraging) and per-epoch history."""
+"""Training callbacks: EMA of the weights (Lightning's WeightAveraging), a schedule fitted to the time
+budget, and per-epoch history."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import WeightAveraging
+from pytorch_lightning.callbacks import Timer, WeightAveraging
 
 
 class RampedEmaFn:
@@ -34,6 +36,47 @@ class EMA(WeightAveraging):
 
     def __init__(self, decay: float) -> None:
         super().__init__(use_buffers=True, multi_avg_fn=RampedEmaFn(decay))
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # The module is still on the CPU here; keep the average on the training device (this rank's GPU).
+        self._device = self._device or trainer.strategy.root_device
+        super().setup(trainer, pl_module, stage)
+
+
+def epochs_within(budget_s: float, elapsed_s: float, done: int, cap: int) -> int:
+    """How many epochs fit in the budget at the pace so far: at least those done, at most `cap`."""
+    if done <= 0 or elapsed_s <= 0:
+        return cap
+    return max(done, min(cap, math.floor(budget_s * done / elapsed_s)))
+
+
+class FitScheduleToBudget(pl.Callback):
+    """With `train.max_minutes`, re-fit the epoch count and the cosine's length to the budget after each
+    epoch (what Ultralytics' `time=` does), so the LR has decayed when time runs out.
+
+    Without it the cosine spans `train.epochs`; a run cut by the clock would stop at a high LR, with its
+    weights never annealed. Elapsed time comes from Lightning's Timer, so it includes validation and the
+    epochs before a resume.
+    """
+
+    def __init__(self, budget_minutes: float) -> None:
+        self.budget_s = budget_minutes * 60
+        self.cap = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.cap = int(trainer.max_epochs or 1)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
+        if timer is None:
+            return
+        done = trainer.current_epoch + 1
+        epochs = epochs_within(self.budget_s, timer.time_elapsed("train"), done, self.cap)
+        trainer.fit_loop.max_epochs = epochs
+        for config in trainer.lr_scheduler_configs:
+            for schedule in getattr(config.scheduler, "lr_lambdas", []):
+                if hasattr(schedule, "total_steps"):
+                    schedule.total_steps = max(round(trainer.global_step * epochs / done), 1)
 
 
 class TrainHistory(pl.Callback):

@@ -183,10 +183,11 @@ class DetectionDataModule(pl.LightningDataModule):
     """Train loader with the epoch-seeded sampler (DDP-aware), plain ordered val loader."""
 
     def __init__(self, train: DetectionDataset, val: DetectionDataset, batch_size: int, num_workers: int,
-                 pin_memory: bool, seed: int) -> None:
+                 pin_memory: bool, seed: int, val_batch_size: int | None = None) -> None:
         super().__init__()
         self.train_set, self.val_set = train, val
         self.batch_size, self.num_workers, self.pin_memory, self.seed = batch_size, num_workers, pin_memory, seed
+        self.val_batch_size = val_batch_size or batch_size
 
     def train_dataloader(self) -> DataLoader[Any]:
         trainer = self.trainer
@@ -195,4 +196,4 @@ class DetectionDataModule(pl.LightningDataModule):
         return make_loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader[Any]:
-        return make_loader(self.val_set, self.batch_size, self.num_workers, self.pin_memory)
+        return make_loader(self.val_set, self.val_batch_size, self.num_workers, self.pin_memory)

@@ -12,7 +12,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
 from detops.config.train import TrainParams
-from detops.training.callbacks import EMA, TrainHistory
+from detops.training.callbacks import EMA, FitScheduleToBudget, TrainHistory
 
 MONITOR = "val/map"
 
@@ -54,6 +54,8 @@ def build_trainer(params: TrainParams, models: Path, logger: Any, history: Train
     callbacks: list[pl.Callback] = [best, last, history, ProgressBar(leave=False)]
     if params.ema:
         callbacks.append(EMA(params.ema_decay))
+    if params.max_minutes:
+        callbacks.append(FitScheduleToBudget(params.max_minutes))
     if params.patience:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=params.patience,
                                        check_on_train_epoch_end=False))

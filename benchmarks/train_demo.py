@@ -46,35 +46,17 @@ def prepare(ws: Any, with_sample: bool = True) -> dict[str, float]:
 
 def test_map(ws: Any, checkpoint: Path, split: str = "test") -> dict[str, float]:
     """mAP of `checkpoint` on a split, from predict_dataset's COCO results (original pixels)."""
-    import torch
-
     from detops.dataset.canonical import read_dataset
-    from detops.evaluation.map_metric import new_map_metric
+    from detops.evaluation.metrics import coco_metrics
     from detops.training.predict import predict_dataset
 
     dataset = read_dataset(ws.split_json(split))
     started = time.perf_counter()
     results = predict_dataset(ws, checkpoint, dataset)
     seconds = time.perf_counter() - started
-    ids = sorted(c["id"] for c in dataset["categories"])
-    metric = new_map_metric()
-
-    def xyxy(boxes: list[list[float]]) -> torch.Tensor:
-        t = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        return torch.cat([t[:, :2], t[:, :2] + t[:, 2:]], dim=1)
-
-    for image in dataset["images"]:
-        dets = [r for r in results if r["image_id"] == image["id"]]
-        anns = [a for a in dataset["annotations"] if a["image_id"] == image["id"]]
-        metric.update(
-            [{"boxes": xyxy([d["bbox"] for d in dets]), "scores": torch.tensor([d["score"] for d in dets]),
-              "labels": torch.tensor([ids.index(d["category_id"]) for d in dets], dtype=torch.long)}],
-            [{"boxes": xyxy([a["bbox"] for a in anns]),
-              "labels": torch.tensor([ids.index(a["category_id"]) for a in anns], dtype=torch.long)}],
-        )
-    result = metric.compute()
-    return {"map": float(result["map"]), "map_50": float(result["map_50"]), "predict_seconds": seconds,
-            "images": len(dataset["images"])}
+    metrics = coco_metrics(dataset, results, prefix=split)
+    return {"map": float(metrics[f"{split}/map"] or 0.0), "map_50": float(metrics[f"{split}/map_50"] or 0.0),
+            "predict_seconds": seconds, "images": len(dataset["images"])}
 
 
 def main() -> int:

@@ -40,7 +40,7 @@ class TrainParams(Section):
     )
     image_size: int = Field(192, ge=32, le=2048, description="Letterboxed square input side in pixels.")
     batch_size: int = Field(8, ge=1, le=1024, description="Images per batch per device.")
-    epochs: int = Field(30, ge=1, le=10_000, description="Maximum number of epochs.")
+    epochs: int = Field(22, ge=1, le=10_000, description="Maximum number of epochs (the demo: about 3 CPU minutes).")
     max_minutes: float = Field(
         0, ge=0, description="Wall-clock training budget, validation included; after each epoch the epoch count and "
         "the LR schedule are re-fitted to it; 0 = no limit."

@@ -260,3 +260,32 @@ def test_cli_prints_the_error_without_a_traceback(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["--workspace", str(ws.root), *sets, "train"])
     assert result.exit_code == 2
     assert "train split has no images" in result.output and "Traceback" not in result.output
+
+
+class RecordDevices(pl.Callback):
+    """Where the weights, their EMA and a batch's images live once training runs."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, str] = {}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        from detops.training.callbacks import EMA
+
+        ema = next(c for c in trainer.callbacks if isinstance(c, EMA))  # type: ignore[attr-defined]
+        self.devices = {
+            "weights": next(pl_module.parameters()).device.type,
+            "ema": next(ema._average_model.parameters()).device.type,  # type: ignore[union-attr]
+            "images": batch["images"].device.type,
+            "precision": str(trainer.precision),
+        }
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_gpu_training_keeps_weights_ema_and_batches_on_the_gpu_in_bf16(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", "train.epochs=1", "train.accelerator=gpu", "train.devices=1")
+    recorder = RecordDevices()
+    result = run_train(ws, callbacks=[recorder])
+    assert recorder.devices == {"weights": "cuda", "ema": "cuda", "images": "cuda", "precision": "bf16-mixed"}
+    assert float(result.metrics["val/map"]) >= 0

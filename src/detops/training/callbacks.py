@@ -80,7 +80,8 @@ class FitScheduleToBudget(pl.Callback):
 
 
 class TrainHistory(pl.Callback):
-    """Per-epoch train loss, val/map, val/map_50, lr; train-only seconds and images (for images/s).
+    """Per-epoch train loss, val/map, val/map_50, lr, cumulative train seconds; train-only seconds and images
+    (for images/s).
 
     Saved in checkpoints, so a resumed run's curves and totals cover the epochs before the resume too.
     """
@@ -121,6 +122,7 @@ class TrainHistory(pl.Callback):
             "epoch": trainer.current_epoch + 1,
             "train/loss": self._loss_sum / max(self._loss_count, 1),
             "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
+            "train_seconds": round(self.seconds, 2),  # cumulative, for time-to-accuracy curves
         }
         for name in ("val/map", "val/map_50"):
             if name in metrics:

@@ -9,14 +9,12 @@ validation, trains with the overrides below, prints test mAP and mAP@0.5 (target
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_demo import REPO, make_workspace, prepare, report
+from train_demo import REPO, bench_parser, fresh_workspace, prepare, report
 
 SHARED = REPO.parent / "shared"
 OVERRIDES = [
@@ -36,17 +34,11 @@ OVERRIDES = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workspace", type=Path, default=Path("/tmp/detops-bench/bccd"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="params override")
-    parser.add_argument("--keep-data", action="store_true", help="reuse the prepared splits in the workspace")
-    args = parser.parse_args()
+    args = bench_parser(__doc__, Path("/tmp/detops-bench/bccd")).parse_args()
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} is absent")
         return 0
-    if not args.keep_data and args.workspace.exists():
-        shutil.rmtree(args.workspace)
-    ws = make_workspace(args.workspace, [*OVERRIDES, *args.overrides])
+    ws = fresh_workspace(args, OVERRIDES)
     timings = {} if ws.split_json("train").is_file() else prepare(ws, with_sample=False)
     report(ws, timings)
     return 0

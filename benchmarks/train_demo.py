@@ -59,16 +59,26 @@ def test_map(ws: Any, checkpoint: Path, split: str = "test") -> dict[str, float]
             "predict_seconds": seconds, "images": len(dataset["images"])}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workspace", type=Path, default=Path("/tmp/detops-bench/demo"))
+def bench_parser(doc: str, workspace: Path, keep_data: bool = True) -> argparse.ArgumentParser:
+    """The options every training benchmark takes: its workspace, params overrides, reuse of prepared data."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--workspace", type=Path, default=workspace)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="params override")
-    parser.add_argument("--keep-data", action="store_true", help="reuse the prepared splits in the workspace")
-    args = parser.parse_args()
+    if keep_data:
+        parser.add_argument("--keep-data", action="store_true", help="reuse the prepared splits in the workspace")
+    return parser
 
-    if not args.keep_data and args.workspace.exists():
+
+def fresh_workspace(args: argparse.Namespace, overrides: list[str]) -> Any:
+    """The benchmark's workspace, emptied first unless --keep-data."""
+    if not getattr(args, "keep_data", False) and args.workspace.exists():
         shutil.rmtree(args.workspace)
-    ws = make_workspace(args.workspace, args.overrides)
+    return make_workspace(args.workspace, [*overrides, *args.overrides])
+
+
+def main() -> int:
+    args = bench_parser(__doc__, Path("/tmp/detops-bench/demo")).parse_args()
+    ws = fresh_workspace(args, [])
     timings: dict[str, float] = {}
     if not ws.split_json("train").is_file():
         timings.update(prepare(ws))

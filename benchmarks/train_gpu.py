@@ -15,7 +15,6 @@ with small settings runs the same code on a CPU (a smoke run, not a measurement)
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_demo import REPO, make_workspace, prepare, report
+from train_demo import REPO, bench_parser, fresh_workspace, prepare, report
 
 SHARED = REPO.parent / "shared"
 REFERENCE = {"model": "Ultralytics YOLO11n", "images_per_second": 380, "test_map": 0.611, "test_map_50": 0.906,
@@ -102,19 +101,15 @@ class GpuSampler:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workspace", type=Path, default=Path("/tmp/detops-bench/gpu"))
+    parser = bench_parser(__doc__, Path("/tmp/detops-bench/gpu"), keep_data=False)
     parser.add_argument("--repeat", type=int, default=10, help="copies of the train split per epoch")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="params override")
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} is absent")
         return 0
     import torch
 
-    if args.workspace.exists():
-        shutil.rmtree(args.workspace)
-    ws = make_workspace(args.workspace, [*OVERRIDES, *args.overrides])
+    ws = fresh_workspace(args, OVERRIDES)
     if ws.params.train.accelerator != "cpu" and not torch.cuda.is_available():
         print("skipped: no CUDA GPU here (pass --set train.accelerator=cpu for a CPU smoke run)")
         return 0

@@ -30,9 +30,21 @@ def artifact_location(ws: Workspace) -> str:
     return (ws.root / "mlartifacts").as_uri()
 
 
+def bound_http_requests(ws: Workspace) -> None:
+    """Bound every request to a tracking server (MLflow's defaults wait minutes on one that is down).
+
+    MLflow reads these variables at each request, so setting them before the first client call is enough; the
+    params are the source of truth, so they overwrite values left by an earlier workspace in the same process.
+    """
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(ws.params.mlflow.http_timeout)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(ws.params.mlflow.http_max_retries)
+
+
 def configure(ws: Workspace) -> str:
     """Point MLflow at the workspace store and make sure the experiment exists; returns its id."""
     import mlflow
+
+    bound_http_requests(ws)
 
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; left there, this workspace's store would
     # override the next workspace's default in the same process (a flow run after another, tests).

@@ -1,5 +1,5 @@
 """The retraining flow: sample (when training on the embedded sample) -> import -> validate -> split ->
-train -> evaluate. Runs without a server (Prefect's temporary local API) unless PREFECT_API_URL is set.
+train -> evaluate -> export. Runs without a server (Prefect's temporary local API) unless PREFECT_API_URL is set.
 
 `python -m flows.retrain` is what `make demo` runs.
 """
@@ -17,7 +17,7 @@ from detops.steps.result import StepResult
 from detops.workspace import Workspace
 from tasks import run_step
 
-PIPELINE = ("import", "validate", "split", "train", "evaluate")
+PIPELINE = ("import", "validate", "split", "train", "evaluate", "export")
 
 
 def workspace_for(workspace: str, params: Params | None, overrides: list[str]) -> Workspace:
@@ -35,7 +35,7 @@ def uses_embedded_sample(ws: Workspace) -> bool:
 
 @flow(name="retrain")
 def retrain(workspace: str = ".", params: Params | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Retrain the detector on the workspace's dataset and evaluate it; returns each step's result."""
+    """Retrain the detector on the workspace's dataset, evaluate and export it; returns each step's result."""
     ws = workspace_for(workspace, params, list(overrides or []))
     logger = get_run_logger()
     verbs = (("sample",) if uses_embedded_sample(ws) else ()) + PIPELINE

@@ -20,7 +20,7 @@ from detops.workspace import Workspace
 
 # Step module per verb (`import` is a Python keyword) and how many retries its I/O deserves.
 MODULES = {"import": "import_"}
-RETRIES = {"sample": 1, "import": 2, "validate": 1, "split": 1, "train": 0, "evaluate": 1}
+RETRIES = {"sample": 1, "import": 2, "validate": 1, "split": 1, "train": 0, "evaluate": 1, "export": 0}
 
 
 def _cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str | None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import random
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +217,7 @@ def test_logs_into_the_recorded_training_run(workspace: Path) -> None:
 
 @pytest.mark.usefixtures("local_mlflow")
 def test_run_step_with_a_stub_predictor(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The step wiring: split + checkpoint -> predict_dataset -> outputs, a new MLflow run, a StepResult."""
+    """The step wiring: split + checkpoint -> score_checkpoint -> outputs, a new MLflow run, a StepResult."""
     import mlflow
 
     from detops.steps import evaluate
@@ -230,13 +228,11 @@ def test_run_step_with_a_stub_predictor(workspace: Path, monkeypatch: pytest.Mon
     (ws.models / "best.ckpt").write_bytes(b"stub")
     calls: list[tuple[Path, int]] = []
 
-    def predict_dataset(ws_: Workspace, checkpoint: Path, dataset: dict[str, Any]) -> list[dict[str, Any]]:
+    def score_checkpoint(ws_: Workspace, checkpoint: Path, dataset: dict[str, Any]) -> list[dict[str, Any]]:
         calls.append((checkpoint, len(dataset["images"])))
         return jittered_predictions(dataset)
 
-    stub = types.ModuleType("detops.training.predict")
-    stub.predict_dataset = predict_dataset  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "detops.training.predict", stub)
+    monkeypatch.setattr(evaluate, "score_checkpoint", score_checkpoint)
 
     run_record(ws).parent.mkdir(parents=True, exist_ok=True)
     run_record(ws).write_text(json.dumps({"run_id": "0123456789abcdef"}), encoding="utf-8")  # not in this store

@@ -16,12 +16,14 @@ def repo_ws() -> Workspace:
     return Workspace.at(REPO, load_params(REPO / "params.yaml"))
 
 
-def test_stage_per_verb_calls_the_cli_with_its_own_params_section() -> None:
+def test_stage_per_verb_calls_the_cli_with_its_own_params_section_first() -> None:
     stages = load_stages(repo_ws())
     assert set(stages) <= set(VERBS)
+    sections = set(repo_ws().params.to_dict())
     for name, stage in stages.items():
         assert stage.cmd == f"detops {name}"
-        assert stage.params == (name,)
+        assert stage.params[0] == name and set(stage.params) <= sections
+    assert set(stages["export"].params) == {"export", "evaluate", "predict"}  # it scores as evaluate does
 
 
 def test_stages_chain_through_the_workspace_files() -> None:

@@ -159,11 +159,14 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
 
 @pytest.mark.slow
 def test_predict_dataset_returns_coco_results_in_original_pixels(trained: tuple[Workspace, Any]) -> None:
-    from detops.training.predict import load_detector, predict_dataset
+    from detops.inference.dataset import predict_dataset
+    from detops.inference.loading import evaluation_thresholds, load_predictor
+    from detops.training.predict import load_detector
 
     ws, _ = trained
     test = read_dataset(ws.split_json("test"))
-    results = predict_dataset(ws, ws.models / "best.ckpt", test)
+    predictor = load_predictor(ws.models / "best.ckpt", evaluation_thresholds(ws.params.evaluate))
+    results = predict_dataset(predictor, test, ws.root, batch_size=4)
     sizes = {im["id"]: (im["width"], im["height"]) for im in test["images"]}
     assert results and {r["category_id"] for r in results} <= {3, 7}
     for r in results:

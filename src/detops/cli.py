@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 
 if TYPE_CHECKING:
+    from detops.errors import DetopsError
     from detops.steps.result import StepResult
     from detops.workspace import Workspace
 
@@ -68,13 +69,18 @@ def _run_step(module: str, extra: tuple[str, ...] = (), **options: Any) -> None:
         step = importlib.import_module(f"detops.steps.{module}")
         result = step.run(ws, **options)
     except DetopsError as exc:
-        from rich.text import Text
-
-        from detops.console import err_console
-
-        err_console().print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)
-        raise typer.Exit(exc.exit_code) from None
+        _exit_with(exc)
     _print_result(result)
+
+
+def _exit_with(exc: DetopsError) -> NoReturn:
+    """A user error: its message in red, no traceback, the error's exit code."""
+    from rich.text import Text
+
+    from detops.console import err_console
+
+    err_console().print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)
+    raise typer.Exit(exc.exit_code) from None
 
 
 def _print_result(result: StepResult) -> None:
@@ -91,7 +97,7 @@ def _print_result(result: StepResult) -> None:
         table.add_row(key, path, style="dim")
     out_console().print(table)
     for note in result.notes:
-        out_console().print(f"• {note}", highlight=False)
+        out_console().print(f"• {note}", highlight=False, markup=False)
 
 
 def _set(key: str, value: object | None) -> tuple[str, ...]:
@@ -158,8 +164,38 @@ def evaluate() -> None:
 
 @app.command()
 def export() -> None:
-    """ONNX export, FP16/INT8 quantization and a TensorRT engine."""
+    """ONNX FP32/FP16/INT8 and TensorRT files of models/best.ckpt, each scored on the test split and timed."""
     _run_step("export")
+
+
+@app.command()
+def predict(
+    source: Annotated[Path, typer.Argument(help="An image file or a folder of images (searched recursively).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="A checkpoint, .onnx file or TensorRT engine.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for predictions.json (and images/).")] = Path(
+        "predictions"),
+    draw: Annotated[bool, typer.Option("--draw", help="Also write each image with its boxes drawn.")] = False,
+) -> None:
+    """Run any exported model on images: COCO results json (original pixels), optionally drawn boxes."""
+    from dataclasses import replace
+
+    from detops.errors import DetopsError
+
+    try:
+        ws = _workspace()
+        from detops.inference.folder import predict_folder
+        from detops.inference.loading import load_predictor
+
+        predictor = load_predictor(Path(model).resolve())
+        predictor.thresholds = replace(predictor.meta.deployment(), score_threshold=ws.params.predict.score_threshold)
+        done = predict_folder(predictor, source.resolve(), out.resolve(), ws.params.predict.batch_size, draw)
+    except DetopsError as exc:
+        _exit_with(exc)
+    from detops.console import out_console
+
+    out_console().print(f"{done.images} images, {done.detections} detections ({predictor.runtime_name}, score ≥ "
+                        f"{predictor.thresholds.score_threshold:g}) -> {done.results}"
+                        + (f", drawn in {done.drawn}" if done.drawn else ""), highlight=False)
 
 
 @app.command()
@@ -192,6 +228,64 @@ def show_params(
     except DetopsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+registry_app = typer.Typer(
+    help="MLflow model registry: versions, rollback, pruning (aliases only, never stages).",
+    no_args_is_help=True,
+)
+app.add_typer(registry_app, name="registry")
+
+
+def _registry(action: str, **options: Any) -> Any:
+    """Run `detops.registry.commands.<action>(ws, ...)`; user errors exit cleanly, mlflow is imported only here."""
+    from detops.errors import DetopsError
+
+    try:
+        ws = _workspace()
+        commands = importlib.import_module("detops.registry.commands")
+        return ws, getattr(commands, action)(ws, **options)
+    except DetopsError as exc:
+        _exit_with(exc)
+
+
+@registry_app.command("list")
+def registry_list() -> None:
+    """Versions of mlflow.registered_model: aliases, promote.metric, data hash, creation time."""
+    from detops.console import out_console
+
+    _, table = _registry("list_table")
+    out_console().print(table)
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    reason: Annotated[str, typer.Option("--reason", help="Why; recorded as a tag on both versions.")],
+    to: Annotated[
+        Optional[str], typer.Option("--to", help="Version to restore; default: previous-champion.")  # noqa: UP045
+    ] = None,
+) -> None:
+    """Move the champion back to previous-champion (or --to VERSION); the demoted version becomes previous."""
+    from detops.console import out_console
+    from detops.registry.commands import rollback_message
+
+    ws, change = _registry("rollback_registry", reason=reason, to_version=to)
+    out_console().print(rollback_message(ws, change), highlight=False, markup=False)
+
+
+@registry_app.command("prune")
+def registry_prune(
+    keep: Annotated[int, typer.Option("--keep", min=0, help="Newest versions to keep.")],
+) -> None:
+    """Delete old versions and their artifacts; never the champion, the previous champion or the newest N."""
+    from detops.console import out_console
+
+    _, result = _registry("prune_registry", keep=keep)
+    console = out_console()
+    deleted = ", ".join(result.deleted) or "none"
+    console.print(f"deleted version(s): {deleted}; kept: {', '.join(result.kept) or 'none'}", highlight=False)
+    for note in result.notes:
+        console.print(f"• {note}", highlight=False, markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

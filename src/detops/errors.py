@@ -27,7 +27,20 @@ class TrainingError(DetopsError):
     """Training cannot start or diverged (empty split, NaN loss, bad image size)."""
 
 
+class ExportError(DetopsError):
+    """An export cannot be made or is broken (the FP32 ONNX file fails the accuracy gate, TensorRT required
+    but absent)."""
+
+
 class NotBuiltYet(DetopsError):
     """A pipeline verb whose step lands in a later release."""
 
     exit_code = 4
+
+
+class RegistryError(DetopsError):
+    """The MLflow model registry is unreachable, or a model, version or alias it was asked for is missing."""
+
+
+class PromotionError(RegistryError):
+    """The promotion gate cannot decide (unknown metric, missing score) or the promotion lock is unavailable."""

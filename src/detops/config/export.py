@@ -1,15 +1,33 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from detops.config.base import Section
 
 
 class ExportParams(Section):
-    """ONNX export, INT8/FP16 quantization and a TensorRT engine (lands in a later release)."""
+    """ONNX export (FP32, FP16, INT8), TensorRT engines, an accuracy gate and a latency table (`detops export`)."""
 
-    opset: int = Field(17, ge=11, le=23, description="ONNX opset.")
-    fp16: bool = Field(True, description="Also write an FP16 ONNX model.")
-    int8: bool = Field(True, description="Also write a static INT8 ONNX model (ONNX Runtime quantization).")
-    calibration_images: int = Field(64, ge=1, description="Images from train used to calibrate INT8.")
-    tensorrt: bool = Field(False, description="Build a TensorRT engine (needs an NVIDIA GPU and tensorrt).")
+    opset: int = Field(17, ge=13, le=21, description="ONNX opset of the exported graph.")
+    fp16: bool = Field(True, description="Also write an FP16 ONNX model (the GPU file; float32 I/O and box decode).")
+    int8: bool = Field(True, description="Also write static INT8 QDQ ONNX models (ONNX Runtime quantization).")
+    calibration_images: int = Field(
+        64, ge=1, description="Train images that calibrate INT8 (fewer in train: all are used, with a warning)."
+    )
+    calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+        "minmax", description="How INT8 activation ranges are set from the calibration images."
+    )
+    tensorrt: bool | Literal["auto"] = Field(
+        "auto", description="TensorRT engines: auto = where TensorRT and an NVIDIA GPU exist; true = required."
+    )
+    batch_sizes: list[int] = Field(
+        [1, 8], min_length=1, description="Batch sizes served: TensorRT profile range; the largest is benchmarked."
+    )
+    max_map_drop: float = Field(
+        0.01, ge=0, le=1, description="Largest test/map drop (absolute) a variant may show against the checkpoint."
+    )
+    threads: int = Field(0, ge=0, description="CPU threads for torch and ONNX Runtime alike; 0 = one per core.")
+    latency_runs: int = Field(30, ge=3, description="Timed runs per latency figure (after warmup_runs).")
+    warmup_runs: int = Field(5, ge=0, description="Untimed runs before timing.")

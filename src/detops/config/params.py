@@ -13,6 +13,7 @@ from detops.config.import_ import ImportParams
 from detops.config.mlflow import MlflowParams
 from detops.config.monitor import MonitorParams
 from detops.config.paths import PathsParams
+from detops.config.predict import PredictParams
 from detops.config.promote import PromoteParams
 from detops.config.sample import SampleParams
 from detops.config.split import SplitParams
@@ -36,6 +37,7 @@ class Params(Section):
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     export: ExportParams = Field(default_factory=ExportParams)
+    predict: PredictParams = Field(default_factory=PredictParams)
     promote: PromoteParams = Field(default_factory=PromoteParams)
     monitor: MonitorParams = Field(default_factory=MonitorParams)
 

@@ -18,9 +18,6 @@ from detops.model.backbone import Backbone
 from detops.model.head import Head
 from detops.model.neck import Neck
 
-BOX_SLICE = slice(0, 4)
-CENTERNESS = 4
-FIRST_CLASS = 5
 MAX_LOG_DISTANCE = 8.0  # exp(8) strides: far beyond any image, only guards against overflow
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from detops.model.detector import BOX_SLICE, CENTERNESS, FIRST_CLASS
+from detops.model.layout import BOX_SLICE, CENTERNESS, FIRST_CLASS
 from detops.model.targets import assign, centerness_target, regression_ranges
 
 

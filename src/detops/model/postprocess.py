@@ -1,7 +1,7 @@
-"""Raw detector output -> final detections (score threshold, top-k, class-wise NMS).
+"""Raw detector output -> final detections in torch, for validation inside training (on the training device).
 
-Separate from the network so the exported ONNX/TensorRT model keeps static shapes; this function runs
-on its outputs too (numpy arrays are accepted).
+Every deployed model decodes with `detops.inference.nms` instead (numpy, no torch); a test keeps the two
+equal. Thresholds are always passed in: they come from params.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from detops.model.detector import BOX_SLICE, CENTERNESS, FIRST_CLASS
-
-PRE_NMS_TOP_K = 1000  # candidates per image kept before NMS: bounds NMS cost on an untrained model
+from detops.model.layout import BOX_SLICE, CENTERNESS, FIRST_CLASS, PRE_NMS_TOP_K
 
 
 class Detections(TypedDict):
@@ -34,9 +32,9 @@ def scores_from_raw(raw: torch.Tensor) -> torch.Tensor:
 
 def decode(
     raw: torch.Tensor | np.ndarray,
-    score_threshold: float = 0.05,
-    nms_iou: float = 0.6,
-    max_detections: int = 100,
+    score_threshold: float,
+    nms_iou: float,
+    max_detections: int,
     pre_nms_top_k: int = PRE_NMS_TOP_K,
 ) -> list[Detections]:
     """Per image of a `[B, N, 5 + C]` raw output, the detections above `score_threshold` after NMS."""

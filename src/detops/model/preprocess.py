@@ -56,14 +56,20 @@ class Letterbox(NamedTuple):
 
 
 def fit_longest_side(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float]:
-    """Resize so the longest side is `size` (albumentations LongestMaxSize); returns the per-axis scales."""
-    import albumentations as A
+    """Resize so the longest side is `size`; returns the per-axis scales.
+
+    The arithmetic of albumentations' LongestMaxSize (rounded sides, INTER_AREA to shrink), in plain cv2:
+    the torch-free inference path must not import albumentations (which imports torch). A test keeps the two
+    identical.
+    """
     import cv2
 
     h, w = image.shape[:2]
     if max(h, w) != size:
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         interpolation = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR
-        image = A.LongestMaxSize(max_size=size, interpolation=interpolation, p=1.0)(image=image)["image"]
+        image = cv2.resize(image, (nw, nh), interpolation=interpolation)
     nh, nw = image.shape[:2]
     return image, nw / w, nh / h
 
@@ -74,11 +80,21 @@ def pad_offsets(height: int, width: int, size: int) -> tuple[int, int]:
 
 
 def pad_transform(size: int) -> object:
-    """Centred constant padding to a square, the second half of the letterbox."""
+    """Centred constant padding to a square as an albumentations transform (training moves boxes with it)."""
     import albumentations as A
     import cv2
 
     return A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=PAD_VALUE, p=1.0)
+
+
+def pad_to_square(image: np.ndarray, size: int) -> np.ndarray:
+    """The padding half of the letterbox, in cv2 (equal to `pad_transform`, tested)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    left, top = pad_offsets(h, w, size)
+    return cv2.copyMakeBorder(image, top, size - h - top, left, size - w - left, cv2.BORDER_CONSTANT,
+                              value=(PAD_VALUE,) * 3)
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
@@ -86,8 +102,7 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     h, w = image.shape[:2]
     resized, sx, sy = fit_longest_side(image, size)
     pad_x, pad_y = pad_offsets(resized.shape[0], resized.shape[1], size)
-    padded = pad_transform(size)(image=resized)["image"]  # type: ignore[operator]
-    return padded, Letterbox(w, h, sx, sy, pad_x, pad_y)
+    return pad_to_square(resized, size), Letterbox(w, h, sx, sy, pad_x, pad_y)
 
 
 def boxes_to_original(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:

@@ -112,6 +112,15 @@ def evaluate_predictions(ws: Workspace, gt: Dataset, predictions: list[dict[str,
     return Evaluation(metrics=metrics, result=result, classes=rows, files=files, notes=notes)
 
 
+def score_checkpoint(ws: Workspace, checkpoint: Path, gt: Dataset) -> list[dict[str, Any]]:
+    """COCO results of the checkpoint on `gt`, through the predictor every exported variant uses too."""
+    from detops.inference.dataset import predict_dataset
+    from detops.inference.loading import evaluation_thresholds, load_predictor
+
+    predictor = load_predictor(checkpoint, evaluation_thresholds(ws.params.evaluate))
+    return predict_dataset(predictor, gt, ws.root, ws.params.evaluate.batch_size)
+
+
 def run(ws: Workspace) -> StepResult:
     from detops.console import out_console
     from detops.evaluation.mlflow_log import log_evaluation
@@ -119,9 +128,7 @@ def run(ws: Workspace) -> StepResult:
 
     gt = load_split(ws)
     checkpoint = find_checkpoint(ws)
-    from detops.training.predict import predict_dataset  # torch + model: only once the inputs are there
-
-    predictions = predict_dataset(ws, checkpoint, gt)
+    predictions = score_checkpoint(ws, checkpoint, gt)
     evaluation = evaluate_predictions(ws, gt, predictions)
     files = evaluation.files
     logged = log_evaluation(ws, evaluation.metrics, {

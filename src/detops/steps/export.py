@@ -1,11 +1,184 @@
-"""Step `export`: lands in a later release; until then it says so instead of failing obscurely."""
+"""Step `export`: the best checkpoint as deployable files, each scored like `evaluate` scores the checkpoint.
+
+ONNX FP32 (the reference export), FP16 (the GPU file), INT8 QDQ for ONNX Runtime on CPU and a symmetric
+INT8 QDQ file for TensorRT, and TensorRT engines where a GPU and TensorRT exist. Every file goes through
+`load_predictor` and `coco_metrics` on the `evaluate` split; a variant more than `export.max_map_drop`
+below the checkpoint is rejected. Files are written to a temporary folder that replaces `models/export/`
+only when everything succeeded, so a failure leaves nothing half-written.
+"""
 
 from __future__ import annotations
 
-from detops.errors import NotBuiltYet
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from detops.dataset.canonical import Dataset, category_names, read_dataset
+from detops.errors import DataError, ExportError
+from detops.inference.meta import ModelMeta
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 
+TIMING_IMAGES = 8  # distinct test images cycled through the latency runs
+
+
+def output_paths(ws: Workspace) -> dict[str, Path]:
+    """Every output of the step; dvc.yaml declares the same paths."""
+    return {
+        "folder": ws.models / "export",
+        "report": ws.reports / "export.json",
+        "markdown": ws.reports / "export.md",
+        "plot": ws.reports / "plots" / "export_latency.png",
+    }
+
+
+def best_checkpoint(ws: Workspace) -> Path:
+    path = ws.models / "best.ckpt"
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found; nothing to export. Run `detops train` first.")
+    return path
+
+
+def check_classes(checkpoint: Path, meta: ModelMeta, gt: Dataset, split_file: Path) -> None:
+    """A checkpoint trained on other classes cannot be scored on this split: say so before exporting."""
+    dataset = sorted((int(i), n) for i, n in category_names(gt).items())
+    model = sorted(zip(meta.class_ids, meta.class_names, strict=True))
+    if dataset != model:
+        raise DataError(f"{checkpoint}: the model's classes {[n for _, n in model]} (ids {[i for i, _ in model]}) "
+                        f"differ from {split_file}'s {[n for _, n in dataset]} (ids {[i for i, _ in dataset]}). "
+                        "Retrain on this dataset (`detops train`) before exporting.")
+
+
+def calibration_files(ws: Workspace, wanted: int) -> tuple[list[Path], list[str]]:
+    """`wanted` train images spread evenly over the split (deterministic); fewer there: all, with a note."""
+    from detops.inference.dataset import dataset_images
+
+    path = ws.split_json("train")
+    if not path.is_file():
+        raise DataError(f"{path}: the train split is missing; INT8 calibration needs it. Run `detops split`.")
+    images = [p for _, p in dataset_images(read_dataset(path), ws.root)]
+    if not images:
+        raise DataError(f"{path}: the train split has no images; INT8 calibration needs some.")
+    if len(images) < wanted:
+        return images, [f"INT8 calibrated on all {len(images)} train images, fewer than "
+                        f"export.calibration_images={wanted}"]
+    step = len(images) / wanted
+    return [images[int(i * step)] for i in range(wanted)], []
+
+
+def tensorrt_plan(ws: Workspace) -> tuple[bool, str | None]:
+    """(build engines?, why not): `auto` skips with a reason, `true` makes the absence an error."""
+    setting = ws.params.export.tensorrt
+    if setting is False:
+        return False, None
+    from detops.export.tensorrt import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is None:
+        return True, None
+    if setting is True:
+        raise ExportError(f"export.tensorrt is true but {reason}. Set export.tensorrt=auto to skip engines here.")
+    return False, f"TensorRT engines skipped: {reason}"
+
 
 def run(ws: Workspace) -> StepResult:
-    raise NotBuiltYet("`detops export` is not built yet: it lands with its own issue (see DESIGN.md).")
+    from detops.steps.evaluate import load_split
+
+    gt = load_split(ws)
+    checkpoint = best_checkpoint(ws)
+    build_engines, skipped = tensorrt_plan(ws)
+    calibration, notes = calibration_files(ws, ws.params.export.calibration_images)
+    notes += [skipped] if skipped else []
+    variants, deploy, context = _export(ws, checkpoint, gt, calibration, build_engines, notes)
+
+    metric = context["metric"]
+    metrics: dict[str, Any] = {}
+    for variant in variants:
+        metrics[f"{variant.name} {metric}"] = variant.metrics.get(metric)
+    metrics["deployable cpu"] = str(deploy.get("cpu"))
+    metrics["deployable gpu"] = str(deploy.get("gpu"))
+    return StepResult(step="export", outputs={k: ws.relative(p) for k, p in output_paths(ws).items()},
+                      metrics=metrics, notes=notes)
+
+
+def _export(ws: Workspace, checkpoint: Path, gt: Dataset, calibration: list[Path], build_engines: bool,
+            notes: list[str]) -> tuple[list[Any], dict[str, str | None], dict[str, Any]]:
+    """Write, score, time and gate every variant; reports and the MLflow log only once all succeeded."""
+    from detops.atomic import atomic_dir
+    from detops.console import out_console
+    from detops.evaluation.mlflow_log import log_evaluation
+    from detops.export.gate import apply_gate, deployable
+    from detops.export.latency import measure_all
+    from detops.export.report import machine, rich_table, write_reports
+    from detops.export.scoring import score_variant
+    from detops.export.variants import write_engines, write_onnx_variants
+    from detops.inference.loading import evaluation_thresholds, load_predictor
+    from detops.inference.meta import detops_version
+    from detops.inference.predictor import load_image
+    from detops.tracking import read_run_id
+
+    params, evaluate = ws.params.export, ws.params.evaluate
+    split, metric = evaluate.split, f"{evaluate.split}/map"
+    threads = params.threads or os.cpu_count() or 1
+    thresholds = evaluation_thresholds(evaluate)
+    baseline = load_predictor(checkpoint, thresholds, threads=threads)
+    check_classes(checkpoint, baseline.meta, gt, ws.split_json(split))
+    meta = replace(baseline.meta, evaluation=thresholds, deploy_score_threshold=ws.params.predict.score_threshold,
+                   detops_version=detops_version(), run_id=read_run_id(ws))
+    timing = [load_image(p) for p in _test_files(ws, gt)[:TIMING_IMAGES]]
+    calibration_batches = [baseline.preprocess([load_image(p)])[0] for p in calibration]
+    files = output_paths(ws)
+
+    predictors: dict[str, Any] = {}
+
+    def score(name: str, path: Path, precision: str, target: str) -> Any:
+        predictor = baseline if path == checkpoint else load_predictor(path, thresholds, threads=threads)
+        predictors[name] = predictor
+        label = ws.relative(files["folder"] / path.name) if path != checkpoint else ws.relative(checkpoint)
+        return score_variant(name, predictor, precision, target, gt, ws.root, split, evaluate.batch_size, label)
+
+    reference = score("torch", checkpoint, "fp32", "cpu")
+    with atomic_dir(files["folder"]) as folder:
+        model = baseline.runtime.model.cpu()  # type: ignore[attr-defined]
+        candidates = write_onnx_variants(model, meta, folder, params, calibration_batches)
+        if build_engines:
+            from detops.export.tensorrt import current_target
+
+            slug = current_target().slug()
+            cache = {slug: ws.root / ".cache" / "tensorrt" / f"{slug}.timing-cache"}  # outside DVC's outputs
+            candidates += write_engines(candidates, meta, folder, params.batch_sizes, cache)
+        scored = [score(c.name, c.path, c.precision, c.target) for c in candidates]
+        variants = apply_gate(reference, scored, metric, params.max_map_drop)
+        fp32 = next(v for v in variants if v.name == "onnx-fp32")
+        if not fp32.accepted:
+            raise ExportError(f"the FP32 ONNX export is broken: {fp32.reason}. Nothing was written.")
+        timings = measure_all(predictors, timing, meta.deployment(), max(params.batch_sizes), params.latency_runs,
+                              params.warmup_runs)
+        variants = [replace(v, latency=timings[v.name].to_dict()) for v in variants]
+    deploy = deployable(variants)
+    context = {"machine": machine(), "threads": threads, "metric": metric, "max_map_drop": params.max_map_drop,
+               "baseline": "torch", "checkpoint": ws.relative(checkpoint), "notes": notes}
+    write_reports(variants, deploy, context, files)
+    logged = log_evaluation(ws, _mlflow_metrics(variants, metric), {"export": [files["report"], files["markdown"]],
+                                                                    "plots": [files["plot"]]})
+    notes.append(logged.note)
+    out_console().print(rich_table(variants, metric, f"detops export: {context['machine']}, {threads} threads"))
+    return variants, deploy, context
+
+
+def _test_files(ws: Workspace, gt: Dataset) -> list[Path]:
+    from detops.inference.dataset import dataset_images
+
+    return [p for _, p in dataset_images(gt, ws.root)]
+
+
+def _mlflow_metrics(variants: list[Any], metric: str) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for v in variants:
+        out[f"export/{v.name}/map"] = v.metrics.get(metric)
+        out[f"export/{v.name}/map_50"] = v.metrics.get(metric.replace("/map", "/map_50"))
+        if v.latency is not None:
+            out[f"export/{v.name}/e2e_p50_ms"] = float(v.latency["e2e_p50_ms"])
+            out[f"export/{v.name}/graph_p50_ms"] = float(v.latency["graph_p50_ms"])
+    return out

@@ -1,0 +1,136 @@
+"""One predictor for every artifact: letterbox -> runtime -> numpy decode -> boxes in original pixels.
+
+`evaluate`, the export accuracy gate, `detops predict` and the registry's re-scoring all call this, so a
+checkpoint, an FP32/FP16/INT8 ONNX file and a TensorRT engine are scored the same way.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from detops.errors import DataError
+from detops.inference.meta import ModelMeta
+from detops.inference.nms import Thresholds, decode
+from detops.inference.runtimes import Runtime
+from detops.model.preprocess import Letterbox, boxes_to_original, letterbox, read_rgb
+
+ImageInput = Union[str, Path, bytes, np.ndarray]  # noqa: UP007 - a runtime alias, Python 3.10 included
+"""A path to an image file, its encoded bytes, or an HxWx3 uint8 RGB array."""
+
+
+@dataclass(frozen=True)
+class Detections:
+    """One image's detections in its original pixels: xyxy boxes [K, 4], scores [K], contiguous labels [K]."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def load_image(image: ImageInput) -> np.ndarray:
+    """Any accepted input as an HxWx3 uint8 RGB array."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise DataError(f"an image array must be HxWx3 uint8 RGB, got shape {image.shape} {image.dtype}")
+        return image
+    if isinstance(image, bytes):
+        return _decode_bytes(image)
+    return read_rgb(Path(image))
+
+
+def _decode_bytes(data: bytes) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from detops.model.preprocess import _to_rgb_uint8
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return _to_rgb_uint8(ImageOps.exif_transpose(img))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"cannot decode image bytes ({exc}).") from None
+
+
+def _load_all(images: Sequence[ImageInput]) -> list[np.ndarray]:
+    return [load_image(image) for image in images]
+
+
+class Predictor:
+    """A model file (any format) plus its metadata and the thresholds it decodes with."""
+
+    def __init__(self, path: Path, kind: str, runtime: Runtime, meta: ModelMeta, thresholds: Thresholds) -> None:
+        self.path = path
+        self.kind = kind  # torch | onnx | tensorrt
+        self.runtime = runtime
+        self.meta = meta
+        self.thresholds = thresholds
+
+    @property
+    def runtime_name(self) -> str:
+        return str(self.runtime.name)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
+        """RGB arrays -> one float32 NCHW batch in [0, 1] and the geometry to undo each letterbox."""
+        size = self.meta.image_size
+        batch = np.empty((len(images), 3, size, size), dtype=np.float32)
+        boxes = []
+        for i, image in enumerate(images):
+            square, lb = letterbox(image, size)
+            batch[i] = square.transpose(2, 0, 1)
+            boxes.append(lb)
+        batch *= 1.0 / 255.0
+        return batch, boxes
+
+    def postprocess(self, raw: np.ndarray, letterboxes: Sequence[Letterbox]) -> list[Detections]:
+        out = []
+        for det, lb in zip(decode(raw, self.thresholds), letterboxes, strict=True):
+            boxes = boxes_to_original(det.boxes, lb)
+            alive = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # collapsed by clipping: gone
+            out.append(Detections(boxes[alive], det.scores[alive].astype(np.float64), det.labels[alive]))
+        return out
+
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Detections for decoded RGB images, in one runtime call."""
+        if not images:
+            return []
+        batch, letterboxes = self.preprocess(images)
+        return self.postprocess(self.runtime(batch), letterboxes)
+
+    def predict(self, images: Sequence[ImageInput], batch_size: int = 8) -> list[Detections]:
+        """Detections for paths, bytes or arrays, `batch_size` images per runtime call."""
+        out: list[Detections] = []
+        for chunk in self.iter_batches(images, batch_size):
+            out.extend(chunk)
+        return out
+
+    def iter_batches(self, images: Sequence[ImageInput], batch_size: int) -> Iterator[list[Detections]]:
+        """Batch after batch; the next batch's images are decoded in a thread while the model runs."""
+        chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+        if not chunks:
+            return
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(_load_all, chunks[0])
+            for index in range(len(chunks)):
+                arrays = pending.result()
+                if index + 1 < len(chunks):
+                    pending = pool.submit(_load_all, chunks[index + 1])
+                yield self.predict_arrays(arrays)
+
+    def to_coco(self, det: Detections, image_id: int, **extra: Any) -> list[dict[str, Any]]:
+        """COCO results: original category ids, [x, y, w, h] boxes."""
+        results = []
+        for box, score, label in zip(det.boxes, det.scores, det.labels, strict=True):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            results.append({"image_id": int(image_id), "category_id": self.meta.class_ids[int(label)],
+                            "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                            "score": round(float(score), 5), **extra})
+        return results

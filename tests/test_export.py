@@ -1,0 +1,294 @@
+"""`detops export` on a tiny trained model: every variant written, scored like `evaluate` and gated; parity
+of ONNX with torch; graph structure of FP16 and INT8; torch-free prediction; bad input; `detops predict`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from test_train import TINY, make_workspace, run_train
+
+from detops.dataset.canonical import read_dataset, write_dataset
+from detops.errors import DataError, ExportError
+from detops.inference import load_predictor
+from detops.inference.loading import evaluation_thresholds
+from detops.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["export.latency_runs=3", "export.warmup_runs=1", "export.calibration_images=6", "export.batch_sizes=[1,2]",
+        "export.threads=2", "train.epochs=6"]
+VARIANTS = ["torch", "onnx-fp32", "onnx-fp16", "onnx-int8", "onnx-int8-trt"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Any]:
+    from detops.steps import export
+
+    ws = make_workspace(tmp_path_factory.mktemp("export"), *FAST)
+    run_train(ws)
+    return ws, export.run(ws)
+
+
+def report(ws: Workspace) -> dict[str, Any]:
+    return json.loads((ws.reports / "export.json").read_text(encoding="utf-8"))
+
+
+def test_every_variant_is_written_scored_gated_and_reported(exported: tuple[Workspace, Any]) -> None:
+    ws, result = exported
+    folder = ws.models / "export"
+    assert sorted(p.name for p in folder.iterdir()) == ["model.fp16.onnx", "model.int8-trt.onnx", "model.int8.onnx",
+                                                        "model.onnx"]
+    data = report(ws)
+    assert list(data["variants"]) == VARIANTS
+    fp32 = data["variants"]["onnx-fp32"]["metrics"]["test/map"]
+    for name, row in data["variants"].items():
+        assert row["accepted"] is (row["drop"] <= 0.01), name
+        assert row["latency"]["e2e_p50_ms"] > 0 and row["latency"]["throughput_batch"] == 2
+        assert row["timed_on"] == "cpu" and row["runtime"].startswith("torch" if name == "torch" else "onnxruntime")
+        assert abs(row["metrics"]["test/map"] - fp32) <= 0.05, name  # FP16 and INT8 stay close on the tiny model
+    assert abs(data["variants"]["torch"]["metrics"]["test/map"] - fp32) <= 0.001
+    assert data["deployable"]["cpu"] in VARIANTS and data["deployable"]["gpu"] in ("onnx-fp16", "onnx-int8-trt")
+    assert "TensorRT engines skipped" in " ".join(result.notes)
+    markdown = (ws.reports / "export.md").read_text(encoding="utf-8")
+    assert all(f"| {name} |" in markdown for name in VARIANTS) and data["machine"] in markdown
+    assert (ws.reports / "plots" / "export_latency.png").stat().st_size > 5000
+    # metrics of every variant logged into the training run
+    from mlflow import MlflowClient
+
+    from detops.tracking import read_run_id, tracking_uri
+
+    logged = MlflowClient(tracking_uri(ws)).get_run(str(read_run_id(ws))).data.metrics
+    assert logged["export/onnx-int8/map"] == pytest.approx(data["variants"]["onnx-int8"]["metrics"]["test/map"])
+
+
+def test_onnx_fp32_matches_torch_on_real_images(exported: tuple[Workspace, Any]) -> None:
+    ws, _ = exported
+    thresholds = evaluation_thresholds(ws.params.evaluate)
+    torch_p = load_predictor(ws.models / "best.ckpt", thresholds)
+    onnx_p = load_predictor(ws.models / "export" / "model.onnx", thresholds)
+    test = read_dataset(ws.split_json("test"))
+    from detops.inference.dataset import dataset_images
+    from detops.inference.predictor import load_image
+
+    images = [load_image(p) for _, p in dataset_images(test, ws.root)]
+    batch, letterboxes = torch_p.preprocess(images)
+    raw_torch, raw_onnx = torch_p.runtime(batch), onnx_p.runtime(batch)  # batch > 1: the dynamic axis works
+    np.testing.assert_allclose(raw_onnx[..., :4], raw_torch[..., :4], atol=1e-2)  # boxes, pixels
+    np.testing.assert_allclose(raw_onnx[..., 4:], raw_torch[..., 4:], atol=1e-3)  # logits
+    for a, b in zip(torch_p.postprocess(raw_torch, letterboxes), onnx_p.postprocess(raw_onnx, letterboxes),
+                    strict=True):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+def test_metadata_makes_each_file_self_sufficient(exported: tuple[Workspace, Any]) -> None:
+    ws, _ = exported
+    from detops.tracking import read_run_id
+
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-trt.onnx"):
+        meta = load_predictor(ws.models / "export" / name).meta
+        assert meta.class_ids == [3, 7] and meta.class_names == ["box", "disc"] and meta.image_size == 64
+        assert meta.evaluation.score_threshold == ws.params.evaluate.score_threshold
+        assert meta.deploy_score_threshold == ws.params.predict.score_threshold
+        assert meta.run_id == read_run_id(ws) and meta.detops_version and meta.pad_value == 114
+    assert load_predictor(ws.models / "export" / "model.int8.onnx").meta.precision.startswith("int8")
+
+
+def _ops_on_path(model: onnx.ModelProto) -> dict[str, str]:
+    return {node.name: node.op_type for node in model.graph.node}
+
+
+def test_int8_has_qdq_around_convs_and_none_in_the_decode_tail(exported: tuple[Workspace, Any]) -> None:
+    ws, _ = exported
+    from detops.export.graph import decode_tail
+
+    tail = set(decode_tail(onnx.load(str(ws.models / "export" / "model.onnx"))))
+    assert {"/Exp", "/Concat_12"} <= tail or any("Exp" in n for n in tail)
+    for name in ("model.int8.onnx", "model.int8-trt.onnx"):
+        model = onnx.load(str(ws.models / "export" / name))
+        producer = {out: node for node in model.graph.node for out in node.output}
+        convs = [n for n in model.graph.node if n.op_type == "Conv"]
+        assert convs and all(producer[c.input[0]].op_type == "DequantizeLinear" for c in convs)
+        assert all(producer[c.input[1]].op_type == "DequantizeLinear" for c in convs)  # weights too
+        exp = next(n for n in model.graph.node if n.op_type == "Exp")
+        assert producer[exp.input[0]].op_type not in ("DequantizeLinear", "QuantizeLinear")
+        final = producer[model.graph.output[0].name]
+        assert final.op_type == "Concat" and all(producer[i].op_type != "DequantizeLinear" for i in final.input)
+        zero_points = [i for i in model.graph.initializer if i.name.endswith("_zero_point")]
+        types = {onnx.helper.tensor_dtype_to_np_dtype(z.data_type) for z in zero_points}
+        assert (np.dtype("uint8") in types) is (name == "model.int8.onnx")  # TensorRT: symmetric int8 only
+
+
+def test_fp16_keeps_float32_io_and_a_float32_exp(exported: tuple[Workspace, Any]) -> None:
+    ws, _ = exported
+    model = onnx.load(str(ws.models / "export" / "model.fp16.onnx"))
+    fp32 = onnx.TensorProto.FLOAT
+    assert model.graph.input[0].type.tensor_type.elem_type == fp32
+    assert model.graph.output[0].type.tensor_type.elem_type == fp32
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    exp = next(n for n in model.graph.node if n.op_type == "Exp")
+    assert types[exp.input[0]] == fp32 and types[exp.output[0]] == fp32
+    weights = [i for i in model.graph.initializer if len(i.dims) == 4]
+    assert weights and all(w.data_type == onnx.TensorProto.FLOAT16 for w in weights)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-trt.onnx"])
+def test_each_onnx_file_alone_predicts_where_torch_cannot_be_imported(
+    exported: tuple[Workspace, Any], tmp_path: Path, name: str
+) -> None:
+    ws, _ = exported
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(ws.models / "export" / name, alone / name)
+    image = next(iter(sorted((ws.root / "data" / "raw" / "tiny" / "images").iterdir())))
+    script = (
+        "import sys\n"
+        "sys.modules['torch'] = None; sys.modules['torchvision'] = None  # import torch now fails\n"
+        "from detops.inference import load_predictor\n"
+        f"p = load_predictor({str(alone / name)!r})\n"
+        "p.thresholds = p.meta.evaluation\n"
+        f"(det,) = p.predict([{str(image)!r}])\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "print(len(det), p.meta.class_names, p.runtime_name)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    count, _, _ = out.stdout.partition(" ")
+    assert int(count) > 0 and "['box', 'disc']" in out.stdout
+
+
+def test_a_tight_gate_rejects_a_variant_and_the_step_goes_on(exported: tuple[Workspace, Any]) -> None:
+    from detops.config import load_params
+    from detops.steps import export
+
+    ws, _ = exported
+    # One calibration image and no tolerance: INT8 loses accuracy the gate must catch.
+    tight = Workspace.at(ws.root, load_params(ws.root / "params.yaml", [
+        *ws_overrides(), "export.max_map_drop=0.0", "export.calibration_images=1", "export.fp16=false"]))
+    result = export.run(tight)
+    data = report(tight)
+    rejected = [name for name, row in data["variants"].items() if row["accepted"] is False]
+    assert rejected and set(rejected) <= {"onnx-int8", "onnx-int8-trt"}
+    assert data["variants"]["onnx-fp32"]["accepted"] and data["deployable"]["cpu"] not in rejected
+    assert "REJECTED" in (tight.reports / "export.md").read_text(encoding="utf-8")
+    assert result.metrics["deployable cpu"] == data["deployable"]["cpu"]
+    export.run(ws)  # leave the module's workspace as the other tests expect
+
+
+def ws_overrides() -> list[str]:
+    return [*TINY, *FAST]
+
+
+def test_bad_input_is_a_clear_error_and_writes_nothing(exported: tuple[Workspace, Any], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from detops.steps import export
+
+    ws, _ = exported
+    before = {p.name: p.stat().st_mtime_ns for p in (ws.models / "export").iterdir()}
+
+    # classes differ: the test split names another class set
+    other = tmp_path / "other"
+    shutil.copytree(ws.root, other, ignore=shutil.ignore_patterns("export", "mlflow.db", "mlartifacts"))
+    ows = Workspace.at(other, ws.params)
+    test = read_dataset(ows.split_json("test"))
+    test["categories"] = [{"id": 3, "name": "box"}, {"id": 9, "name": "star"}]
+    test["annotations"] = [a for a in test["annotations"] if a["category_id"] == 3]
+    write_dataset(ows.split_json("test"), test)
+    with pytest.raises(DataError, match=r"classes \['box', 'disc'\].*differ.*\['box', 'star'\]"):
+        export.run(ows)
+    assert not (ows.models / "export").exists()
+
+    # missing checkpoint
+    (ows.models / "best.ckpt").unlink()
+    with pytest.raises(DataError, match="checkpoint not found"):
+        export.run(ows)
+
+    # TensorRT required where there is none
+    from detops.config import load_params
+
+    strict = Workspace.at(ws.root, load_params(ws.root / "params.yaml", [*ws_overrides(), "export.tensorrt=true"]))
+    from detops.export.tensorrt import unavailable_reason
+
+    if unavailable_reason() is not None:
+        with pytest.raises(ExportError, match=r"export\.tensorrt is true but"):
+            export.run(strict)
+
+    # a failure half-way (INT8 quantization) leaves the previous export untouched
+    import detops.export.variants as variants
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("quantizer crashed")
+
+    monkeypatch.setattr(variants, "quantize_int8", broken)
+    with pytest.raises(RuntimeError, match="quantizer crashed"):
+        export.run(ws)
+    assert {p.name: p.stat().st_mtime_ns for p in (ws.models / "export").iterdir()} == before
+    assert not [p for p in ws.models.iterdir() if p.name.startswith(".export")]
+
+
+def test_fewer_calibration_images_than_asked_is_a_note(exported: tuple[Workspace, Any]) -> None:
+    from detops.config import load_params
+    from detops.steps.export import calibration_files
+
+    ws, _ = exported
+    many = Workspace.at(ws.root, load_params(ws.root / "params.yaml", [*ws_overrides(),
+                                                                       "export.calibration_images=500"]))
+    files, notes = calibration_files(many, 500)
+    assert len(files) == 8 and notes == ["INT8 calibrated on all 8 train images, fewer than "
+                                         "export.calibration_images=500"]
+    assert len(calibration_files(ws, 3)[0]) == 3
+
+
+def test_predict_command_on_a_folder_writes_coco_results_and_drawings(exported: tuple[Workspace, Any],
+                                                                       tmp_path: Path) -> None:
+    ws, _ = exported
+    images = ws.root / "data" / "raw" / "tiny" / "images"
+    out = tmp_path / "pred"
+    env = {**os.environ, "DO_NOT_TRACK": "1"}
+    cmd = [str(Path(sys.executable).parent / "detops"), "--workspace", str(ws.root), "--set",
+           "predict.score_threshold=0.05", "predict", str(images), "--model", str(ws.models / "export" / "model.onnx"),
+           "--out", str(out), "--draw"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    assert results and {r["category_name"] for r in results} <= {"box", "disc"}
+    assert all(r["score"] >= 0.05 and r["file_name"].endswith(".png") for r in results)
+    assert len(list((out / "images").glob("*.jpg"))) == len(list(images.glob("*.png")))
+    missing = subprocess.run([*cmd[:-5], "--model", str(tmp_path / "nope.onnx")], capture_output=True, text=True,
+                             env=env, timeout=300)
+    assert missing.returncode == 2 and "model file not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.gpu
+def test_tensorrt_engines_are_built_scored_and_bound_to_this_gpu(exported: tuple[Workspace, Any]) -> None:
+    from detops.config import load_params
+    from detops.export.tensorrt import unavailable_reason
+    from detops.inference.tensorrt import current_target, read_sidecar
+    from detops.steps import export
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"needs TensorRT on this GPU machine: {reason}")
+    ws, _ = exported
+    strict = Workspace.at(ws.root, load_params(ws.root / "params.yaml", [*ws_overrides(), "export.tensorrt=true"]))
+    export.run(strict)
+    data = report(strict)
+    for name in ("tensorrt-fp16", "tensorrt-int8"):
+        row = data["variants"][name]
+        assert row["timed_on"] == "gpu" and row["runtime"].startswith("tensorrt")
+        engine = ws.root / row["file"]
+        assert current_target().slug() in engine.name
+        meta, target, batches = read_sidecar(engine)
+        assert target == current_target() and batches == [1, 2] and meta.class_names == ["box", "disc"]
+        assert load_predictor(engine).predict([np.zeros((48, 80, 3), np.uint8)]) is not None
+    assert (ws.root / ".cache" / "tensorrt").is_dir()  # timing cache kept outside the stage's outputs

@@ -1,7 +1,7 @@
 """Benchmark: the demo config (params.yaml defaults) on the synthetic sample, as `make demo` trains it.
 
 Prepares a fresh workspace (sample -> import -> validate -> split with the real steps), trains with the
-`train` step, predicts the test split with `predict_dataset` and scores it with the project's mAP.
+`train` step, scores the test split as `evaluate` does (the same predictor and COCO evaluator).
 Prints wall time, images/s and test mAP / mAP@0.5. Target on a 2-core CPU: test mAP@0.5 >= 0.6 within
 3 minutes of training.
 
@@ -45,14 +45,14 @@ def prepare(ws: Any, with_sample: bool = True) -> dict[str, float]:
 
 
 def test_map(ws: Any, checkpoint: Path, split: str = "test") -> dict[str, float]:
-    """mAP of `checkpoint` on a split, from predict_dataset's COCO results (original pixels)."""
+    """mAP of `checkpoint` on a split, scored as `evaluate` scores it (COCO results in original pixels)."""
     from detops.dataset.canonical import read_dataset
     from detops.evaluation.metrics import coco_metrics
-    from detops.training.predict import predict_dataset
+    from detops.steps.evaluate import score_checkpoint
 
     dataset = read_dataset(ws.split_json(split))
     started = time.perf_counter()
-    results = predict_dataset(ws, checkpoint, dataset)
+    results = score_checkpoint(ws, checkpoint, dataset)
     seconds = time.perf_counter() - started
     metrics = coco_metrics(dataset, results, prefix=split)
     return {"map": float(metrics[f"{split}/map"] or 0.0), "map_50": float(metrics[f"{split}/map_50"] or 0.0),

@@ -31,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "benchmarks" / "runs"
 ULTRALYTICS_PYTHON = REPO / "benchmarks" / ".venv-ultralytics" / "bin" / "python"
-BCCD = Path("/work/shared/datasets/bccd/BCCD")
+BCCD = REPO.parent / "shared" / "datasets" / "bccd" / "BCCD"  # the developers' checkout: ../shared
 SIDES = ("ours", "theirs")
 
 

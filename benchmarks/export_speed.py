@@ -1,0 +1,150 @@
+"""Benchmark: what `detops export` buys on this CPU, as ratios measured in one run.
+
+Part 1 (needs `benchmarks/train_bccd.py` run first, i.e. ../shared): runs the export step on the BCCD model
+(mobilenetv2_100, 416 px) and prints its table plus the ratios the export issue targets: INT8 vs FP32 ONNX
+Runtime and FP32 ONNX Runtime vs torch eager, at batch 1, graph and end to end.
+Part 2: where the INT8 time goes (ONNX Runtime profiling, by op type and by conv kind).
+Part 3 (--backbones): random-weight detectors at 416 px, FP32 vs INT8 graph latency per backbone, to show
+which backbones INT8 pays on (depthwise convolutions barely speed up in ONNX Runtime's int8 kernels).
+
+    .venv/bin/python benchmarks/export_speed.py [--workspace /tmp/detops-bench/bccd] [--backbones] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BACKBONES = ("mobilenetv2_100", "regnetx_002", "resnet18", "efficientnet_lite0")
+
+
+def bccd_export(workspace: Path, threads: int, runs: int) -> None:
+    from detops.config import load_params
+    from detops.steps import export
+    from detops.workspace import Workspace
+
+    if not (workspace / "models" / "best.ckpt").is_file():
+        print(f"skipped: no {workspace}/models/best.ckpt (run benchmarks/train_bccd.py first)")
+        return
+    ws = Workspace.at(workspace, load_params(workspace / "params.yaml", [
+        f"export.threads={threads}", f"export.latency_runs={runs}", "export.warmup_runs=10"]))
+    started = time.perf_counter()
+    export.run(ws)
+    seconds = time.perf_counter() - started
+    report = json.loads((ws.reports / "export.json").read_text(encoding="utf-8"))
+    rows = report["variants"]
+    print(f"\nexport step: {seconds:.1f} s wall on {report['machine']}\n")
+    print((ws.reports / "export.md").read_text(encoding="utf-8"))
+
+    def ratio(a: str, b: str, key: str) -> str:
+        return f"{float(rows[a]['latency'][key]) / float(rows[b]['latency'][key]):.2f}x"
+
+    print("| ratio | graph p50 | end to end p50 |\n|---|---|---|")
+    print(f"| INT8 ORT vs FP32 ORT (speed-up) | {ratio('onnx-fp32', 'onnx-int8', 'graph_p50_ms')} | "
+          f"{ratio('onnx-fp32', 'onnx-int8', 'e2e_p50_ms')} |")
+    print(f"| FP32 ORT vs torch eager (speed-up) | {ratio('torch', 'onnx-fp32', 'graph_p50_ms')} | "
+          f"{ratio('torch', 'onnx-fp32', 'e2e_p50_ms')} |")
+    drop = rows["onnx-int8"]["drop"]
+    print(f"\nINT8 mAP drop vs the checkpoint: {drop:+.4f} (target <= 0.01)")
+    profile(ws.models / "export" / "model.int8.onnx", ws.models / "export" / "model.onnx",
+            int(load_params(workspace / "params.yaml").train.image_size), threads)
+
+
+def profile(int8: Path, fp32: Path, size: int, threads: int, runs: int = 20) -> None:
+    """Per op type, and per conv kind (depthwise or not; backbone, neck, head), ms per run."""
+    import onnxruntime as ort
+
+    print(f"\n| where the time goes ({threads} threads, {size} px) | FP32 ms | INT8 ms |\n|---|---|---|")
+    tables = []
+    for path in (fp32, int8):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "detops-ort-profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+        for _ in range(runs):
+            session.run(None, {"images": x})
+        profile_file = Path(session.end_profiling())
+        events = json.loads(profile_file.read_text(encoding="utf-8"))
+        profile_file.unlink()
+        table: collections.Counter[str] = collections.Counter()
+        for event in events:
+            if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+                continue
+            op, name = event["args"]["op_name"], event["name"]
+            if "Conv" in op:
+                part = "head" if name.startswith("/head") else ("neck" if name.startswith("/neck") else "backbone")
+                kind = "depthwise" if ("conv_dw" in name or "/bn2/" in name) else "dense"
+                table[f"conv: {part} {kind}"] += event["dur"]
+            else:
+                table[op] += event["dur"]
+        tables.append(table)
+    keys = sorted(set(tables[0]) | set(tables[1]), key=lambda k: -(tables[0][k] + tables[1][k]))
+    for key in keys[:14]:
+        print(f"| {key} | {tables[0][key] / runs / 1000:.2f} | {tables[1][key] / runs / 1000:.2f} |")
+
+
+def backbones(threads: int, size: int = 416, runs: int = 30) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from detops.export.graph import export_fp32
+    from detops.export.int8 import quantize_int8
+    from detops.inference.meta import ModelMeta
+    from detops.inference.nms import Thresholds
+    from detops.model.detector import Detector, DetectorConfig
+
+    rng = np.random.default_rng(0)
+    calibration = [rng.random((1, 3, size, size), dtype=np.float32) for _ in range(8)]
+    x = calibration[0]
+    print(f"\n| backbone (random weights, {size} px, {threads} threads) | FP32 ORT ms | INT8 ORT ms | speed-up |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in BACKBONES:
+            torch.manual_seed(0)
+            model = Detector(DetectorConfig(name, 3, size)).eval()
+            meta = ModelMeta([1, 2, 3], ["a", "b", "c"], size, 114, Thresholds(0.001, 0.6, 100, 1000), 0.3)
+            fp32, int8 = Path(tmp) / f"{name}.onnx", Path(tmp) / f"{name}.int8.onnx"
+            export_fp32(model, fp32, size, 17, meta)
+            quantize_int8(fp32, int8, calibration, "minmax", "cpu", meta, Path(tmp))
+            sessions = []
+            for path in (fp32, int8):
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = threads
+                sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+            times: list[list[float]] = [[], []]
+            for _ in range(3):  # interleaved rounds: noise hits both alike
+                for i, session in enumerate(sessions):
+                    for _ in range(5):
+                        session.run(None, {"images": x})
+                    for _ in range(runs // 3):
+                        start = time.perf_counter()
+                        session.run(None, {"images": x})
+                        times[i].append(time.perf_counter() - start)
+            a, b = (float(np.median(t) * 1000) for t in times)
+            print(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workspace", type=Path, default=Path("/tmp/detops-bench/bccd"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--backbones", action="store_true", help="also compare backbones (random weights)")
+    args = parser.parse_args()
+    bccd_export(args.workspace, args.threads, args.runs)
+    if args.backbones:
+        backbones(args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,11 @@
-"""The retraining flow: sample (when training on the embedded sample) -> import -> validate -> split ->
-train -> evaluate -> export. Runs without a server (Prefect's temporary local API) unless PREFECT_API_URL is set.
+"""The retraining flow: (sample, when training on the embedded sample) -> import -> validate -> split ->
+train -> evaluate -> export -> promote, in the order the step graph declares. Runs without a server
+(Prefect's temporary local API) unless PREFECT_API_URL is set.
+
+- A failed quality gate (data validation, the FP32 export check) fails the run with its reason; nothing is
+  registered. A promotion the gate rejects completes the run, with the reason.
+- UI runs overlay the form's fields on the workspace's params.yaml; unset fields keep params.yaml's values.
+- On the workspace's own params.yaml, each step is committed to `dvc.lock` and the data pushed at the end.
 
 `python -m flows.retrain` is what `make demo` runs.
 """
@@ -11,22 +17,33 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import deployment, flow_run
 
-from detops.config import Params, load_params
+from detops.config import load_params, validate_params
+from detops.config.overlay import ParamsOverlay, overlay
+from detops.locking import workspace_lock
+from detops.steps.graph import RETRAIN
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 from tasks import run_step
+from tasks.dvc_sync import commit_stage, dvc_repo, params_are_the_file, push
 
-PIPELINE = ("import", "validate", "split", "train", "evaluate", "export")
 
+def workspace_for(workspace: str, params: ParamsOverlay | dict[str, Any] | None, overrides: list[str]) -> Workspace:
+    """The workspace's params.yaml, with the UI form's fields laid over it, then `--set`-style overrides."""
+    import yaml
 
-def workspace_for(workspace: str, params: Params | None, overrides: list[str]) -> Workspace:
-    """Typed params from the UI form win; otherwise the workspace's params.yaml plus overrides."""
+    from detops.config.loader import apply_override
+
     root = Path(workspace).resolve()
+    params_file = root / "params.yaml"
     if params is None:
-        params_file = root / "params.yaml"
-        params = load_params(params_file if params_file.is_file() else None, overrides)
-    return Workspace.at(root, params)
+        return Workspace.at(root, load_params(params_file if params_file.is_file() else None, overrides))
+    raw = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {} if params_file.is_file() else {}
+    raw = overlay(raw, params)
+    for item in overrides:
+        apply_override(raw, item)
+    return Workspace.at(root, validate_params(raw, source=f"{params_file} + UI parameters"))
 
 
 def uses_embedded_sample(ws: Workspace) -> bool:
@@ -34,30 +51,62 @@ def uses_embedded_sample(ws: Workspace) -> bool:
 
 
 @flow(name="retrain")
-def retrain(workspace: str = ".", params: Params | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Retrain the detector on the workspace's dataset, evaluate and export it; returns each step's result."""
+def retrain(workspace: str = ".", params: ParamsOverlay | None = None,
+            overrides: list[str] | None = None) -> dict[str, Any]:
+    """Retrain, evaluate, export and (if it beats the champion) promote the detector of a workspace.
+
+    `params`: fields to change for this run (the rest comes from the workspace's params.yaml).
+    `overrides`: the same as `--set key=value` strings.
+    """
     ws = workspace_for(workspace, params, list(overrides or []))
     logger = get_run_logger()
-    verbs = (("sample",) if uses_embedded_sample(ws) else ()) + PIPELINE
+    verbs = (("sample",) if uses_embedded_sample(ws) else ()) + RETRAIN
+    sync_dvc = dvc_repo(ws) and params_are_the_file(ws)
+    notes = [] if sync_dvc or not dvc_repo(ws) else [
+        "dvc.lock left as it was: this run's params differ from params.yaml (lineage in MLflow)"]
     results: dict[str, StepResult] = {}
-    for verb in verbs:
-        logger.info("step %s", verb)
-        results[verb] = run_step(ws, verb)
-    summary = summary_markdown(results)
-    create_markdown_artifact(key="detops-retrain", markdown=summary, description="retrain summary")
-    print_summary(results)
+    with workspace_lock(ws.root):
+        for verb in verbs:
+            logger.info("step %s", verb)
+            results[verb] = run_step(ws, verb)
+            if sync_dvc:
+                commit_stage(ws, verb)
+        tag_training_run(ws)
+        if sync_dvc:
+            notes.append(push(ws))
+    for note in notes:
+        logger.info(note)
+    create_markdown_artifact(key="detops-retrain", markdown=summary_markdown(results, notes),
+                             description="retrain summary")
+    print_summary(ws, results, notes)
     return {verb: result.to_dict() for verb, result in results.items()}
 
 
-def summary_markdown(results: dict[str, StepResult]) -> str:
-    return "\n\n".join(result.to_markdown() for result in results.values())
+def tag_training_run(ws: Workspace) -> None:
+    """Lineage: which Prefect flow run and deployment produced the MLflow run."""
+    import mlflow
+
+    from detops.tracking import read_run_id, tracking_uri
+
+    run_id = read_run_id(ws)
+    if not run_id:
+        return
+    client = mlflow.MlflowClient(tracking_uri(ws))
+    client.set_tag(run_id, "prefect.flow_run_id", str(flow_run.get_id() or ""))
+    client.set_tag(run_id, "prefect.flow_run_name", str(flow_run.get_name() or ""))
+    client.set_tag(run_id, "prefect.deployment", str(deployment.get_name() or "none (ad hoc run)"))
 
 
-def print_summary(results: dict[str, StepResult]) -> None:
-    """The one-screen summary at the end of a run: each step's headline numbers."""
+def summary_markdown(results: dict[str, StepResult], notes: list[str]) -> str:
+    return "\n\n".join([*(result.to_markdown() for result in results.values()), *(f"- {n}" for n in notes)])
+
+
+def print_summary(ws: Workspace, results: dict[str, StepResult], notes: list[str]) -> None:
+    """The one-screen summary at the end of a run: each step's headline numbers, then where to look."""
     from rich.table import Table
 
     from detops.console import out_console
+    from detops.tracking import tracking_uri
 
     table = Table(title="detops retrain", title_justify="left")
     table.add_column("step", style="bold")
@@ -65,7 +114,12 @@ def print_summary(results: dict[str, StepResult]) -> None:
     for verb, result in results.items():
         shown = list(result.metrics.items())[:6]
         table.add_row(verb, "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown))
-    out_console().print(table)
+    console = out_console()
+    console.print(table)
+    for note in notes:
+        console.print(f"• {note}", markup=False, highlight=False)
+    console.print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri(ws)}   Prefect: prefect server start   "
+                  f"reports: {ws.relative(ws.reports)}/", markup=False, highlight=False)
 
 
 if __name__ == "__main__":

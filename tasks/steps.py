@@ -1,7 +1,11 @@
 """One Prefect task per pipeline verb, built from the same `detops.steps.<verb>.run` the CLI calls.
 
-A task adds only orchestration: retries where the work is I/O, a cache keyed on the stage's params and
-deps as `dvc.yaml` lists them (a missing output forces a re-run), and a markdown artifact with the result.
+A task adds only orchestration:
+- a cache keyed on what the step graph declares (params sections, deps content, code), served only when
+  the outputs on disk are the ones that run left (a lost or edited output re-runs the step);
+- `promote` is never served from cache: it has side effects in the registry (and is idempotent per run);
+- retries with exponential back-off, only for transient errors (network, server), never for a user error;
+- a markdown artifact with the result, linking to the MLflow run.
 """
 
 from __future__ import annotations
@@ -9,51 +13,86 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from prefect import task
+from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import CacheKeyFnPolicy
+from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
+from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
+from prefect.states import State
+from prefect.tasks import exponential_backoff
 
-from detops.pipeline import fingerprint, load_stages, outputs_present
+from detops.errors import DetopsError
+from detops.pipeline import fingerprint, is_current, record_run
+from detops.steps.graph import STEPS
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 
-# Step module per verb (`import` is a Python keyword) and how many retries its I/O deserves.
-MODULES = {"import": "import_"}
-RETRIES = {"sample": 1, "import": 2, "validate": 1, "split": 1, "train": 0, "evaluate": 1, "export": 0}
+MODULES = {"import": "import_"}  # `import` is a Python keyword
+RETRIES = {"import": 2, "evaluate": 2, "export": 1, "promote": 3}  # steps that talk to disks or servers
 
 
-def _cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str | None:
+def _cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
     ws: Workspace = arguments["ws"]
     verb: str = arguments["verb"]
-    stage = load_stages(ws).get(verb)
-    return None if stage is None else f"detops-{verb}-{fingerprint(ws, stage)}"
+    return f"detops-{verb}-{fingerprint(ws, STEPS[verb])}"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: a network or server hiccup. Never a DetopsError (bad data, params, files)."""
+    if isinstance(exc, DetopsError):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        from mlflow.exceptions import MlflowException, RestException
+    except ImportError:  # pragma: no cover - mlflow is a dependency
+        return False
+    return isinstance(exc, RestException) or (
+        isinstance(exc, MlflowException) and "connect" in str(exc).lower())
+
+
+def _retry_transient(task_: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    try:
+        state.result()
+    except BaseException as exc:  # the state's own exception, re-raised by result()
+        return is_transient(exc)
+    return False
 
 
 def _run(ws: Workspace, verb: str, options: dict[str, Any]) -> StepResult:
     module = importlib.import_module(f"detops.steps.{MODULES.get(verb, verb)}")
     result: StepResult = module.run(ws, **options)
-    create_markdown_artifact(
-        key=f"detops-{verb}", markdown=result.to_markdown(), description=f"detops {verb} result"
-    )
+    if STEPS[verb].cacheable:
+        record_run(ws, STEPS[verb], fingerprint(ws, STEPS[verb]))
+    create_markdown_artifact(key=f"detops-{verb}", markdown=result.to_markdown() + _mlflow_link(ws),
+                             description=f"detops {verb} result")
     return result
+
+
+def _mlflow_link(ws: Workspace) -> str:
+    from detops.tracking import read_run_id, run_url
+
+    run_id = read_run_id(ws)
+    return f"\n\nMLflow run (plots, metrics, artifacts): {run_url(ws, run_id)}" if run_id else ""
 
 
 def step_task(verb: str) -> Any:
     """The Prefect task for `verb`, named after it so the UI shows the pipeline's own vocabulary."""
+    retries = RETRIES.get(verb, 0)
     return task(
         name=verb,
         task_run_name=verb,
-        retries=RETRIES.get(verb, 0),
-        retry_delay_seconds=5,
-        cache_policy=CacheKeyFnPolicy(cache_key_fn=_cache_key),
+        retries=retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=2) if retries else 0,
+        retry_condition_fn=_retry_transient,
+        cache_policy=CacheKeyFnPolicy(cache_key_fn=_cache_key) if STEPS[verb].cacheable else NO_CACHE,
         persist_result=True,
     )(_run)
 
 
 def run_step(ws: Workspace, verb: str, **options: Any) -> StepResult:
-    """Run `verb` as a task; a missing output refreshes the cache so a hit never skips lost files."""
-    stage = load_stages(ws).get(verb)
-    refresh = stage is None or not outputs_present(ws, stage) or bool(options)
+    """Run `verb` as a task; the cache serves only a step whose recorded outputs are still on disk."""
+    step = STEPS[verb]
+    refresh = bool(options) or (step.cacheable and not is_current(ws, step, fingerprint(ws, step)))
     result: StepResult = step_task(verb).with_options(refresh_cache=refresh)(ws, verb, options)
     return result

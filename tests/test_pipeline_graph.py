@@ -1,12 +1,19 @@
-"""dvc.yaml is the step graph for both `dvc repro` and the Prefect tasks; it must follow the conventions."""
+"""The step graph is declared once (detops.steps.graph): dvc.yaml is generated from it, the Prefect cache
+key and the flow read it, and a contract test checks that each step reads only the params it declares."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from detops.config import VERBS, load_params
-from detops.pipeline import fingerprint, load_stages, outputs_present
+from detops.pipeline import code_fingerprint, dvc_yaml, fingerprint, is_current, output_paths, record_run, resolve
+from detops.steps.graph import AMBIENT, RETRAIN, STEPS
 from detops.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,50 +23,138 @@ def repo_ws() -> Workspace:
     return Workspace.at(REPO, load_params(REPO / "params.yaml"))
 
 
-def test_stage_per_verb_calls_the_cli_with_its_own_params_section_first() -> None:
-    stages = load_stages(repo_ws())
-    assert set(stages) <= set(VERBS)
-    sections = set(repo_ws().params.to_dict())
+def test_committed_dvc_yaml_is_generated_from_the_declaration() -> None:
+    assert (REPO / "dvc.yaml").read_text(encoding="utf-8") == dvc_yaml(REPO)
+
+
+def test_dvc_parses_the_stages_and_they_match_the_flow_and_the_cli(tmp_path: Path) -> None:
+    """Parsed with DVC's own loader: every stage is a verb, calls `detops <verb>`, lists the declared params."""
+    from dvc.repo import Repo
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    with Repo(str(tmp_path)) as repo:
+        stages = {stage.name: stage for stage in repo.index.stages}
+    assert set(stages) == set(STEPS) <= set(VERBS)
+    assert [v for v in STEPS if v != "sample"] == list(RETRAIN)  # the flow's order is the graph's
+    from detops.cli import app
+
+    commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
     for name, stage in stages.items():
-        assert stage.cmd == f"detops {name}"
-        assert stage.params[0] == name and set(stage.params) <= sections
-    assert set(stages["export"].params) == {"export", "evaluate", "predict"}  # it scores as evaluate does
-
-
-def test_stages_chain_through_the_workspace_files() -> None:
+        assert stage.cmd == f"detops {name}" and name in commands
+        listed = [p for dep in stage.deps if hasattr(dep, "params") for p in dep.params]
+        assert sorted(listed) == sorted(STEPS[name].params), name
+        assert STEPS[name].params[0] == name
+    # outputs chain: each stage's data deps are an earlier stage's outputs (or the raw source)
     ws = repo_ws()
-    stages = load_stages(ws)
-    prepared = ws.relative(ws.prepared)
-    assert f"{prepared}/dataset.json" in stages["import"].outs
-    assert ws.relative(ws.validated_json) in stages["validate"].outs
-    for split in ("train", "val", "test"):
-        assert ws.relative(ws.split_json(split)) in stages["split"].outs
-    # each stage's first deps are outputs of an earlier stage (or the raw source)
-    outs = {out for stage in stages.values() for out in stage.outs}
-    assert stages["validate"].deps[0] in outs
-    assert stages["train"].deps[0] in outs and stages["evaluate"].deps[0] in outs
+    produced = {str(resolve(ws, o.path)) for step in STEPS.values() for o in step.outs}
+    for step in STEPS.values():
+        for dep in step.deps:
+            assert dep == "${import.source}" or str(resolve(ws, dep)) in produced, (step.name, dep)
 
 
-def test_param_reference_is_resolved(tmp_path: Path) -> None:
-    ws = Workspace.at(tmp_path, load_params(None, ["import.source=/data/mine"]))
-    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
-    assert load_stages(ws)["import"].deps[0] == "/data/mine"
+def test_outside_the_repository_code_deps_are_fingerprint_files(tmp_path: Path) -> None:
+    text = dvc_yaml(tmp_path)
+    assert "detops code-fingerprint" in text and ".detops/code/train.sha256" in text and "src/detops" not in text
+    inside = dvc_yaml(REPO)
+    assert "src/detops/model" in inside and "code-fingerprint" not in inside
 
 
-def test_fingerprint_follows_params_and_dep_content(tmp_path: Path) -> None:
-    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+def test_param_references_resolve_against_the_workspace_params(tmp_path: Path) -> None:
+    ws = Workspace.at(tmp_path, load_params(None, ["import.source=/data/mine", "paths.models=out/m"]))
+    assert resolve(ws, STEPS["import"].deps[0]) == Path("/data/mine")
+    assert output_paths(ws, "export")["folder"] == tmp_path / "out/m/export"
+
+
+def test_fingerprint_follows_declared_params_deps_and_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ws = Workspace.at(tmp_path, load_params(None))
     dep = tmp_path / "data/prepared/dataset.json"
     dep.parent.mkdir(parents=True)
     dep.write_text("{}")
-    stage = load_stages(ws)["validate"]
-    first = fingerprint(ws, stage)
-    assert fingerprint(ws, stage) == first
+    step = STEPS["validate"]
+    first = fingerprint(ws, step)
+    assert fingerprint(ws, step) == first
     dep.write_text('{"images": []}')
-    assert fingerprint(ws, stage) != first
+    assert fingerprint(ws, step) != first
     changed = Workspace.at(tmp_path, load_params(None, ["validate.min_box_area=4"]))
-    assert fingerprint(changed, stage) != fingerprint(ws, stage)
-    # a change in another section does not invalidate this stage
-    other = Workspace.at(tmp_path, load_params(None, ["train.epochs=2"]))
-    assert fingerprint(other, stage) == fingerprint(ws, stage)
-    assert not outputs_present(ws, stage)
+    assert fingerprint(changed, step) != fingerprint(ws, step)
+    other = Workspace.at(tmp_path, load_params(None, ["train.epochs=2"]))  # not a section validate reads
+    assert fingerprint(other, step) == fingerprint(ws, step)
+    # train declares evaluate (its validation decodes with those thresholds): a change there re-runs it
+    train = STEPS["train"]
+    nms = Workspace.at(tmp_path, load_params(None, ["evaluate.nms_iou=0.5"]))
+    assert fingerprint(nms, train) != fingerprint(ws, train)
+
+
+def test_code_fingerprint_follows_the_installed_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of a code module in another place (as a user's installed package would be) changes the hash
+    when one of its files changes, whatever the workspace."""
+    package = tmp_path / "site" / "fakepkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "core.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    from detops.steps.graph import Step
+
+    step = Step("fake", ("train",), (), (), ("fakepkg",))
+    before = code_fingerprint(step)
+    (package / "core.py").write_text("X = 2\n")
+    assert code_fingerprint(step) != before
+
+
+def test_a_recorded_run_is_current_until_an_output_is_lost_or_edited(tmp_path: Path) -> None:
+    ws = Workspace.at(tmp_path, load_params(None))
+    step = STEPS["import"]
+    out = output_paths(ws, "import")["dataset"]
+    out.parent.mkdir(parents=True)
+    out.write_text("{}")
+    record_run(ws, step, "k1")
+    assert is_current(ws, step, "k1") and not is_current(ws, step, "k2")
+    out.write_text('{"edited": true}')
+    assert not is_current(ws, step, "k1")
+    record_run(ws, step, "k1")
+    out.unlink()
+    assert not is_current(ws, step, "k1")
+
+
+class ParamsSpy:
+    """Wraps Params and records which sections a step reads by attribute. Whole-params dumps (`to_dict`,
+    `flat`) are provenance (logged, hashed), not inputs, and are not counted."""
+
+    def __init__(self, params: Any, reads: set[str]) -> None:
+        self._params, self._reads = params, reads
+        self._alias = {name: (info.alias or name) for name, info in type(params).model_fields.items()}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._alias:
+            self._reads.add(self._alias[name])
+        return getattr(self._params, name)
+
+    def __eq__(self, other: object) -> bool:
+        return self._params == (other._params if isinstance(other, ParamsSpy) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pytest.mark.slow
+def test_contract_each_step_reads_only_the_params_it_declares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs every step of the graph on a tiny sample and records the params sections each one touches."""
+    import importlib
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from test_flow_retrain import TINY
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    params = load_params(root / "params.yaml", [*TINY, "export.latency_runs=3", "export.warmup_runs=0",
+                                                "export.calibration_images=4"])
+    for verb in STEPS:
+        reads: set[str] = set()
+        ws = Workspace(root, ParamsSpy(params, reads))  # type: ignore[arg-type]
+        importlib.import_module(f"detops.steps.{'import_' if verb == 'import' else verb}").run(ws)
+        undeclared = reads - set(STEPS[verb].params) - set(AMBIENT)
+        assert not undeclared, f"{verb} reads {sorted(undeclared)} but declares {STEPS[verb].params}"
+        assert STEPS[verb].params[0] in reads, f"{verb} never reads its own section"

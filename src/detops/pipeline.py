@@ -1,79 +1,135 @@
-"""The step graph, read from `dvc.yaml`: the one place that says what each step reads and writes.
+"""What the step graph (`detops.steps.graph`) means on disk: resolved paths, content fingerprints for the
+Prefect cache, the code fingerprint of each step, and the generated `dvc.yaml`.
 
-`dvc repro` uses it directly; the Prefect tasks use it to key their cache on the same deps and params,
-so the two ways of running the pipeline can never disagree about when a step is stale.
+A step is stale when its params sections, the content of its deps, the source of its code modules (as
+installed, so a workspace outside the repository sees code changes too) or its outputs changed since it
+last ran. DVC answers the same question from `dvc.lock`; the Prefect tasks answer it from the same
+declaration and a small record per step under `.detops/`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from detops.errors import ParamsError
+from detops.steps.graph import STEPS, Out, Step
 from detops.workspace import Workspace
 
 _VAR = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
+STATE_DIR = ".detops"
+CODE_DIR = f"{STATE_DIR}/code"
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One `dvc.yaml` stage, with `${param}` references resolved against the workspace params."""
-
-    name: str
-    cmd: str
-    deps: tuple[str, ...]
-    outs: tuple[str, ...]
-    params: tuple[str, ...]
-
-
-def load_stages(ws: Workspace, dvc_file: Path | None = None) -> dict[str, Stage]:
-    path = dvc_file or ws.root / "dvc.yaml"
-    if not path.is_file():
-        raise ParamsError(f"{path}: dvc.yaml not found; the workspace must hold the pipeline definition.")
-    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+def resolve(ws: Workspace, template: str) -> Path:
+    """A declared path with its `${param}` references filled in from the workspace params."""
     flat = ws.params.flat()
-    stages = {}
-    for name, body in (spec.get("stages") or {}).items():
-        outs = [*_names(body.get("outs")), *_names(body.get("metrics")), *_names(body.get("plots"))]
-        stages[name] = Stage(
-            name=name,
-            cmd=str(body["cmd"]),
-            deps=tuple(_resolve(d, flat, path) for d in _names(body.get("deps"))),
-            outs=tuple(_resolve(o, flat, path) for o in outs),
-            params=tuple(_names(body.get("params"))),
-        )
-    return stages
 
-
-def _names(entries: list[Any] | None) -> list[str]:
-    """DVC lists hold plain paths or one-key mappings ({path: options})."""
-    return [next(iter(e)) if isinstance(e, dict) else str(e) for e in entries or []]
-
-
-def _resolve(text: str, flat: dict[str, Any], where: Path) -> str:
     def sub(match: re.Match[str]) -> str:
         key = match.group(1)
         if key not in flat:
-            raise ParamsError(f"{where}: ${{{key}}} is not a param")
+            raise ParamsError(f"step graph: ${{{key}}} is not a param")
         return str(flat[key])
 
-    return _VAR.sub(sub, text)
+    return ws.resolve(_VAR.sub(sub, template))
 
 
-def fingerprint(ws: Workspace, stage: Stage) -> str:
-    """Hash of the stage's params sections and the content of its deps (files and folders)."""
-    digest = hashlib.sha256(stage.name.encode())
-    sections = ws.params.to_dict()
-    digest.update(json.dumps({s: sections.get(s) for s in stage.params}, sort_keys=True).encode())
-    for dep in stage.deps:
-        _hash_path(digest, ws.resolve(dep), dep)
+def output_paths(ws: Workspace, verb: str) -> dict[str, Path]:
+    """Every output of `verb`, by name, as absolute paths."""
+    return {out.name: resolve(ws, out.path) for out in STEPS[verb].outs}
+
+
+# --- code -------------------------------------------------------------------------------------------
+
+def module_files(module: str) -> list[Path]:
+    """The source files of an installed module or package (recursively)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        raise ParamsError(f"step graph: module {module} is not installed")
+    if spec.submodule_search_locations:
+        root = Path(next(iter(spec.submodule_search_locations)))
+        return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    return [Path(str(spec.origin))]
+
+
+def module_root(module: str) -> Path:
+    """The package folder or module file that `module` names."""
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        raise ParamsError(f"step graph: module {module} is not installed")
+    if spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(str(spec.origin))
+
+
+def code_fingerprint(step: Step) -> str:
+    """sha256 over the step's code modules' source files, as this interpreter would import them."""
+    digest = hashlib.sha256()
+    for module in step.code:
+        root = module_root(module)
+        for path in module_files(module):
+            digest.update(f"{module}:{path.relative_to(root.parent)}".encode())
+            digest.update(_file_sha1(path).encode())
     return digest.hexdigest()
+
+
+def write_code_fingerprints(ws: Workspace) -> dict[str, Path]:
+    """`.detops/code/<step>.sha256` for every step: the code deps of a workspace outside the repository."""
+    from detops.atomic import write_text
+
+    folder = ws.root / CODE_DIR
+    return {name: write_text(folder / f"{name}.sha256", code_fingerprint(step) + "\n") for name, step in STEPS.items()}
+
+
+# --- the Prefect cache ------------------------------------------------------------------------------
+
+def fingerprint(ws: Workspace, step: Step) -> str:
+    """Hash of the step's params sections, the content of its deps and its code."""
+    digest = hashlib.sha256(step.name.encode())
+    sections = ws.params.to_dict()
+    digest.update(json.dumps({s: sections.get(s) for s in step.params}, sort_keys=True).encode())
+    for dep in step.deps:
+        _hash_path(digest, resolve(ws, dep), dep)
+    digest.update(code_fingerprint(step).encode())
+    return digest.hexdigest()
+
+
+def outputs_digest(ws: Workspace, step: Step) -> dict[str, str]:
+    """Content hash of every output (`missing` for one that is not there)."""
+    out = {}
+    for item in step.outs:
+        digest = hashlib.sha256()
+        path = resolve(ws, item.path)
+        _hash_path(digest, path, item.name)
+        out[item.name] = digest.hexdigest() if path.exists() else "missing"
+    return out
+
+
+def record_path(ws: Workspace, step: Step) -> Path:
+    return ws.root / STATE_DIR / "runs" / f"{step.name}.json"
+
+
+def record_run(ws: Workspace, step: Step, key: str) -> None:
+    """After a step ran: the inputs key it ran with and the outputs it left."""
+    from detops.atomic import write_json
+
+    write_json(record_path(ws, step), {"key": key, "outputs": outputs_digest(ws, step)})
+
+
+def is_current(ws: Workspace, step: Step, key: str) -> bool:
+    """True when the outputs on disk are the ones the last run with these inputs left (none lost or edited)."""
+    path = record_path(ws, step)
+    if not path.is_file():
+        return False
+    recorded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    current = outputs_digest(ws, step)
+    return recorded.get("key") == key and recorded.get("outputs") == current and "missing" not in current.values()
 
 
 def _hash_path(digest: Any, path: Path, label: str) -> None:
@@ -96,5 +152,64 @@ def _file_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def outputs_present(ws: Workspace, stage: Stage) -> bool:
-    return all(ws.resolve(out).exists() for out in stage.outs)
+# --- dvc.yaml ---------------------------------------------------------------------------------------
+
+HEADER = (
+    "# Generated by `detops dvc-yaml` from detops.steps.graph: edit the declaration, not this file.\n"
+    "# One stage per pipeline verb; each calls the same `detops <verb>` the Prefect tasks call.\n"
+)
+PLOTS = [
+    {"pr_curve": {"template": "simple", "x": "recall", "y": {"${paths.reports}/plots/pr_curves.csv": "precision"}}},
+    {"confusion": {"template": "confusion", "x": "predicted",
+                   "y": {"${paths.reports}/plots/confusion.csv": "actual"}}},
+]
+
+
+def code_deps(root: Path, step: Step) -> list[str] | None:
+    """The step's code as paths inside `root` (the repository), or None when it is installed elsewhere."""
+    out = []
+    for module in step.code:
+        path = module_root(module).resolve()
+        try:
+            out.append(path.relative_to(root.resolve()).as_posix())
+        except ValueError:
+            return None
+    return out
+
+
+def dvc_stages(root: Path) -> dict[str, Any]:
+    """The stages for a workspace at `root`: code deps as source paths inside the repository, or as the
+    fingerprint files of a `code` stage (always run, cheap) in a workspace outside it."""
+    stages: dict[str, Any] = {}
+    inside = all(code_deps(root, step) is not None for step in STEPS.values())
+    if not inside:
+        stages["code"] = {
+            "cmd": "detops code-fingerprint",
+            "always_changed": True,
+            "outs": [{f"{CODE_DIR}/{name}.sha256": {"cache": False}} for name in STEPS],
+        }
+    for name, step in STEPS.items():
+        code = code_deps(root, step) if inside else [f"{CODE_DIR}/{name}.sha256"]
+        body: dict[str, Any] = {"cmd": f"detops {name}", "deps": [*step.deps, *(code or [])],
+                                "params": list(step.params)}
+        for kind, key in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
+            entries = [_dvc_out(o) for o in step.outs if o.kind == kind]
+            if entries:
+                body[key] = entries
+        stages[name] = body
+    return stages
+
+
+def _dvc_out(out: Out) -> Any:
+    """A plain path, or `{path: {cache: false, persist: true}}` where the defaults do not hold."""
+    options: dict[str, bool] = {}
+    if not out.cache:
+        options["cache"] = False
+    if out.persist:
+        options["persist"] = True
+    return {out.path: options} if options else out.path
+
+
+def dvc_yaml(root: Path) -> str:
+    spec = {"stages": dvc_stages(root), "plots": PLOTS}
+    return HEADER + yaml.safe_dump(spec, sort_keys=False, width=120)

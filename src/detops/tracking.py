@@ -121,3 +121,18 @@ def read_run_id(ws: Workspace) -> str | None:
         return None
     payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return payload.get("run_id")
+
+
+def run_url(ws: Workspace, run_id: str) -> str:
+    """Where to look at a run: the server's UI, or `mlflow ui` on the local store."""
+    import mlflow
+
+    uri = tracking_uri(ws)
+    try:
+        experiment_id = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
+    except Exception:  # a link is a convenience, never a failure
+        return f"run {run_id} in {uri}"
+    path = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if uri.startswith("http"):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"http://127.0.0.1:5000/{path} (after `mlflow ui --backend-store-uri {uri}`)"

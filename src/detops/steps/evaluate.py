@@ -30,18 +30,10 @@ class Evaluation:
 
 
 def output_paths(ws: Workspace) -> dict[str, Path]:
-    """Every file the step writes; dvc.yaml declares the same paths."""
-    plots = ws.reports / "plots"
-    return {
-        "metrics": ws.reports / "metrics.json",
-        "report": ws.reports / "evaluation.json",
-        "detections": ws.reports / "detections.json",
-        "pr_curves_data": plots / "pr_curves.csv",
-        "pr_curves": plots / "pr_curves.png",
-        "confusion_data": plots / "confusion.csv",
-        "confusion": plots / "confusion.png",
-        "predictions": plots / "predictions.png",
-    }
+    """Every file the step writes, as the step graph declares them."""
+    from detops.pipeline import output_paths as declared
+
+    return declared(ws, "evaluate")
 
 
 def find_checkpoint(ws: Workspace) -> Path:

@@ -24,13 +24,10 @@ TIMING_IMAGES = 8  # distinct test images cycled through the latency runs
 
 
 def output_paths(ws: Workspace) -> dict[str, Path]:
-    """Every output of the step; dvc.yaml declares the same paths."""
-    return {
-        "folder": ws.models / "export",
-        "report": ws.reports / "export.json",
-        "markdown": ws.reports / "export.md",
-        "plot": ws.reports / "plots" / "export_latency.png",
-    }
+    """Every output of the step, as the step graph declares them."""
+    from detops.pipeline import output_paths as declared
+
+    return declared(ws, "export")
 
 
 def best_checkpoint(ws: Workspace) -> Path:

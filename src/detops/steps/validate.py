@@ -22,6 +22,21 @@ REPORT = "validation.json"
 DOCS = "validation_docs"
 
 
+def _docs_switched_off(ws: Workspace) -> None:
+    """The docs folder is a declared output whatever the params: without Data Docs it holds one page saying
+    so, and where the results are, so `dvc repro` never misses an output."""
+    import html
+
+    from detops.atomic import atomic_dir
+
+    with atomic_dir(ws.reports / DOCS) as folder:
+        (folder / "index.html").write_text(
+            "<!doctype html><meta charset='utf-8'><title>detops validation</title>"
+            "<p>Great Expectations Data Docs are switched off (<code>validate.data_docs: false</code>). "
+            f"The validation results are in <code>{html.escape(ws.relative(ws.reports / REPORT))}</code>.</p>\n",
+            encoding="utf-8")
+
+
 def run(ws: Workspace) -> StepResult:
     params = ws.params.validate_
     dataset = read_dataset(ws.dataset_json)
@@ -29,6 +44,8 @@ def run(ws: Workspace) -> StepResult:
     integrity = check_images(dataset, dataset_root(dataset, ws.root), params.workers)
     integrity_s = round(time.perf_counter() - started, 4)
     outcome = validate_dataset(dataset, integrity, params, docs_dir=ws.reports / DOCS if params.data_docs else None)
+    if not params.data_docs:
+        _docs_switched_off(ws)
 
     report_path = ws.reports / REPORT
     failed = bool(outcome.errors) or (not outcome.success and params.on_error == "fail")

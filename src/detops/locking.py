@@ -1,0 +1,35 @@
+"""One run at a time per workspace: the CLI (and so `dvc repro`) and the Prefect flow take the same lock.
+
+A file lock in the workspace's `.detops/` folder: two processes writing the same outputs would corrupt them,
+whichever way each was started. Re-entrant within a process (a flow holding it may call a step that asks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from detops.errors import DetopsError
+
+LOCK_FILE = ".detops/workspace.lock"
+
+
+class WorkspaceBusy(DetopsError):
+    """Another run holds the workspace for longer than we were willing to wait."""
+
+
+@contextmanager
+def workspace_lock(root: Path, timeout: float = -1) -> Iterator[None]:
+    """Hold the workspace; wait for the run that has it (`timeout` seconds, -1 = as long as it takes)."""
+    from filelock import FileLock, Timeout
+
+    path = Path(root) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), is_singleton=True)
+    try:
+        with lock.acquire(timeout=timeout):
+            yield
+    except Timeout:
+        raise WorkspaceBusy(f"{root}: another detops run holds the workspace ({path}); wait for it to finish.") \
+            from None

@@ -1,0 +1,122 @@
+"""The step graph, declared once: what each step reads (params sections, files, code) and writes.
+
+Everything else is read or generated from here: `dvc.yaml` (`detops dvc-yaml`; a test checks the committed
+file), the order of the Prefect flow, the Prefect cache key (`detops.pipeline`), the outputs a step reports
+and the contract test that records which params each step really reads.
+
+Paths are written with DVC's own `${...}` interpolation of `params.yaml`, so a changed `paths.*` or
+`import.source` needs no regeneration: DVC and the Prefect tasks resolve the same templates. No output
+depends on a param's value (validate always writes its docs folder, a short page when Data Docs are off),
+so the generated file is the same for every params.yaml.
+
+`paths` and `mlflow` are ambient: every step reads them (where files go, where runs are logged), and they
+never change what a step computes, so they are in no step's list and no cache key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+AMBIENT = ("paths", "mlflow")
+
+OutKind = Literal["out", "metric", "plot"]
+
+
+@dataclass(frozen=True)
+class Out:
+    """One output: a file or folder template, how DVC treats it, and a name steps refer to it by."""
+
+    name: str
+    path: str
+    kind: OutKind = "out"
+    cache: bool = True  # False: git keeps it (small reports), DVC only tracks its hash
+    persist: bool = False  # True: DVC must not delete it before the stage re-runs (read back next time)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pipeline verb: its params sections (own first), data deps, outputs and code modules."""
+
+    name: str
+    params: tuple[str, ...]
+    deps: tuple[str, ...]
+    outs: tuple[Out, ...]
+    code: tuple[str, ...]  # detops modules or packages whose source decides the step's result
+    cacheable: bool = True  # False: side effects (the registry); Prefect never serves it from cache
+
+    def out(self, name: str) -> Out:
+        return next(o for o in self.outs if o.name == name)
+
+
+PREPARED, MODELS, REPORTS, RAW = "${paths.prepared}", "${paths.models}", "${paths.reports}", "${paths.raw}"
+
+STEPS: dict[str, Step] = {s.name: s for s in (
+    Step(
+        "sample", ("sample",), (),
+        (Out("dataset", f"{RAW}/${{sample.name}}"),),
+        ("detops.sample", "detops.steps.sample"),
+    ),
+    Step(
+        "import", ("import",), ("${import.source}",),
+        (Out("dataset", f"{PREPARED}/dataset.json"),),
+        ("detops.formats", "detops.dataset", "detops.steps.import_"),
+    ),
+    Step(
+        "validate", ("validate",), (f"{PREPARED}/dataset.json",),
+        (Out("validated", f"{PREPARED}/validated.json"),
+         Out("docs", f"{REPORTS}/validation_docs", cache=False),
+         Out("report", f"{REPORTS}/validation.json", "metric", cache=False)),
+        ("detops.validation", "detops.steps.validate"),
+    ),
+    Step(
+        "split", ("split",), (f"{PREPARED}/validated.json",),
+        (Out("train", f"{PREPARED}/train.json"), Out("val", f"{PREPARED}/val.json"),
+         Out("test", f"{PREPARED}/test.json"),
+         # read back on the next run so old images keep their split: DVC must not delete it
+         Out("assignments", f"{PREPARED}/split_assignments.json", cache=False, persist=True),
+         Out("report", f"{REPORTS}/split.json", "metric", cache=False)),
+        ("detops.splitting", "detops.steps.split"),
+    ),
+    Step(
+        # evaluate: validation during training decodes with the evaluation thresholds
+        "train", ("train", "evaluate"), (f"{PREPARED}/train.json", f"{PREPARED}/val.json"),
+        (Out("best", f"{MODELS}/best.ckpt"), Out("last", f"{MODELS}/last.ckpt"),
+         Out("metrics", f"{REPORTS}/train.json", "metric", cache=False),
+         Out("curves", f"{REPORTS}/plots/training_curves.png", "plot", cache=False)),
+        ("detops.model", "detops.training", "detops.steps.train"),
+    ),
+    Step(
+        "evaluate", ("evaluate",), (f"{MODELS}/best.ckpt", f"{PREPARED}/test.json"),
+        (Out("detections", f"{REPORTS}/detections.json", cache=False),
+         Out("metrics", f"{REPORTS}/metrics.json", "metric", cache=False),
+         Out("report", f"{REPORTS}/evaluation.json", "metric", cache=False),
+         Out("pr_curves", f"{REPORTS}/plots/pr_curves.png", "plot", cache=False),
+         Out("confusion", f"{REPORTS}/plots/confusion.png", "plot", cache=False),
+         Out("predictions", f"{REPORTS}/plots/predictions.png", "plot", cache=False),
+         Out("pr_curves_data", f"{REPORTS}/plots/pr_curves.csv", "plot", cache=False),
+         Out("confusion_data", f"{REPORTS}/plots/confusion.csv", "plot", cache=False)),
+        ("detops.evaluation", "detops.inference", "detops.model", "detops.steps.evaluate"),
+    ),
+    Step(
+        # evaluate: every variant is scored as evaluate scores; predict: the serving threshold in each file
+        "export", ("export", "evaluate", "predict"),
+        (f"{MODELS}/best.ckpt", f"{PREPARED}/test.json", f"{PREPARED}/train.json"),
+        (Out("folder", f"{MODELS}/export"),
+         Out("markdown", f"{REPORTS}/export.md", cache=False),
+         Out("report", f"{REPORTS}/export.json", "metric", cache=False),
+         Out("plot", f"{REPORTS}/plots/export_latency.png", "plot", cache=False)),
+        ("detops.export", "detops.inference", "detops.model", "detops.steps.export"),
+    ),
+    Step(
+        # evaluate + predict: the champion is re-scored on the current test split as evaluate scores
+        "promote", ("promote", "evaluate", "predict"),
+        (f"{MODELS}/best.ckpt", f"{REPORTS}/metrics.json", f"{REPORTS}/export.json", f"{PREPARED}/test.json"),
+        (Out("decision", f"{REPORTS}/promotion.json", "metric", cache=False),),
+        ("detops.registry", "detops.inference", "detops.steps.promote"),
+        cacheable=False,
+    ),
+)}
+
+# The retraining flow and `dvc repro`, in order (`sample` runs only when training on the embedded sample).
+RETRAIN = ("import", "validate", "split", "train", "evaluate", "export", "promote")

@@ -1,0 +1,39 @@
+"""Keep DVC in step with a Prefect run, so a following `dvc repro` runs nothing and `dvc push` has the data.
+
+Only when the run used the workspace's own params.yaml: a run with UI overrides computed outputs that
+params.yaml does not describe, so `dvc.lock` is left alone (its lineage lives in MLflow) and the run says so.
+"""
+
+from __future__ import annotations
+
+from detops.config import load_params
+from detops.workspace import Workspace
+
+
+def dvc_repo(ws: Workspace) -> bool:
+    return (ws.root / ".dvc").is_dir() and (ws.root / "dvc.yaml").is_file()
+
+
+def params_are_the_file(ws: Workspace) -> bool:
+    path = ws.root / "params.yaml"
+    return path.is_file() and load_params(path) == ws.params
+
+
+def commit_stage(ws: Workspace, verb: str) -> None:
+    """Record the stage's deps, params and outputs in dvc.lock (and its outputs in the DVC cache)."""
+    from dvc.repo import Repo
+
+    with Repo(str(ws.root)) as repo:
+        repo.commit(verb, force=True)
+
+
+def push(ws: Workspace) -> str:
+    """Push the tracked data and outputs to the default remote, when one is configured."""
+    from dvc.repo import Repo
+
+    with Repo(str(ws.root)) as repo:
+        remote = repo.config.get("core", {}).get("remote")
+        if not remote:
+            return "no DVC remote configured: nothing pushed (dvc remote add -d NAME URL)"
+        pushed = repo.push()
+    return f"dvc push to {remote!r}: {pushed} file(s) uploaded"

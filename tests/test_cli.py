@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from detops.cli import app
@@ -32,11 +34,22 @@ def test_cli_import_does_not_load_heavy_libraries() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_unbuilt_verb_says_so(workspace: Path) -> None:
-    result = runner.invoke(app, ["--workspace", str(workspace), "promote"])
-    assert result.exit_code == 4
-    assert "not built yet" in result.output
-    assert "Traceback" not in result.output
+def test_paths_typed_on_the_command_line_are_relative_to_the_shell(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`detops --workspace W import SRC`: SRC is where the user typed it from, not inside W."""
+    from detops.config import load_params
+    from detops.steps import sample
+    from detops.workspace import Workspace
+
+    shell = tmp_path / "shell"
+    sample.run(Workspace.at(shell, load_params(None, ["sample.num_images=4", "sample.image_size=64",
+                                                       "sample.max_object_size=32", "paths.raw=."])))
+    monkeypatch.chdir(shell)
+    result = runner.invoke(app, ["--workspace", str(workspace), "import", "--format", "coco", "sample"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((workspace / "data/prepared/dataset.json").read_text())["info"]
+    assert Path(info["root"]) == shell / "sample"
 
 
 def test_bad_override_is_an_error_not_a_traceback(workspace: Path) -> None:

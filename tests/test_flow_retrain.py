@@ -1,5 +1,7 @@
-"""The main job end to end: the Prefect `retrain` flow on a tiny sample, against Prefect's test harness
-(a real temporary API server shared by the session), with MLflow in a workspace SQLite store."""
+"""The main job end to end: the Prefect `retrain` flow on a tiny dataset, against Prefect's test harness (a
+real temporary API server shared by the module), with MLflow in a workspace SQLite store.
+
+Cache tests assert what ran (task states: Cached or Completed), never file times."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +25,10 @@ TINY = [
     "train.fpn_channels=16",
     "train.num_workers=0",
     "evaluate.num_sample_images=4",
+    "export.latency_runs=3",
+    "export.warmup_runs=0",
+    "export.calibration_images=4",
+    "validate.data_docs=false",
 ]
 
 
@@ -33,42 +40,128 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-def repo_workspace(tmp_path: Path) -> Path:
-    """A workspace laid out like the repository: params.yaml and dvc.yaml (the step graph)."""
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("params.yaml", "dvc.yaml"):
-        shutil.copy(REPO / name, ws / name)
-    return ws
+def task_states(state: Any) -> dict[str, str]:
+    """Task name -> final state name (Completed, Cached, Failed) of the flow run behind `state`."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name: run.state.name for run in runs if run.state is not None}
+
+
+def run_flow(workspace: Path, *extra: str, params: dict[str, Any] | None = None) -> tuple[Any, dict[str, str]]:
+    from flows.retrain import retrain
+
+    state = retrain(workspace=str(workspace), overrides=[*TINY, *extra], params=params, return_state=True)
+    return state, task_states(state)
+
+
+@pytest.fixture(scope="module")
+def own_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace whose dataset is a folder of its own (not the generated sample), so an image can change."""
+    from detops.config import load_params
+    from detops.steps import sample
+    from detops.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("flow") / "ws"
+    root.mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    sample.run(Workspace.at(root, load_params(root / "params.yaml", [*TINY, "sample.name=mine"])))
+    return root
+
+
+MINE = ("import.source=data/raw/mine",)
 
 
 @pytest.mark.slow
-def test_retrain_flow_runs_every_step_and_caches_the_second_time(prefect_api: None, repo_workspace: Path) -> None:
+def test_flow_runs_every_step_then_caches_all_but_promote(prefect_api: None, own_dataset: Path) -> None:
     import mlflow
 
-    from flows.retrain import retrain
-
-    results = retrain(workspace=str(repo_workspace), overrides=TINY)
-    assert list(results) == ["sample", "import", "validate", "split", "train", "evaluate"]
-
-    metrics = json.loads((repo_workspace / "reports/metrics.json").read_text())
+    state, states = run_flow(own_dataset, *MINE)
+    assert state.is_completed()
+    assert states == {verb: "Completed" for verb in
+                      ("import", "validate", "split", "train", "evaluate", "export", "promote")}
+    result = state.result()
+    assert list(result) == ["import", "validate", "split", "train", "evaluate", "export", "promote"]
+    metrics = json.loads((own_dataset / "reports/metrics.json").read_text())
     assert 0.0 <= metrics["test/map_50"] <= 1.0
-    run_id = json.loads((repo_workspace / "reports/mlflow_run.json").read_text())["run_id"]
-    mlflow.set_tracking_uri(f"sqlite:///{repo_workspace / 'mlflow.db'}")
-    run = mlflow.get_run(run_id)
-    assert "test/map_50" in run.data.metrics and "val/map" in run.data.metrics
-    assert run.data.params["train.epochs"] == "2"
-    assert run.data.tags["data.content_hash"]
+    run_id = json.loads((own_dataset / "reports/mlflow_run.json").read_text())["run_id"]
+    run = mlflow.MlflowClient(f"sqlite:///{own_dataset / 'mlflow.db'}").get_run(run_id)
+    assert run.data.params["train.epochs"] == "2" and run.data.tags["data.content_hash"]
+    assert run.data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
+    from detops.tracking import file_md5
 
-    # Same params and data: the tasks are cache hits, so the checkpoint is not rewritten.
-    checkpoint = repo_workspace / "models/best.ckpt"
-    stamp = checkpoint.stat().st_mtime_ns
-    retrain(workspace=str(repo_workspace), overrides=TINY)
-    assert checkpoint.stat().st_mtime_ns == stamp
+    datasets = {d.dataset.name.split()[0]: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert datasets == {s: file_md5(own_dataset / f"data/prepared/{s}.json") for s in ("train", "val", "test")}
+    decision = json.loads((own_dataset / "reports/promotion.json").read_text())
 
-    # A lost output forces its step to run again instead of trusting the cache.
-    (repo_workspace / "reports/metrics.json").unlink()
-    retrain(workspace=str(repo_workspace), overrides=TINY)
-    assert (repo_workspace / "reports/metrics.json").is_file()
-    assert checkpoint.stat().st_mtime_ns == stamp
+    # Nothing changed: every step is served from cache except promote, which must not promote an equal model.
+    again, states = run_flow(own_dataset, *MINE)
+    assert again.is_completed()
+    assert states == {**{verb: "Cached" for verb in ("import", "validate", "split", "train", "evaluate", "export")},
+                      "promote": "Completed"}
+    second = json.loads((own_dataset / "reports/promotion.json").read_text())
+    assert second["version"] == decision["version"]  # one registered version per training run
+
+    # A changed param re-runs exactly the steps that declare its section.
+    _, states = run_flow(own_dataset, *MINE, "evaluate.nms_iou=0.5")
+    assert states["import"] == states["validate"] == states["split"] == "Cached"
+    assert states["train"] == states["evaluate"] == states["export"] == "Completed"
+
+    # A lost output re-runs its step (and only what depends on what changed).
+    (own_dataset / "reports/metrics.json").unlink()
+    _, states = run_flow(own_dataset, *MINE, "evaluate.nms_iou=0.5")
+    assert states["evaluate"] == "Completed" and states["train"] == "Cached"
+
+    # One changed image re-runs everything from import.
+    image = sorted((own_dataset / "data/raw/mine/images").iterdir())[0]
+    from PIL import Image
+
+    with Image.open(image) as img:
+        img.rotate(90).save(image)
+    _, states = run_flow(own_dataset, *MINE, "evaluate.nms_iou=0.5")
+    assert all(states[v] == "Completed" for v in ("import", "validate", "split", "train"))
+
+
+@pytest.mark.slow
+def test_a_code_change_reruns_the_steps_that_use_it(prefect_api: None, own_dataset: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache key carries the installed code's fingerprint, per step: a change in detops.model (seen here
+    as a changed fingerprint of train's modules) re-runs train, not the data steps."""
+    import detops.pipeline as pipeline
+    from detops.steps.graph import Step
+
+    run_flow(own_dataset, *MINE)
+    original = pipeline.code_fingerprint
+
+    def changed(step: Step) -> str:
+        return original(step) + ("-edited" if "detops.model" in step.code else "")
+
+    monkeypatch.setattr(pipeline, "code_fingerprint", changed)
+    _, states = run_flow(own_dataset, *MINE)
+    assert states["import"] == states["validate"] == states["split"] == "Cached"
+    assert states["train"] == "Completed"
+
+
+@pytest.mark.slow
+def test_ui_params_overlay_params_yaml_and_a_failed_gate_fails_the_run(prefect_api: None, tmp_path: Path) -> None:
+    """The embedded sample; a UI form setting one field keeps every other params.yaml value; a failed data
+    gate fails the run with its reason and registers nothing."""
+    import yaml
+
+    from flows.retrain import workspace_for
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"]["lr"] = 0.0123  # a value only params.yaml holds
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    ws = workspace_for(str(root), {"train": {"epochs": 1}}, [])
+    assert ws.params.train.epochs == 1 and ws.params.train.lr == 0.0123
+
+    state, states = run_flow(root, "validate.min_box_area=100000")  # every box is too small: the gate fails
+    assert state.is_failed() and "validate" in states and states["validate"] == "Failed"
+    assert "train" not in states and "promote" not in states
+    assert "box" in str(state.message).lower() or "validation" in str(state.message).lower()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,51 @@ def run_url(ws: Workspace, run_id: str) -> str:
     if uri.startswith("http"):
         return f"{uri.rstrip('/')}/{path}"
     return f"http://127.0.0.1:5000/{path} (after `mlflow ui --backend-store-uri {uri}`)"
+
+
+def file_md5(path: Path) -> str:
+    """md5 of a file's bytes: the hash `dvc.lock` records for it, so MLflow and DVC name data alike."""
+    import hashlib
+
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def dvc_remote(root: Path) -> str | None:
+    """The default DVC remote's URL, where the data of this run can be pulled from (None if none)."""
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            name = repo.config.get("core", {}).get("remote")
+            return str(repo.config["remote"][name]["url"]) if name else None
+    except Exception:  # not a DVC repository, or no remote: lineage then stops at the file hashes
+        return None
+
+
+def log_data_inputs(ws: Workspace, run_id: str) -> None:
+    """The split files a run trained, validated and tested on, as MLflow dataset inputs (the run page lists
+    them under Datasets): digest = the files' md5 as dvc.lock has it, source = the file, context = split."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    inputs = []
+    for split in ("train", "val", "test"):
+        path = ws.split_json(split)
+        if not path.is_file():
+            continue
+        with warnings.catch_warnings():  # mlflow registers two local-artifact sources and warns it picked one
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(path.as_uri())
+        dataset = MetaDataset(source, name=f"{split} ({ws.relative(path)})",
+                              digest=file_md5(path))
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
+    client = mlflow.MlflowClient(tracking_uri(ws))
+    client.log_inputs(run_id, datasets=inputs)
+    remote = dvc_remote(ws.root)
+    client.set_tag(run_id, "data.dvc_remote", remote or "none (dvc remote add -d NAME URL)")

@@ -2,10 +2,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# No telemetry from Prefect or MLflow: the pipeline must run the same on a machine with no internet.
-export DO_NOT_TRACK := 1
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: demo test lint bench clean
 

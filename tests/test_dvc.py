@@ -1,0 +1,93 @@
+"""`dvc repro` on a laptop: a fresh copy of the repository (git repo with a commit) runs every stage once,
+then nothing; `dvc exp run -S train.seed=1` re-runs train and what follows only; push, drop the cache,
+pull, and `dvc status` is clean."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TINY = {
+    "sample": {"num_images": 36, "image_size": 96, "max_object_size": 48},
+    "validate": {"data_docs": False},
+    "train": {"image_size": 96, "epochs": 2, "batch_size": 8, "fpn_channels": 16, "num_workers": 0},
+    "evaluate": {"num_sample_images": 4},
+    "export": {"latency_runs": 3, "warmup_runs": 0, "calibration_images": 4},
+}
+
+
+def tiny_params(path: Path) -> None:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for section, values in TINY.items():
+        raw[section].update(values)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+
+
+def sh(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DO_NOT_TRACK": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The repository's tracked pipeline files in a new git repository with one commit, DVC initialised."""
+    root = tmp_path_factory.mktemp("dvc") / "detops"
+    tracked = sh("git", "ls-files", "dvc.yaml", "params.yaml", "src", ".dvcignore", cwd=REPO).split()
+    for name in tracked:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, root / name)
+    tiny_params(root / "params.yaml")
+    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.detops/\n/.cache/\n")
+    sh("git", "init", "-q", cwd=root)
+    sh("git", "config", "user.email", "ci@detops.invalid", cwd=root)
+    sh("git", "config", "user.name", "ci", cwd=root)
+    sh(str(BIN / "dvc"), "init", "-q", cwd=root)
+    sh(str(BIN / "dvc"), "remote", "add", "-d", "local", str(root.parent / "remote"), cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "fresh copy", cwd=root)
+    yield root
+
+
+@pytest.mark.slow
+def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(copy: Path) -> None:
+    dvc = str(BIN / "dvc")
+    first = stages_run(sh(dvc, "repro", cwd=copy))
+    assert first == ["sample", "import", "validate", "split", "train", "evaluate", "export", "promote"]
+    assert stages_run(sh(dvc, "repro", cwd=copy)) == []
+    sh("git", "add", "-A", cwd=copy)
+    sh("git", "commit", "-qm", "first repro", cwd=copy)
+    exp = stages_run(sh(dvc, "exp", "run", "-S", "train.seed=1", cwd=copy))
+    assert exp == ["train", "evaluate", "export", "promote"]
+
+
+@pytest.mark.slow
+def test_push_drop_the_cache_pull_and_status_is_clean(copy: Path) -> None:
+    dvc = str(BIN / "dvc")
+    if not (copy / "dvc.lock").is_file():
+        sh(dvc, "repro", cwd=copy)
+    sh(dvc, "checkout", "-f", cwd=copy)
+    sh(dvc, "push", cwd=copy)
+    shutil.rmtree(copy / ".dvc" / "cache")
+    for out in ("models/best.ckpt", "data/prepared/train.json"):
+        (copy / out).unlink()
+    sh(dvc, "pull", cwd=copy)
+    assert (copy / "models/best.ckpt").is_file()
+    status = sh(dvc, "status", cwd=copy)
+    assert "up to date" in status, status

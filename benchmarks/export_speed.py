@@ -53,8 +53,10 @@ def bccd_export(workspace: Path, threads: int, runs: int) -> None:
           f"{ratio('torch', 'onnx-fp32', 'e2e_p50_ms')} |")
     drop = rows["onnx-int8"]["drop"]
     print(f"\nINT8 mAP drop vs the checkpoint: {drop:+.4f} (target <= 0.01)")
-    profile(ws.models / "export" / "model.int8.onnx", ws.models / "export" / "model.onnx",
-            int(load_params(workspace / "params.yaml").train.image_size), threads)
+    from detops.inference import load_predictor
+
+    int8 = ws.models / "export" / "model.int8.onnx"
+    profile(int8, ws.models / "export" / "model.onnx", load_predictor(int8).meta.image_size, threads)
 
 
 def profile(int8: Path, fp32: Path, size: int, threads: int, runs: int = 20) -> None:

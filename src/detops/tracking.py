@@ -179,7 +179,7 @@ def log_data_inputs(ws: Workspace, run_id: str) -> None:
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(path.as_uri())
         dataset = MetaDataset(source, name=f"{split} ({ws.relative(path)})",
-                              digest=file_md5(path))
+                              digest=file_md5(path))  # type: ignore[abstract]  # mlflow's stub, not its class
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
     client = mlflow.MlflowClient(tracking_uri(ws))
     client.log_inputs(run_id, datasets=inputs)

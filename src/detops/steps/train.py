@@ -159,7 +159,7 @@ def _start_run_record(ws: Workspace, logger: MLFlowLogger, resume: bool) -> None
         logger.experiment.set_tag(run_id, "detops.resumed", "true")
     else:
         logger.log_hyperparams(ws.params.flat())
-        tracking.log_data_inputs(ws, run_id)
+        tracking.log_data_inputs(ws, str(run_id))
     write_json(tracking.run_record(ws), {"run_id": run_id})
 
 

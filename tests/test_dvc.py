@@ -49,7 +49,7 @@ def stages_run(output: str) -> list[str]:
 def copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The repository's tracked pipeline files in a new git repository with one commit, DVC initialised."""
     root = tmp_path_factory.mktemp("dvc") / "detops"
-    tracked = sh("git", "ls-files", "dvc.yaml", "params.yaml", "src", ".dvcignore", cwd=REPO).split()
+    tracked = sh("git", "ls-files", "dvc.yaml", "params.yaml", "src", ".dvcignore", "data", cwd=REPO).split()
     for name in tracked:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, root / name)

@@ -52,7 +52,8 @@ def test_dvc_parses_the_stages_and_they_match_the_flow_and_the_cli(tmp_path: Pat
     produced = {str(resolve(ws, o.path)) for step in STEPS.values() for o in step.outs}
     for step in STEPS.values():
         for dep in step.deps:
-            assert dep == "${import.source}" or str(resolve(ws, dep)) in produced, (step.name, dep)
+            raw_input = dep in ("${import.source}", "${import.batches}")
+            assert raw_input or str(resolve(ws, dep)) in produced, (step.name, dep)
 
 
 def test_outside_the_repository_code_deps_are_fingerprint_files(tmp_path: Path) -> None:
@@ -65,6 +66,7 @@ def test_outside_the_repository_code_deps_are_fingerprint_files(tmp_path: Path) 
 def test_param_references_resolve_against_the_workspace_params(tmp_path: Path) -> None:
     ws = Workspace.at(tmp_path, load_params(None, ["import.source=/data/mine", "paths.models=out/m"]))
     assert resolve(ws, STEPS["import"].deps[0]) == Path("/data/mine")
+    assert resolve(ws, STEPS["import"].deps[1]) == tmp_path / "data/raw/accepted"
     assert output_paths(ws, "export")["folder"] == tmp_path / "out/m/export"
 
 

@@ -21,4 +21,9 @@ class ImportParams(Section):
     size_mismatch: Literal["warn", "error"] = Field(
         "warn", description="What to do when an annotation's width/height disagree with the image file."
     )
+    batches: str = Field(
+        "data/raw/accepted",
+        description="Folder of accepted data batches (one labelled sub-folder each, any format), read together "
+        "with `source` into one dataset; retraining on drift adds batches here (DVC-tracked).",
+    )
     workers: int = Field(0, ge=0, le=64, description="Threads reading image headers; 0 = one per core.")

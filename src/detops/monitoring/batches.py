@@ -93,12 +93,14 @@ def detect_format(root: Path) -> str:
     return IMAGE_FOLDER
 
 
-def read_batch(ws: Workspace, batch: Batch) -> BatchData:
-    """The batch's labels (if any) and every image file it names; unreadable images are skipped and listed."""
+def read_batch(ws: Workspace, batch: Batch, workers: int | None = None) -> BatchData:
+    """The batch's labels (if any) and every image file it names; unreadable images are skipped and listed.
+    `workers`: threads reading images (default: monitor.workers; `import` passes its own)."""
     fmt = detect_format(batch.path)
     source = read_image_folder(batch.path) if fmt == IMAGE_FOLDER else read_source(fmt, batch.path)
     paths = source.image_paths()
-    with ThreadPoolExecutor(max_workers=resolve_workers(ws.params.monitor.workers)) as pool:
+    threads = resolve_workers(ws.params.monitor.workers if workers is None else workers)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         probed = list(track(pool.map(_probe, paths), f"Reading batch {batch.name}", total=len(paths)))
     keep = [i for i, p in enumerate(probed) if isinstance(p, ImageInfo)]
     skipped = [p for p in probed if isinstance(p, str)]

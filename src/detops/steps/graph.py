@@ -58,9 +58,9 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         ("detops.sample", "detops.steps.sample"),
     ),
     Step(
-        "import", ("import",), ("${import.source}",),
+        "import", ("import",), ("${import.source}", "${import.batches}"),
         (Out("dataset", f"{PREPARED}/dataset.json"),),
-        ("detops.formats", "detops.dataset", "detops.steps.import_"),
+        ("detops.formats", "detops.dataset", "detops.monitoring.batches", "detops.steps.import_"),
     ),
     Step(
         "validate", ("validate",), (f"{PREPARED}/dataset.json",),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from detops.dataset.canonical import SPLITS, write_dataset
+from detops.dataset.canonical import SPLITS, Dataset, write_dataset
 from detops.dataset.images import probe_images
 from detops.errors import DataError
 from detops.formats import read_source
@@ -37,6 +37,7 @@ def run(ws: Workspace) -> StepResult:
         where=lambda i: source.images[i].where,
     )
     dataset, notes = to_canonical(source, infos, ws.relative(root), params.size_mismatch)
+    dataset = _with_accepted_batches(ws, dataset, notes)
     write_dataset(ws.dataset_json, dataset)
 
     splits = Counter(im.get("source_split") for im in dataset["images"])
@@ -48,6 +49,28 @@ def run(ws: Workspace) -> StepResult:
         "content_hash": dataset["info"]["content_hash"],
     }
     return StepResult(step="import", outputs={"dataset": ws.relative(ws.dataset_json)}, metrics=metrics, notes=notes)
+
+
+def _with_accepted_batches(ws: Workspace, dataset: Dataset, notes: list[str]) -> Dataset:
+    """The dataset plus every accepted batch under import.batches (labelled, any format)."""
+    from detops.dataset.merge import merge
+    from detops.monitoring.batches import Batch, read_batch
+
+    folder = ws.resolve(ws.params.import_.batches)
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if folder.is_dir() else []
+    batches = {}
+    for name in names:
+        data = read_batch(ws, Batch(name, folder / name), ws.params.import_.workers)
+        if data.format == "images":
+            raise DataError(f"{folder / name}: an accepted batch must be labelled (COCO, YOLO or VOC); this one holds "
+                            "images only. Label it, or move it out of import.batches.")
+        if data.skipped:
+            notes.append(f"batch {name}: {len(data.skipped)} unreadable image(s) left out")
+        batches[name] = data.dataset
+    if batches:
+        notes.append(f"{len(batches)} accepted batch(es) joined the dataset: {', '.join(batches)}")
+    return merge(dataset, batches, ws.root)
 
 
 def _annotation_file(ws: Workspace, root: Path, annotations: str) -> Path | None:

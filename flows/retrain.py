@@ -22,11 +22,13 @@ from prefect.runtime import deployment, flow_run
 from detops.config import load_params, validate_params
 from detops.config.overlay import ParamsOverlay, overlay
 from detops.locking import workspace_lock
+from detops.monitoring.accept import BatchOutcome, take_batch
 from detops.steps.graph import RETRAIN
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
+from flows.events import emit_promotion_event
 from tasks import run_step
-from tasks.dvc_sync import commit_stage, dvc_repo, params_are_the_file, push
+from tasks.dvc_sync import add, commit_stage, dvc_repo, params_are_the_file, push
 
 
 def workspace_for(workspace: str, params: ParamsOverlay | dict[str, Any] | None, overrides: list[str]) -> Workspace:
@@ -52,11 +54,13 @@ def uses_embedded_sample(ws: Workspace) -> bool:
 
 @flow(name="retrain")
 def retrain(workspace: str = ".", params: ParamsOverlay | None = None,
-            overrides: list[str] | None = None) -> dict[str, Any]:
+            overrides: list[str] | None = None, batch: str | None = None) -> dict[str, Any]:
     """Retrain, evaluate, export and (if it beats the champion) promote the detector of a workspace.
 
     `params`: fields to change for this run (the rest comes from the workspace's params.yaml).
     `overrides`: the same as `--set key=value` strings.
+    `batch`: a data batch in the landing folder (drift-triggered runs): a labelled batch joins the dataset
+    first; an unlabelled one ends the run with the list of images to label, and no retraining.
     """
     ws = workspace_for(workspace, params, list(overrides or []))
     logger = get_run_logger()
@@ -66,12 +70,21 @@ def retrain(workspace: str = ".", params: ParamsOverlay | None = None,
         "dvc.lock left as it was: this run's params differ from params.yaml (lineage in MLflow)"]
     results: dict[str, StepResult] = {}
     with workspace_lock(ws.root):
+        if batch:
+            outcome = take_batch(ws, batch)
+            if not outcome.labelled:
+                return labels_needed(ws, outcome)
+            if dvc_repo(ws) and outcome.accepted is not None:
+                add(ws, outcome.accepted)
+            notes.append(f"batch {batch}: {len(outcome.images)} labelled image(s) joined the dataset "
+                         f"({ws.relative(outcome.accepted or ws.root)})")
         for verb in verbs:
             logger.info("step %s", verb)
             results[verb] = run_step(ws, verb)
             if sync_dvc:
                 commit_stage(ws, verb)
         tag_training_run(ws)
+        emit_promotion_event(ws, results["promote"])
         if sync_dvc:
             notes.append(push(ws))
     for note in notes:
@@ -80,6 +93,19 @@ def retrain(workspace: str = ".", params: ParamsOverlay | None = None,
                              description="retrain summary")
     print_summary(ws, results, notes)
     return {verb: result.to_dict() for verb, result in results.items()}
+
+
+def labels_needed(ws: Workspace, outcome: BatchOutcome) -> dict[str, Any]:
+    """The drift-triggered run of an unlabelled batch: what to label (a file and an artifact), no retraining."""
+    message = f"drift found, labels needed: batch {outcome.batch} has {len(outcome.images)} unlabelled image(s)"
+    shown = "\n".join(f"- `{name}`" for name in outcome.images[:200])
+    more = f"\n- ... and {len(outcome.images) - 200} more" if len(outcome.images) > 200 else ""
+    listing = ws.relative(outcome.to_label or ws.root)
+    create_markdown_artifact(key="detops-labels-needed", description=message,
+                             markdown=f"### {message}\n\nFull list: `{listing}`\n\n{shown}{more}")
+    get_run_logger().warning("%s; the list is in %s", message, listing)
+    return {"result": "drift found, labels needed", "batch": outcome.batch, "images_to_label": outcome.images,
+            "list": listing}
 
 
 def tag_training_run(ws: Workspace) -> None:

@@ -6,6 +6,8 @@ params.yaml does not describe, so `dvc.lock` is left alone (its lineage lives in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from detops.config import load_params
 from detops.workspace import Workspace
 
@@ -37,3 +39,11 @@ def push(ws: Workspace) -> str:
             return "no DVC remote configured: nothing pushed (dvc remote add -d NAME URL)"
         pushed = repo.push()
     return f"dvc push to {remote!r}: {pushed} file(s) uploaded"
+
+
+def add(ws: Workspace, path: Path) -> None:
+    """`dvc add` an accepted batch folder: DVC versions it and `dvc push` sends it to the remote."""
+    from dvc.repo import Repo
+
+    with Repo(str(ws.root)) as repo:
+        repo.add(str(path))

@@ -112,7 +112,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         # evaluate + predict: the champion is re-scored on the current test split as evaluate scores
         "promote", ("promote", "evaluate", "predict"),
         (f"{MODELS}/best.ckpt", f"{REPORTS}/metrics.json", f"{REPORTS}/export.json", f"{PREPARED}/test.json"),
-        (Out("decision", f"{REPORTS}/promotion.json", "metric", cache=False),),
+        (Out("decision", f"{REPORTS}/promotion.json", "metric", cache=False),
+         Out("summary", f"{REPORTS}/promotion.md", cache=False)),
         ("detops.registry", "detops.inference", "detops.steps.promote"),
         cacheable=False,
     ),

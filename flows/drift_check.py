@@ -1,0 +1,78 @@
+"""The drift flow: on a schedule, check every new complete batch in the landing folder against the training
+data (Evidently, `detops monitor`) and, on drift, emit the Prefect event `detops.drift.detected`.
+
+The `retrain-on-drift` deployment is triggered by that event with the batch as a parameter. The monitor's
+ledger records each batch checked, so a batch is checked and announced once, however many ticks see it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from detops.config import load_params
+from detops.locking import workspace_lock
+from detops.steps.result import StepResult
+from detops.workspace import Workspace
+
+DRIFT_EVENT = "detops.drift.detected"
+
+
+@task(name="monitor", task_run_name="monitor {batch}", cache_policy=NO_CACHE)
+def monitor(ws: Workspace, batch: str) -> StepResult:
+    from detops.steps import monitor as step
+
+    return step.run(ws, batch=batch)
+
+
+def check_of(ws: Workspace, batch: str) -> dict[str, Any]:
+    from detops.steps.monitor import drift_folder
+
+    return dict(json.loads((drift_folder(ws) / "batches" / batch / "check.json").read_text(encoding="utf-8")))
+
+
+def announce(ws: Workspace, check: dict[str, Any]) -> None:
+    """One event per drifted batch; its payload is what retraining and a person need."""
+    from prefect.events import emit_event
+
+    batch = str(check["batch"])
+    emit_event(
+        event=DRIFT_EVENT,
+        resource={"prefect.resource.id": f"detops.batch.{batch}", "prefect.resource.name": batch},
+        payload={"batch": batch, "workspace": str(ws.root), "drifted_columns": check["drifted_columns"],
+                 "labelled": check["labelled"], "images": check["images"], "report": check["reports"].get("html")},
+    )
+
+
+@flow(name="drift_check")
+def drift_check(workspace: str = ".") -> dict[str, Any]:
+    """Check the new complete batches; announce the drifted ones. Returns each batch's verdict."""
+    from detops.monitoring.batches import new_batches
+
+    root = Path(workspace).resolve()
+    params_file = root / "params.yaml"
+    ws = Workspace.at(root, load_params(params_file if params_file.is_file() else None))
+    logger = get_run_logger()
+    with workspace_lock(ws.root):
+        batches = new_batches(ws)
+        if not batches:
+            logger.info("no new complete batch in %s: nothing to check", ws.params.monitor.landing)
+            return {}
+        verdicts = {}
+        for batch in batches:
+            monitor(ws, batch.name)
+            check = check_of(ws, batch.name)
+            verdicts[batch.name] = {"verdict": check["verdict"], "drifted_columns": check["drifted_columns"]}
+            if check["verdict"] == "drift":
+                announce(ws, check)
+                logger.warning("batch %s drifted on %s: %s emitted", batch.name,
+                               ", ".join(check["drifted_columns"]), DRIFT_EVENT)
+    return verdicts
+
+
+if __name__ == "__main__":
+    drift_check()

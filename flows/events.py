@@ -1,0 +1,37 @@
+"""Prefect events the retraining flow emits, for automations to act on (notifications, a deployment of the new
+champion): `detops.promotion.promoted` or `detops.promotion.rejected`, one per promote step."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from detops.steps.result import StepResult
+from detops.workspace import Workspace
+
+
+def emit_promotion_event(ws: Workspace, result: StepResult) -> None:
+    """Announce the promote step's decision, read from the report it wrote (reports/promotion.json).
+
+    The resource is the registered model; inside a flow run Prefect relates the event to the run, its flow and its
+    deployment, so an automation can link back to the run.
+    """
+    from prefect.events import emit_event
+
+    report = json.loads(ws.resolve(result.outputs["decision"]).read_text(encoding="utf-8"))
+    decision = report["decision"]
+    model = report["model"]
+    emit_event(
+        event=f"detops.promotion.{'promoted' if decision['promote'] else 'rejected'}",
+        resource={"prefect.resource.id": f"detops.model.{model}", "prefect.resource.name": model},
+        payload=promotion_payload(report),
+    )
+
+
+def promotion_payload(report: dict[str, Any]) -> dict[str, Any]:
+    """What a notification needs to say why: versions, the metric, both values and the bar the candidate missed."""
+    decision = report["decision"]
+    keys = ("metric", "candidate_value", "champion_value", "threshold", "reason")
+    return {"model": report["model"], "version": report["version"], "model_uri": report["model_uri"],
+            "run_id": report["run_id"], "champion_version": report["champion_version"],
+            **{key: decision[key] for key in keys}}

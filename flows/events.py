@@ -11,7 +11,8 @@ from detops.workspace import Workspace
 
 
 def emit_promotion_event(ws: Workspace, result: StepResult) -> None:
-    """Announce the promote step's decision, read from the report it wrote (reports/promotion.json).
+    """Announce the promote step's decision, read from the report it wrote (its output `decision` in the step
+    graph, reports/promotion.json).
 
     The resource is the registered model; inside a flow run Prefect relates the event to the run, its flow and its
     deployment, so an automation can link back to the run.

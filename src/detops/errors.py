@@ -44,3 +44,7 @@ class RegistryError(DetopsError):
 
 class PromotionError(RegistryError):
     """The promotion gate cannot decide (unknown metric, missing score) or the promotion lock is unavailable."""
+
+
+class DeployError(DetopsError):
+    """No Prefect server to deploy to, or the server refused a work pool, deployment or automation."""

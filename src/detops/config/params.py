@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from detops.config.base import Section
+from detops.config.deploy import DeployParams
 from detops.config.evaluate import EvaluateParams
 from detops.config.export import ExportParams
 from detops.config.import_ import ImportParams
@@ -40,6 +41,7 @@ class Params(Section):
     predict: PredictParams = Field(default_factory=PredictParams)
     promote: PromoteParams = Field(default_factory=PromoteParams)
     monitor: MonitorParams = Field(default_factory=MonitorParams)
+    deploy: DeployParams = Field(default_factory=DeployParams)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with the `params.yaml` key names (aliases)."""

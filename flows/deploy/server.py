@@ -1,0 +1,109 @@
+"""`detops deploy`: put the work pool, the promotion lock, the deployments and the notifications of a workspace on
+the Prefect server PREFECT_API_URL names. Every call converges on params.yaml, so running it again is safe.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from detops.errors import DeployError
+from flows.deploy.spec import TAGS, DeploymentSpec, deployment_specs
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+
+    from detops.workspace import Workspace
+
+
+def deploy(ws: Workspace) -> list[str]:
+    """Apply everything; returns one line per object for the CLI to print."""
+    from prefect import get_client
+
+    from flows.deploy.notify import configure_notifications
+
+    lines = [f"Prefect server: {server_url()}"]
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+        if problem is not None:
+            raise DeployError(f"the Prefect server at {server_url()} does not answer ({problem}). Start it with"
+                              " `prefect server start`, or point PREFECT_API_URL at a running one.")
+        lines.append(ensure_work_pool(client, ws.params.deploy.work_pool))
+        if ws.params.promote.lock == "prefect":
+            lines.append(ensure_promotion_limit(client, ws))
+        lines += [apply_deployment(ws, spec) for spec in deployment_specs(ws.params)]
+        lines += configure_notifications(client, ws.params.deploy.webhook_url)
+    lines.append(f"start a worker: prefect worker start --pool {ws.params.deploy.work_pool}")
+    return lines
+
+
+def server_url() -> str:
+    """The API deployments go to; without one Prefect would use a throwaway local server and lose them."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise DeployError("no Prefect server to deploy to: PREFECT_API_URL is not set. Start one with `prefect server"
+                          " start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api` (or `prefect config set`).")
+    return url
+
+
+def ensure_work_pool(client: SyncPrefectClient, name: str) -> str:
+    """A process pool with one slot: scheduled, on-demand and drift-triggered runs queue behind each other.
+
+    A pool that exists keeps its type (a team may have moved it to Docker or Kubernetes); only its limit is set.
+    """
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    try:
+        pool = client.read_work_pool(name)
+    except ObjectNotFound:
+        client.create_work_pool(WorkPoolCreate(
+            name=name, type=ProcessWorker.type, concurrency_limit=1,
+            base_job_template=ProcessWorker.get_default_base_job_template(),
+            description="detops: one retraining run at a time (detops deploy).",
+        ))
+        return f"work pool {name!r}: created (process, concurrency limit 1)"
+    if pool.concurrency_limit != 1:
+        client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=1))
+        return f"work pool {name!r} ({pool.type}): concurrency limit set to 1 (was {pool.concurrency_limit})"
+    return f"work pool {name!r} ({pool.type}): exists, concurrency limit 1"
+
+
+def ensure_promotion_limit(client: SyncPrefectClient, ws: Workspace) -> str:
+    """The global concurrency limit `promote.lock: prefect` acquires strictly (a missing one is an error there)."""
+    from detops.registry.lock import lock_name
+
+    name = lock_name(ws)
+    client.upsert_global_concurrency_limit_by_name(name, 1)
+    return f"global concurrency limit {name!r}: limit 1 (promote.lock: prefect)"
+
+
+def apply_deployment(ws: Workspace, spec: DeploymentSpec) -> str:
+    """Create or update one deployment: module entrypoint, a pull step into the workspace, the workspace as the
+    parameter default (shown in the UI form), the schedule or the event trigger from params.yaml."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.deployments.runner import DeploymentApplyError, RunnerDeployment
+    from prefect.events import DeploymentEventTrigger, DeploymentTriggerTypes, TriggerTypes
+    from prefect.runner.storage import LocalStorage
+
+    try:
+        schedules = [CronSchedule(cron=spec.cron, timezone=spec.timezone)] if spec.cron else None
+    except ValueError as exc:
+        raise DeployError(f"deploy.cron / deploy.drift_cron / deploy.timezone in params.yaml: {exc}") from None
+    triggers: list[DeploymentTriggerTypes | TriggerTypes] | None = (
+        [DeploymentEventTrigger.model_validate(spec.trigger)] if spec.trigger else None)
+    # Called from sync code, Prefect's async_dispatch runs (and returns) the sync variants.
+    deployment = cast("RunnerDeployment", RunnerDeployment.from_storage(
+        storage=LocalStorage(str(ws.root)), entrypoint=spec.entrypoint, name=spec.name,
+        description=spec.description, schedules=schedules, triggers=triggers,
+        parameters={"workspace": str(ws.root)}, tags=list(TAGS), work_pool_name=ws.params.deploy.work_pool,
+    ))
+    try:
+        deployment.apply()
+    except DeploymentApplyError as exc:
+        raise DeployError(f"the Prefect server refused deployment {spec.name!r}: {exc}") from None
+    start = f"cron {spec.cron!r} ({spec.timezone})" if spec.cron else (
+        f"on {spec.trigger['expect'][0]}" if spec.trigger else "started by hand")
+    return f"deployment {deployment.flow_name}/{spec.name}: {spec.entrypoint} in {ws.root}, {start}"

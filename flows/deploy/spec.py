@@ -1,0 +1,91 @@
+"""The deployments of a workspace, declared once. `detops deploy` applies them through Prefect's API and
+`prefect_yaml` renders the same declarations for `prefect deploy`, so the two ways can never disagree.
+
+No Prefect import here: rendering the file needs no server and stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from detops.config import Params
+
+# Module paths, not file paths: a worker whose working directory is a workspace outside the repository imports the
+# installed `flows` package. Prefect treats an entrypoint without ':' as a module path and imports it after the
+# pull steps ran (prefect.flows.load_flow_from_flow_run).
+RETRAIN = "flows.retrain.retrain"
+DRIFT_CHECK = "flows.drift_check.drift_check"
+DRIFT_EVENT = "detops.drift.detected"  # flows.drift_check emits it, one per drifted batch
+# prefect.yaml cannot know the workspace's path; Prefect resolves this on the worker when a run starts.
+WORKSPACE_PLACEHOLDER = "{{ $DETOPS_WORKSPACE }}"
+TAGS = ("detops",)
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One deployment: a flow, and what starts its runs (a cron, an event, or a person)."""
+
+    name: str
+    entrypoint: str
+    description: str
+    cron: str | None = None
+    timezone: str | None = None
+    trigger: dict[str, Any] | None = None  # a Prefect deployment trigger, as prefect.yaml writes it
+
+
+def deployment_specs(params: Params) -> tuple[DeploymentSpec, ...]:
+    """Scheduled and on-demand retraining, the drift check and the retraining a drifted batch starts."""
+    deploy = params.deploy
+    return (
+        DeploymentSpec("retrain-scheduled", RETRAIN, f"Retraining on the workspace's params.yaml, on the schedule of "
+                       f"deploy.cron ({deploy.cron}, {deploy.timezone}).", deploy.cron, deploy.timezone),
+        DeploymentSpec("retrain-on-demand", RETRAIN, "Retraining started from the Prefect UI or API: the fields set "
+                       "in the form overlay the workspace's params.yaml; unset fields keep its values."),
+        DeploymentSpec("drift-check", DRIFT_CHECK, f"Checks new data batches for drift on the schedule of "
+                       f"deploy.drift_cron ({deploy.drift_cron}, {deploy.timezone}).", deploy.drift_cron,
+                       deploy.timezone),
+        DeploymentSpec("retrain-on-drift", RETRAIN, f"Retraining started by {DRIFT_EVENT}: a labelled batch joins "
+                       "the dataset first; an unlabelled one ends with the list of images to label.",
+                       trigger=drift_trigger()),
+    )
+
+
+def drift_trigger() -> dict[str, Any]:
+    """One run per drifted batch, with the batch as the `batch` parameter."""
+    return {"type": "event", "enabled": True, "match": {"prefect.resource.id": "detops.batch.*"},
+            "expect": [DRIFT_EVENT], "posture": "Reactive", "threshold": 1, "within": 0,
+            "parameters": {"batch": "{{ event.payload.batch }}"}}
+
+
+def pull_steps(directory: str) -> list[dict[str, Any]]:
+    """Runs start in the workspace, wherever the worker was started (the shape of LocalStorage's pull step)."""
+    return [{"prefect.deployments.steps.set_working_directory": {"directory": directory}}]
+
+
+def prefect_yaml(params: Params) -> str:
+    """deployments/prefect.yaml: the same deployments for `prefect deploy --prefect-file ... --all`."""
+    pool = params.deploy.work_pool
+    deployments = []
+    for spec in deployment_specs(params):
+        entry: dict[str, Any] = {"name": spec.name, "description": spec.description, "entrypoint": spec.entrypoint,
+                                 "tags": list(TAGS), "parameters": {"workspace": "."}, "work_pool": {"name": pool}}
+        if spec.cron:
+            entry["schedules"] = [{"cron": spec.cron, "timezone": spec.timezone}]
+        if spec.trigger:
+            entry["triggers"] = [spec.trigger]
+        deployments.append(entry)
+    body = {"name": "detops", "pull": pull_steps(WORKSPACE_PLACEHOLDER), "deployments": deployments}
+    header = f"""\
+# Prefect deployments of a detops workspace, generated from params.yaml's `deploy` section by
+# `detops deploy --prefect-yaml deployments/prefect.yaml`: change params.yaml and regenerate, do not edit.
+# `detops deploy` applies the same deployments and also creates the work pool, the promotion lock and the
+# notifications. By hand, with PREFECT_API_URL set:
+#   prefect work-pool create {pool} --type process && prefect work-pool set-concurrency-limit {pool} 1
+#   prefect deploy --no-prompt --prefect-file deployments/prefect.yaml --all
+#   DETOPS_WORKSPACE=/path/to/workspace prefect worker start --pool {pool}
+# Runs start in $DETOPS_WORKSPACE (read by the worker), so `workspace: .` is that folder.
+"""
+    return header + yaml.safe_dump(body, sort_keys=False, width=110)

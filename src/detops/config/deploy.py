@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+
+from detops.config.base import Section
+
+# croniter's aliases (what Prefect's cron schedule accepts besides five fields); Prefect checks the fields fully.
+_CRON_ALIASES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?#]+$")
+
+
+class DeployParams(Section):
+    """Prefect deployments (`detops deploy`): the process work pool every run goes through (one run at a time), the
+    schedules of `retrain-scheduled` and `drift-check`, and the webhook told when a run fails or crashes or a promotion
+    is rejected."""
+
+    work_pool: str = Field(
+        "detops-local", min_length=1, pattern=r"^[\w.-]+$",
+        description="Prefect work pool (process type, concurrency limit 1), created if missing.",
+    )
+    cron: str = Field("0 3 * * 1", description="When retrain-scheduled runs (cron: minute hour day month weekday).")
+    drift_cron: str = Field("0 * * * *", description="When drift-check looks for new data batches (cron); a drifted "
+                                                     "batch starts retrain-on-drift.")
+    timezone: str = Field("UTC", description="IANA time zone of both crons, e.g. Europe/Paris.")
+    webhook_url: str = Field(
+        "", description="URL that gets a JSON {\"text\": ...} POST (Slack, Mattermost, ...) when a retrain or drift "
+                        "check run fails or crashes and when a promotion is rejected; empty = no notifications.",
+    )
+
+    @field_validator("cron", "drift_cron")
+    @classmethod
+    def _cron_shape(cls, value: str) -> str:
+        """The shape only, so a typo fails when params load; Prefect validates the fields when deploying."""
+        fields = value.split()
+        if value.strip() in _CRON_ALIASES or (len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields)):
+            return value
+        raise ValueError(f"{value!r} is not a cron expression: five fields (minute hour day month weekday), "
+                         "e.g. '0 3 * * 1', or an alias such as @daily")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone, e.g. UTC or Europe/Paris") from None
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL; leave it empty for no notifications")
+        return value

@@ -1,0 +1,424 @@
+"""Deployments against a real Prefect server on loopback and a real process worker: `detops deploy` for a tiny
+workspace, runs triggered through the API as the UI triggers them, one run at a time, notifications posted to a
+webhook; and the committed prefect.yaml, which must equal the one generated from params.yaml.
+
+The server and the worker are subprocesses with their own PREFECT_HOME, shared by the session (a start costs ~10 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from detops.cli import app
+from detops.config import apply_override, load_params
+from flows.deploy.spec import DRIFT_CHECK, DRIFT_EVENT, RETRAIN, WORKSPACE_PLACEHOLDER, prefect_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Not the defaults: the deployments must take them from params.yaml. The drift check never comes due in a test.
+CRON, DRIFT_CRON, TIMEZONE = "17 4 * * 2", "0 4 1 1 *", "Europe/Paris"
+NAMES = ("retrain/retrain-scheduled", "retrain/retrain-on-demand", "drift_check/drift-check",
+         "retrain/retrain-on-drift")
+TINY = [
+    "sample.num_images=36", "sample.image_size=96", "sample.max_object_size=48",
+    "validate.data_docs=false",
+    "train.image_size=96", "train.epochs=2", "train.batch_size=8", "train.fpn_channels=16", "train.num_workers=0",
+    "evaluate.num_sample_images=4",
+    "export.latency_runs=3", "export.warmup_runs=0", "export.calibration_images=4",
+    "promote.lock=prefect",  # the deploy command creates the global concurrency limit; the run acquires it
+    f"deploy.cron={CRON}", f"deploy.drift_cron={DRIFT_CRON}", f"deploy.timezone={TIMEZONE}",
+    "deploy.work_pool=detops-test",
+]
+
+
+# ---------------------------------------------------------------------------------------------- fast: no server
+
+
+def test_committed_prefect_yaml_is_generated_from_params_yaml() -> None:
+    """One source: deployments/prefect.yaml is what `detops deploy --prefect-yaml` writes from params.yaml."""
+    committed = (REPO / "deployments/prefect.yaml").read_text(encoding="utf-8")
+    assert committed == prefect_yaml(load_params(REPO / "params.yaml"))
+    spec = yaml.safe_load(committed)
+    assert [d["name"] for d in spec["deployments"]] == [name.split("/")[1] for name in NAMES]
+    assert [d["entrypoint"] for d in spec["deployments"]] == [RETRAIN, RETRAIN, DRIFT_CHECK, RETRAIN]
+    assert spec["deployments"][0]["schedules"] == [{"cron": "0 3 * * 1", "timezone": "UTC"}]
+    assert spec["deployments"][2]["schedules"] == [{"cron": "0 * * * *", "timezone": "UTC"}]
+    [trigger] = spec["deployments"][3]["triggers"]
+    assert trigger["expect"] == [DRIFT_EVENT] and trigger["parameters"] == {"batch": "{{ event.payload.batch }}"}
+
+
+def test_deploy_help_and_the_errors_without_a_server(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["deploy", "--help"])
+    assert result.exit_code == 0 and "--prefect-yaml" in result.output
+    env = _child_env(tmp_path / "home")
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([str(BIN / "detops"), "--params", str(REPO / "params.yaml"), "deploy"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "PREFECT_API_URL is not set" in done.stderr and "Traceback" not in done.stderr
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{_free_port()}/api"  # nothing listens there
+    done = subprocess.run([str(BIN / "detops"), "--params", str(REPO / "params.yaml"), "deploy"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "does not answer" in done.stderr, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("deploy.cron", "0 3 * *", "not a cron expression"),
+    ("deploy.timezone", "Mars/Olympus", "not an IANA time zone"),
+    ("deploy.webhook_url", "hooks.example.com/x", "not an http(s) URL"),
+])
+def test_deploy_params_are_checked_when_params_load(key: str, value: str, message: str) -> None:
+    from detops.errors import ParamsError
+
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        load_params(REPO / "params.yaml", [f"{key}={value}"])
+
+
+# ------------------------------------------------------------------------------- slow: real server and worker
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _child_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+    """A Prefect of its own (PREFECT_HOME), no telemetry, MLflow in the workspace, quick worker polling."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
+    env.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               MLFLOW_DISABLE_TELEMETRY="true", PREFECT_UI_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="1",
+               PREFECT_WORKER_PREFETCH_SECONDS="1")
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def _wait(condition: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{_tail(log) if log else ''}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group we started (server and worker spawn children), SIGKILL if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+class Webhook:
+    """A loopback HTTP endpoint that records the JSON bodies POSTed to it (what Slack would receive)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        messages = self.messages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                messages.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def texts(self) -> list[str]:
+        return [str(m.get("text", "")) for m in self.messages]
+
+
+@pytest.fixture(scope="session")
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(prefect_home: Path) -> Iterator[str]:
+    """`prefect server start` on a free loopback port, SQLite in its PREFECT_HOME; yields the API URL."""
+    port = _free_port()
+    log = prefect_home / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                                    str(port)], env=_child_env(prefect_home), stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        _wait(lambda: process.poll() is not None or _healthy(url), 180, "the Prefect server", log)
+        assert process.poll() is None, f"prefect server exited:\n{_tail(log)}"
+        yield url
+    finally:
+        _stop(process)
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def api(prefect_server: str) -> Iterator[str]:
+    """This process talks to the test server too (run_deployment, reading runs, emitting events)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        yield prefect_server
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook) -> Path:
+    """A workspace outside the repository: params.yaml with tiny settings, the test's cron and webhook."""
+    root = tmp_path_factory.mktemp("ws")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    for item in [*TINY, f"deploy.webhook_url={webhook.url}"]:
+        apply_override(raw, item)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return root
+
+
+def _detops(workspace: Path, home: Path, api_url: str, *args: str) -> str:
+    done = subprocess.run([str(BIN / "detops"), *args], cwd=workspace, env=_child_env(home, api_url),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def deployed(prefect_server: str, prefect_home: Path, workspace: Path) -> str:
+    """`detops deploy` run in the workspace, before any worker exists (so it creates the pool)."""
+    return _detops(workspace, prefect_home, prefect_server, "deploy")
+
+
+@pytest.fixture(scope="session")
+def worker(prefect_server: str, prefect_home: Path, deployed: str, api: str) -> Iterator[Path]:
+    """`prefect worker start --pool <deploy.work_pool>`, started outside the workspace; yields its log."""
+    from prefect import get_client
+
+    log = prefect_home / "worker.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "detops-test", "--name",
+                                    "detops-test-worker"], cwd=prefect_home, env=_child_env(prefect_home, api),
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with get_client(sync_client=True) as client:
+            _wait(lambda: process.poll() is not None or client.read_workers_for_work_pool("detops-test"), 120,
+                  "the worker to register", log)
+        assert process.poll() is None, f"prefect worker exited:\n{_tail(log)}"
+        yield log
+    finally:
+        _stop(process)
+
+
+@pytest.mark.slow
+def test_deploy_creates_pool_lock_deployments_and_notifications(deployed: str, api: str, workspace: Path) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.schedules import CronSchedule
+
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool("detops-test")
+        assert (pool.type, pool.concurrency_limit) == ("process", 1)
+        assert client.read_global_concurrency_limit_by_name("detops-promote-detops-detector").limit == 1
+        scheduled, on_demand, drift_check, on_drift = (client.read_deployment_by_name(name) for name in NAMES)
+        automations = {a.name for a in client.read_automations()}
+        [drift_trigger] = client.read_resource_related_automations(f"prefect.deployment.{on_drift.id}")
+    for deployment in (scheduled, on_demand, drift_check, on_drift):
+        assert deployment.work_pool_name == "detops-test"
+        assert deployment.parameters == {"workspace": str(workspace)}
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(workspace)}}]
+        assert deployment.enforce_parameter_schema
+    assert [d.entrypoint for d in (scheduled, on_demand, drift_check, on_drift)] == [RETRAIN, RETRAIN, DRIFT_CHECK,
+                                                                                     RETRAIN]
+    assert "ParamsOverlay" in json.dumps(on_demand.parameter_openapi_schema)  # the UI's typed form
+    assert [s.schedule for s in scheduled.schedules] == [CronSchedule(cron=CRON, timezone=TIMEZONE)]
+    assert [s.schedule for s in drift_check.schedules] == [CronSchedule(cron=DRIFT_CRON, timezone=TIMEZONE)]
+    assert all(s.active for s in (*scheduled.schedules, *drift_check.schedules))
+    assert on_demand.schedules == on_drift.schedules == []
+    assert drift_trigger.trigger.expect == {DRIFT_EVENT}  # type: ignore[union-attr]
+    assert drift_trigger.actions[0].parameters == {"batch": "{{ event.payload.batch }}"}  # type: ignore[union-attr]
+    assert {"detops: run failed", "detops: promotion rejected"} <= automations
+
+
+@pytest.mark.slow
+def test_prefect_deploy_of_the_generated_yaml_makes_the_same_deployments(
+    deployed: str, api: str, prefect_home: Path, workspace: Path
+) -> None:
+    """`prefect deploy` on the rendered prefect.yaml and `detops deploy` agree; deploying again converges."""
+    from prefect import get_client
+
+    def read() -> list[Any]:
+        with get_client(sync_client=True) as client:
+            return [client.read_deployment_by_name(name) for name in NAMES]
+
+    def shape(d: Any) -> dict[str, Any]:
+        with get_client(sync_client=True) as client:
+            triggers = client.read_resource_related_automations(f"prefect.deployment.{d.id}")
+        return {"entrypoint": d.entrypoint, "pool": d.work_pool_name, "tags": d.tags, "schema":
+                d.parameter_openapi_schema, "enforce": d.enforce_parameter_schema, "description": d.description,
+                "schedules": [s.schedule for s in d.schedules], "pull": [list(step) for step in d.pull_steps or []],
+                "triggers": [(a.trigger.model_dump(exclude={"id"}), [x.model_dump(exclude={"deployment_id"})
+                                                                    for x in a.actions]) for a in triggers]}
+
+    by_detops = read()
+    _detops(workspace, prefect_home, api, "deploy", "--prefect-yaml", "prefect.yaml")
+    _run([str(BIN / "prefect"), "deploy", "--no-prompt", "--prefect-file", "prefect.yaml", "--all"], workspace,
+         _child_env(prefect_home, api))
+    by_prefect = read()
+    assert [shape(d) for d in by_prefect] == [shape(d) for d in by_detops]
+    assert all(d.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"]
+               == WORKSPACE_PLACEHOLDER for d in by_prefect)
+    assert all(d.parameters == {"workspace": "."} for d in by_prefect)
+
+    _detops(workspace, prefect_home, api, "deploy")
+    again = read()
+    assert [d.id for d in again] == [d.id for d in by_detops]
+    assert [shape(d) for d in again] == [shape(d) for d in by_detops]
+    assert all(d.parameters == {"workspace": str(workspace)} for d in again)
+    assert [len(d.schedules) for d in again] == [1, 0, 1, 0]
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str]) -> None:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _final(flow_run_id: Any, timeout: float, log: Path) -> Any:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        def done() -> Any:
+            run = client.read_flow_run(flow_run_id)
+            return run if run.state and run.state.is_final() else None
+
+        return _wait(done, timeout, f"flow run {flow_run_id}", log)
+
+
+@pytest.mark.slow
+def test_ui_runs_overlay_params_yaml_and_queue_one_at_a_time(
+    worker: Path, api: str, workspace: Path, webhook: Webhook
+) -> None:
+    """Two runs triggered together through the API, as the UI triggers them: one trains with a form field that
+    differs from params.yaml, the other fails (a dataset that is not there). The pool's single slot runs them one
+    after the other; the failure, and a rejected promotion, are posted to the webhook."""
+    from mlflow import MlflowClient
+    from prefect.deployments import run_deployment
+    from prefect.events.worker import EventsWorker
+
+    from detops.pipeline import output_paths
+    from detops.steps.result import StepResult
+    from detops.workspace import Workspace
+    from flows.events import emit_promotion_event
+
+    trained = run_deployment("retrain/retrain-on-demand", timeout=0,
+                             parameters={"workspace": str(workspace), "params": {"train": {"epochs": 1}}})
+    broken = run_deployment("retrain/retrain-on-demand", timeout=0,
+                            parameters={"params": {"import": {"source": "data/raw/missing"}}})
+    trained, broken = _final(trained.id, 240, worker), _final(broken.id, 120, worker)  # type: ignore[union-attr]
+
+    assert trained.state.is_completed(), f"{trained.state}\n{_tail(worker, 80)}"
+    assert broken.state.is_failed(), f"{broken.state}\n{_tail(worker, 80)}"
+    first, second = sorted((trained, broken), key=lambda run: run.start_time)
+    assert first.end_time <= second.start_time, "the two runs overlapped: the work pool's limit did not hold"
+
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("detops").experiment_id],  # type: ignore[union-attr]
+                               f"tags.`prefect.flow_run_id` = '{trained.id}'")
+    assert run.data.params["train.epochs"] == "1"  # the form's field ...
+    assert load_params(workspace / "params.yaml").train.epochs == 2  # ... over params.yaml, which it left alone
+    assert run.data.tags["prefect.deployment"] == "retrain-on-demand"
+    versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+    assert [v.name for v in versions] == ["detops-detector"], "the promote step registered no version"
+
+    message = _wait(lambda: [t for t in webhook.texts() if broken.name in t], 60, "the failure notification")[0]
+    assert "Failed" in message and "retrain-on-demand" in message
+
+    # The event the flow emits after `promote` (flows.events), here for a rejection of the trained run's version,
+    # with the step's outputs as the step graph declares them (as the promote step returns them).
+    ws = Workspace.at(workspace, load_params(workspace / "params.yaml"))
+    outputs = {name: ws.relative(path) for name, path in output_paths(ws, "promote").items()}
+    report = json.loads(ws.resolve(outputs["decision"]).read_text())
+    report["decision"].update(promote=False, reason="candidate 0.1000 is not above the champion's 0.2000 + 0.005")
+    ws.resolve(outputs["decision"]).write_text(json.dumps(report))
+    emit_promotion_event(ws, StepResult("promote", outputs=outputs))
+    EventsWorker.drain_all()
+    message = _wait(lambda: [t for t in webhook.texts() if "not promoted" in t], 60, "the rejection notification")[0]
+    assert f"detops-detector version {report['version']} not promoted" in message
+    assert "is not above the champion's" in message and report["model_uri"] in message
+
+
+@pytest.mark.slow
+def test_a_drifted_batch_starts_retrain_on_drift_with_the_batch(worker: Path, api: str, workspace: Path) -> None:
+    """The event drift_check emits for a drifted batch starts `retrain-on-drift` with that batch; an unlabelled batch
+    ends the run with the list of images to label."""
+    import numpy as np
+    from PIL import Image
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from detops.monitoring.accept import labels_needed_file
+    from detops.workspace import Workspace
+
+    ws = Workspace.at(workspace, load_params(workspace / "params.yaml"))
+    batch = ws.resolve(ws.params.monitor.landing) / "night-shift"
+    batch.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 60, (64, 80, 3), dtype=np.uint8)).save(batch / f"{i}.png")
+    (batch / ws.params.monitor.manifest).touch()
+
+    emit_event(DRIFT_EVENT, resource={"prefect.resource.id": "detops.batch.night-shift",
+                                      "prefect.resource.name": "night-shift"},
+               payload={"batch": "night-shift", "workspace": str(workspace)})
+    EventsWorker.drain_all()
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("retrain/retrain-on-drift")
+        only_it = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        [started] = _wait(lambda: client.read_flow_runs(deployment_filter=only_it), 60, "the drift-triggered run",
+                          worker)
+    run = _final(started.id, 120, worker)
+    assert run.parameters["batch"] == "night-shift", run.parameters
+    assert run.state.is_completed(), f"{run.state}\n{_tail(worker, 80)}"
+    assert len(labels_needed_file(ws, "night-shift").read_text().splitlines()) == 3

@@ -6,7 +6,11 @@ params.yaml does not describe, so `dvc.lock` is left alone (its lineage lives in
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from detops.config import load_params
 from detops.workspace import Workspace
@@ -21,19 +25,30 @@ def params_are_the_file(ws: Workspace) -> bool:
     return path.is_file() and load_params(path) == ws.params
 
 
-def commit_stage(ws: Workspace, verb: str) -> None:
-    """Record the stage's deps, params and outputs in dvc.lock (and its outputs in the DVC cache)."""
+@contextmanager
+def dvc_repo_at(ws: Workspace) -> Iterator[Any]:
+    """DVC's Repo for the workspace, with the process inside it: DVC resolves some stage paths against the
+    current directory, so a flow started elsewhere would otherwise see the outputs as external."""
     from dvc.repo import Repo
 
-    with Repo(str(ws.root)) as repo:
+    before = os.getcwd()
+    os.chdir(ws.root)
+    try:
+        with Repo(str(ws.root)) as repo:
+            yield repo
+    finally:
+        os.chdir(before)
+
+
+def commit_stage(ws: Workspace, verb: str) -> None:
+    """Record the stage's deps, params and outputs in dvc.lock (and its outputs in the DVC cache)."""
+    with dvc_repo_at(ws) as repo:
         repo.commit(verb, force=True)
 
 
 def push(ws: Workspace) -> str:
     """Push the tracked data and outputs to the default remote, when one is configured."""
-    from dvc.repo import Repo
-
-    with Repo(str(ws.root)) as repo:
+    with dvc_repo_at(ws) as repo:
         remote = repo.config.get("core", {}).get("remote")
         if not remote:
             return "no DVC remote configured: nothing pushed (dvc remote add -d NAME URL)"
@@ -43,7 +58,5 @@ def push(ws: Workspace) -> str:
 
 def add(ws: Workspace, path: Path) -> None:
     """`dvc add` an accepted batch folder: DVC versions it and `dvc push` sends it to the remote."""
-    from dvc.repo import Repo
-
-    with Repo(str(ws.root)) as repo:
+    with dvc_repo_at(ws) as repo:
         repo.add(str(path))

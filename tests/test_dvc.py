@@ -45,10 +45,8 @@ def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
 
-@pytest.fixture(scope="module")
-def copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def make_copy(root: Path) -> Path:
     """The repository's tracked pipeline files in a new git repository with one commit, DVC initialised."""
-    root = tmp_path_factory.mktemp("dvc") / "detops"
     tracked = sh("git", "ls-files", "dvc.yaml", "params.yaml", "src", ".dvcignore", "data", cwd=REPO).split()
     for name in tracked:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +60,12 @@ def copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     sh(str(BIN / "dvc"), "remote", "add", "-d", "local", str(root.parent / "remote"), cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "fresh copy", cwd=root)
-    yield root
+    return root
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield make_copy(tmp_path_factory.mktemp("dvc") / "detops")
 
 
 @pytest.mark.slow
@@ -75,6 +78,26 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(copy
     sh("git", "commit", "-qm", "first repro", cwd=copy)
     exp = stages_run(sh(dvc, "exp", "run", "-S", "train.seed=1", cwd=copy))
     assert exp == ["train", "evaluate", "export", "promote"]
+
+
+@pytest.mark.slow
+def test_a_flow_run_leaves_dvc_status_clean(tmp_path: Path) -> None:
+    """The Prefect flow on the workspace's own params.yaml commits each stage to dvc.lock (DVC's API), so
+    `dvc status` is clean and a following `dvc repro` runs nothing."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.retrain import retrain
+
+    dvc = str(BIN / "dvc")
+    copy = make_copy(tmp_path / "detops")
+    with prefect_test_harness(server_startup_timeout=120):
+        state = retrain(workspace=str(copy), params={"train": {"seed": 3}}, return_state=True)
+        assert state.is_completed()
+        assert not (copy / "dvc.lock").exists()  # a run with UI overrides leaves dvc.lock alone
+        state = retrain(workspace=str(copy), return_state=True)
+    assert state.is_completed(), state.message
+    assert "up to date" in sh(dvc, "status", cwd=copy)
+    assert stages_run(sh(dvc, "repro", cwd=copy)) == []
 
 
 @pytest.mark.slow

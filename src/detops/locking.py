@@ -6,6 +6,7 @@ whichever way each was started. Re-entrant within a process (a flow holding it m
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +22,15 @@ class WorkspaceBusy(DetopsError):
 
 @contextmanager
 def workspace_lock(root: Path, timeout: float = -1) -> Iterator[None]:
-    """Hold the workspace; wait for the run that has it (`timeout` seconds, -1 = as long as it takes)."""
+    """Hold the workspace; wait for the run that has it (`timeout` seconds, -1 = as long as it takes).
+
+    A DDP rank that Lightning launched (LOCAL_RANK > 0) is part of the run its parent holds the lock for.
+    """
     from filelock import FileLock, Timeout
+
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        yield
+        return
 
     path = Path(root) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

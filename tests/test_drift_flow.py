@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _monitoring_fixtures import IMAGES, batch_from, darker, sample
+from _monitoring_fixtures import batch_from, darker, sample
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["monitor.screenshot=false", "monitor.min_batch_size=20", "validate.data_docs=false",

@@ -1,4 +1,4 @@
-"""TensorRT engines from the exported ONNX files (TensorRT 10+, strongly typed networks).
+"""TensorRT engines from the exported ONNX files (TensorRT 10.12 to 11.x, strongly typed networks).
 
 A strongly typed network takes its precisions from the ONNX file: the FP16 engine is built from the FP16
 ONNX file and the INT8 engine from the symmetric QDQ file. The timing cache lives outside the stage's
@@ -35,6 +35,7 @@ def build_engine(onnx_path: Path, engine: Path, meta: ModelMeta, batch_sizes: li
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
+    # Required on 10.x, accepted and ignored on 11.x, where every network is strongly typed.
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):

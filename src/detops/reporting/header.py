@@ -1,0 +1,57 @@
+"""What identifies the run at the top of the page (dataset hash, commit, time, MLflow run) and the links to each
+tool's own report at the bottom."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from detops.reporting.html import Raw, esc, facts, join, link, tag
+from detops.reporting.sources import Sources
+
+
+def mlflow_run(src: Sources) -> Raw:
+    """The run as a link to its MLflow page (the only absolute URL on the page), or why there is none."""
+    from detops import tracking
+
+    run_id = tracking.read_run_id(src.ws)
+    if not run_id:
+        return esc("no training run recorded yet (detops train)")
+    tracking.bound_http_requests(src.ws)  # a tracking server that is down must not hold the page for minutes
+    where = tracking.run_url(src.ws, run_id)
+    url, _, hint = where.partition(" ")
+    if not url.startswith(("http://", "https://")):
+        return esc(where)  # the store does not know the run: its id and store, no link
+    return join([link(url, run_id), " ", hint])
+
+
+def header(src: Sources, validation: dict[str, Any] | None, mlflow: Raw) -> Raw:
+    from detops.tracking import git_commit
+
+    git = git_commit(src.ws.root)
+    commit = git["git.commit"] + (" (uncommitted changes)" if git["git.dirty"] == "true" else "")
+    dataset = (validation or {}).get("content_hash", {}).get("output") or "unknown (detops validate has not run)"
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return tag("header", join([
+        tag("h1", "detops run report"),
+        facts([("dataset content hash", tag("code", dataset)), ("git commit", tag("code", commit)),
+               ("generated", now), ("MLflow run", mlflow), ("workspace", src.ws.root)]),
+    ]))
+
+
+def tools(src: Sources, validation: dict[str, Any] | None, drift: dict[str, Any] | None, mlflow: Raw) -> Raw:
+    """Each tool's own report: relative links, so they open from a copied or zipped reports folder."""
+    items: list[object] = []
+    docs = validation.get("data_docs") if validation else None
+    if docs:
+        items.append(join(["Great Expectations Data Docs: ", link(src.href(docs), docs)]))
+    for check in (drift or {}).get("checks", []):
+        html = check.get("reports", {}).get("html")
+        if html:
+            items.append(join([f"Evidently drift report of {check.get('batch') or check.get('source')}: ",
+                               link(src.href(html), html)]))
+    items.append(join(["MLflow run: ", mlflow]))
+    items.append(join(["DVC: ", tag("code", "dvc metrics show"), " and ", tag("code", "dvc plots show"),
+                       " in the workspace compare these numbers and plots across commits and experiments"]))
+    return tag("section", join([tag("h2", "Tool reports"), tag("ul", join(tag("li", item) for item in items))]),
+               id="tools")

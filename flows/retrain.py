@@ -23,6 +23,7 @@ from detops.config import load_params, validate_params
 from detops.config.overlay import ParamsOverlay, overlay
 from detops.locking import workspace_lock
 from detops.monitoring.accept import BatchOutcome, take_batch
+from detops.reporting import build_run_page
 from detops.steps.graph import RETRAIN
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
@@ -78,11 +79,14 @@ def retrain(workspace: str = ".", params: ParamsOverlay | None = None,
                 add(ws, outcome.accepted)
             notes.append(f"batch {batch}: {len(outcome.images)} labelled image(s) joined the dataset "
                          f"({ws.relative(outcome.accepted or ws.root)})")
-        for verb in verbs:
-            logger.info("step %s", verb)
-            results[verb] = run_step(ws, verb)
-            if sync_dvc:
-                commit_stage(ws, verb)
+        try:
+            for verb in verbs:
+                logger.info("step %s", verb)
+                results[verb] = run_step(ws, verb)
+                if sync_dvc:
+                    commit_stage(ws, verb)
+        finally:  # a failed run gets its page too: the validation failures are what people need to see
+            notes.append(f"run report (offline page): {ws.relative(build_run_page(ws))}")
         tag_training_run(ws)
         emit_promotion_event(ws, results["promote"])
         if sync_dvc:

@@ -21,6 +21,7 @@ from detops.monitoring.batches import find_batch, ledger, new_batches, read_batc
 from detops.monitoring.features import dataset_features, embedder_for
 from detops.monitoring.reference import load_reference
 from detops.monitoring.verdict import DRIFT, INSUFFICIENT, NO_DRIFT, decide
+from detops.reporting import build_run_page
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 
@@ -80,6 +81,7 @@ def run(ws: Workspace, batch: str | None = None) -> StepResult:
         "images": sum(c["images"] for c in checks),
         "skipped_images": sum(len(c["skipped"]) for c in checks),
     }
+    outputs["run_report"] = ws.relative(build_run_page(ws))
     return StepResult("monitor", outputs, metrics, notes)
 
 

@@ -17,7 +17,8 @@ class ExportParams(Section):
         64, ge=1, description="Train images that calibrate INT8 (fewer in train: all are used, with a warning)."
     )
     calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
-        "minmax", description="How INT8 activation ranges are set from the calibration images."
+        "percentile", description="How INT8 activation ranges are set from the calibration images (percentile "
+        "99.999 clips outliers: on BCCD it kept both INT8 files within 0.01 mAP, minmax lost 0.015 on TensorRT's)."
     )
     tensorrt: bool | Literal["auto"] = Field(
         "auto", description="TensorRT engines: auto = where TensorRT and an NVIDIA GPU exist; true = required."

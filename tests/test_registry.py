@@ -209,19 +209,24 @@ def test_prune_keeps_champion_previous_and_newest(registry: Registry) -> None:
         reg.prune(registry.client, registry.name, keep=-1)
 
 
-def test_prune_deletes_logged_model_artifacts(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prune_deletes_logged_model_artifacts(registry: Registry) -> None:
     """MLflow 3 `log_model` registers `models:/m-...` sources: their folder and record go too."""
+    import mlflow
+
     client = registry.client
-    # MLflow resolves a models:/ source through the global tracking URI when the version is created
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{registry.store / 'mlflow.db'}")
     run = client.create_run(registry.experiment)
     folder = registry.store / f"lm-{registry.name}"
     folder.mkdir()
     (folder / "MLmodel").write_text("flavors: {}")
     logged = client.create_logged_model(registry.experiment, source_run_id=run.info.run_id, name="model")
     client.log_model_artifacts(logged.model_id, str(folder))
-    old = str(client.create_model_version(registry.name, f"models:/{logged.model_id}", run.info.run_id).version)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    # MLflow resolves a models:/ source through its global tracking URI (which wins over MLFLOW_TRACKING_URI once
+    # an earlier test or step has set it) when the version is created
+    mlflow.set_tracking_uri(f"sqlite:///{registry.store / 'mlflow.db'}")
+    try:
+        old = str(client.create_model_version(registry.name, f"models:/{logged.model_id}", run.info.run_id).version)
+    finally:
+        mlflow.set_tracking_uri(None)
     registry.add(0.5)
     location = Path(logged.artifact_location.removeprefix("file://"))
     assert (location / "MLmodel").is_file()

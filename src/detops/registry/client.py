@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -32,6 +33,7 @@ def connect(ws: Workspace) -> MlflowClient:
 
     check_model_name(ws.params.mlflow.registered_model)
     bound_http_requests(ws)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # steps print their own summary
     uri = tracking_uri(ws)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -58,7 +60,7 @@ def registry_call(func: Callable[P, T]) -> Callable[P, T]:
 def to_registry_error(exc: Exception, operation: str) -> RegistryError:
     """A message a user can act on: an unreachable server says so; anything else quotes MLflow."""
     message = getattr(exc, "message", None) or str(exc)
-    if any(marker in message for marker in _UNREACHABLE):
+    if is_unreachable(message):
         url = re.search(r"API request to (\w+://[^/\s]+)", message)
         cause = re.findall(r"\[Errno -?\d+\] ([^\"')]+)|(Read timed out)", message)
         why = next((a or b for a, b in reversed(cause)), "") or _first_line(message, 200)
@@ -68,6 +70,11 @@ def to_registry_error(exc: Exception, operation: str) -> RegistryError:
             " bounded by mlflow.http_timeout and mlflow.http_max_retries."
         )
     return RegistryError(f"{operation}: MLflow refused the request: {_first_line(message)}")
+
+
+def is_unreachable(message: str) -> bool:
+    """Whether an MLflow or requests error message says the server could not be reached."""
+    return any(marker in message for marker in _UNREACHABLE)
 
 
 def _first_line(message: str, limit: int = 400) -> str:

@@ -45,7 +45,9 @@ def main(
 ) -> None:
     """Every command reads [bold]params.yaml[/] (validated, overridable with --set) in the workspace."""
     _Globals.workspace = workspace
-    _Globals.params_file = params if params.is_absolute() else workspace / params
+    # Paths typed on the command line are relative to where they were typed; the default params.yaml is the
+    # workspace's own (paths inside params.yaml stay relative to the workspace).
+    _Globals.params_file = workspace / params if params == Path("params.yaml") else params.resolve()
     _Globals.overrides = tuple(set_ or ())
 
 
@@ -63,11 +65,13 @@ def _workspace(extra: tuple[str, ...] = ()) -> Workspace:
 def _run_step(module: str, extra: tuple[str, ...] = (), **options: Any) -> None:
     """Load params, run `detops.steps.<module>.run`, print its summary; user errors exit cleanly."""
     from detops.errors import DetopsError
+    from detops.locking import workspace_lock
 
     try:
         ws = _workspace(extra)
         step = importlib.import_module(f"detops.steps.{module}")
-        result = step.run(ws, **options)
+        with workspace_lock(ws.root):
+            result = step.run(ws, **options)
     except DetopsError as exc:
         _exit_with(exc)
     _print_result(result)
@@ -120,7 +124,8 @@ def import_(
     ] = None,
 ) -> None:
     """Read a COCO, YOLO or Pascal VOC dataset into the canonical COCO json (data/prepared/dataset.json)."""
-    extra = _set("import.source", source) + _set("import.format", fmt) + _set("import.annotations", annotations)
+    typed = str(Path(source).resolve()) if source is not None else None  # relative to the shell, not -w
+    extra = _set("import.source", typed) + _set("import.format", fmt) + _set("import.annotations", annotations)
     _run_step("import_", extra)
 
 
@@ -133,7 +138,7 @@ def export_dataset(
     ] = None,
 ) -> None:
     """Write the canonical dataset back out as COCO, YOLO or Pascal VOC."""
-    _run_step("export_dataset", fmt=fmt, out=out, dataset=dataset)
+    _run_step("export_dataset", fmt=fmt, out=out.resolve(), dataset=dataset.resolve() if dataset else None)
 
 
 @app.command()
@@ -171,7 +176,9 @@ def export() -> None:
 @app.command()
 def predict(
     source: Annotated[Path, typer.Argument(help="An image file or a folder of images (searched recursively).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="A checkpoint, .onnx file or TensorRT engine.")],
+    model: Annotated[str, typer.Option("--model", "-m", help=(
+        "A checkpoint, .onnx file or TensorRT engine; or a registered model: an alias of mlflow.registered_model"
+        " (champion), models:/<name>/<version> or models:/<name>@<alias>."))],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for predictions.json (and images/).")] = Path(
         "predictions"),
     draw: Annotated[bool, typer.Option("--draw", help="Also write each image with its boxes drawn.")] = False,
@@ -185,16 +192,18 @@ def predict(
         ws = _workspace()
         from detops.inference.folder import predict_folder
         from detops.inference.loading import load_predictor
+        from detops.registry.resolve import local_model
 
-        predictor = load_predictor(Path(model).resolve())
+        with local_model(ws, model) as (path, label):
+            predictor = load_predictor(path)
         predictor.thresholds = replace(predictor.meta.deployment(), score_threshold=ws.params.predict.score_threshold)
         done = predict_folder(predictor, source.resolve(), out.resolve(), ws.params.predict.batch_size, draw)
     except DetopsError as exc:
         _exit_with(exc)
     from detops.console import out_console
 
-    out_console().print(f"{done.images} images, {done.detections} detections ({predictor.runtime_name}, score ≥ "
-                        f"{predictor.thresholds.score_threshold:g}) -> {done.results}"
+    out_console().print(f"{label}: {done.images} images, {done.detections} detections ({predictor.runtime_name}, "
+                        f"score ≥ {predictor.thresholds.score_threshold:g}) -> {done.results}"
                         + (f", drawn in {done.drawn}" if done.drawn else ""), highlight=False)
 
 
@@ -205,9 +214,90 @@ def promote() -> None:
 
 
 @app.command()
-def monitor() -> None:
-    """Evidently drift report between training data and new data."""
-    _run_step("monitor")
+def monitor(
+    batch: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Check this batch (a folder under monitor.landing), even if checked before."),
+    ] = None,
+) -> None:
+    """Drift check of new data against the reference (Evidently report, verdict in reports/drift/verdict.json)."""
+    _run_step("monitor", batch=batch)
+
+
+@app.command()
+def report() -> None:
+    """Write reports/index.html: every step's report on one page that opens offline (no script, no CDN)."""
+    from detops.console import out_console
+    from detops.errors import DetopsError
+    from detops.reporting import build_run_page
+
+    try:
+        ws = _workspace()
+        page = build_run_page(ws)  # no workspace lock: it only reads reports, and the flow calls it holding one
+    except DetopsError as exc:
+        _exit_with(exc)
+    out_console().print(f"run report: {ws.relative(page)} (open it in a browser; it needs no network)",
+                        highlight=False)
+
+
+@app.command("dvc-yaml")
+def dvc_yaml(
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if dvc.yaml differs from the declaration.")] = False,
+) -> None:
+    """Write the workspace's dvc.yaml from the step graph (detops.steps.graph), the one declaration of the steps."""
+    from detops.pipeline import dvc_yaml as generate
+
+    root = _Globals.workspace.resolve()
+    text, target = generate(root), root / "dvc.yaml"
+    if check:
+        same = target.is_file() and target.read_text(encoding="utf-8") == text
+        typer.echo(f"{target}: {'up to date' if same else 'differs from the step graph: run `detops dvc-yaml`'}")
+        raise typer.Exit(0 if same else 1)
+    from detops.atomic import write_text
+
+    write_text(target, text)
+    typer.echo(f"wrote {target}")
+
+
+@app.command("code-fingerprint", hidden=True)
+def code_fingerprint() -> None:
+    """Write .detops/code/<step>.sha256 (the code deps of dvc.yaml in a workspace outside the repository)."""
+    from detops.pipeline import write_code_fingerprints
+
+    ws = _workspace()
+    for name, path in write_code_fingerprints(ws).items():
+        typer.echo(f"{name}: {ws.relative(path)}")
+
+
+@app.command()
+def deploy(
+    prefect_yaml: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--prefect-yaml", help="Only write the deployments to FILE, for `prefect deploy --prefect-file FILE --all`.",
+    )] = None,
+) -> None:
+    """Create or update the work pool, the deployments (retrain-scheduled, retrain-on-demand, drift-check,
+    retrain-on-drift) and the notifications on the Prefect server PREFECT_API_URL names, from params.yaml's deploy
+    section."""
+    from detops.errors import DetopsError
+
+    try:
+        ws = _workspace()
+        if prefect_yaml is not None:
+            from detops.atomic import write_text
+            from flows.deploy.spec import prefect_yaml as render
+
+            write_text(prefect_yaml, render(ws.params))
+            lines = [f"wrote {prefect_yaml}"]
+        else:
+            from flows.deploy.server import deploy as apply
+
+            lines = apply(ws)
+    except DetopsError as exc:
+        _exit_with(exc)
+    from detops.console import out_console
+
+    for line in lines:
+        out_console().print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("params")

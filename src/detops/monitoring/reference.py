@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TABLE_SUFFIXES = (".parquet", ".csv")
+REFERENCE_ARTIFACT = "reference/features.parquet"  # in the champion's training run, logged at promotion
 
 
 def reference_features(ws: Workspace, dataset: Dataset, embedder: Embedder | None = None) -> pd.DataFrame:
@@ -34,8 +35,13 @@ def reference_features(ws: Workspace, dataset: Dataset, embedder: Embedder | Non
 
 
 def load_reference(ws: Workspace, embedder: Embedder | None = None) -> tuple[pd.DataFrame, str]:
-    """(table, where it came from): monitor.reference (a table or a dataset json), else the train split."""
+    """(table, where it came from): monitor.reference (a table or a dataset json), else the champion's table
+    (logged at its promotion), else the train split."""
     given = ws.params.monitor.reference
+    if not given and embedder is None:  # a logged table has no embeddings of today's model: recompute then
+        champion = champion_reference(ws)
+        if champion is not None:
+            return champion
     path = ws.resolve(given) if given else ws.split_json("train")
     if not path.is_file():
         fix = ("set monitor.reference to a feature table (.parquet, .csv) or a dataset json" if given else
@@ -61,3 +67,27 @@ def _read_table(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path}: the reference feature table has no rows (no images): nothing to compare with.")
     return frame
+
+
+def champion_reference(ws: Workspace) -> tuple[pd.DataFrame, str] | None:
+    """The feature table logged with the champion at its promotion (`reference/features.parquet` in its training
+    run), or None when there is no registry, no champion, or a champion promoted without one."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    from detops.errors import RegistryError
+    from detops.registry.aliases import current_champion
+    from detops.registry.client import connect
+
+    try:
+        client = connect(ws)
+        champion = current_champion(client, ws.params.mlflow.registered_model, ws.params.promote.alias)
+        if champion is None or not champion.run_id:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(client.download_artifacts(champion.run_id, REFERENCE_ARTIFACT, tmp))
+            frame = _read_table(local)
+    except (RegistryError, MlflowException, OSError):  # no registry, or a champion promoted without a table
+        return None
+    return frame, f"champion v{champion.version} ({REFERENCE_ARTIFACT} of run {champion.run_id})"

@@ -114,7 +114,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         (f"{MODELS}/best.ckpt", f"{REPORTS}/metrics.json", f"{REPORTS}/export.json", f"{PREPARED}/test.json"),
         (Out("decision", f"{REPORTS}/promotion.json", "metric", cache=False),
          Out("summary", f"{REPORTS}/promotion.md", cache=False)),
-        ("detops.registry", "detops.inference", "detops.steps.promote"),
+        ("detops.registry", "detops.inference", "detops.evaluation", "detops.steps.evaluate", "detops.steps.promote"),
         cacheable=False,
     ),
 )}

@@ -95,4 +95,12 @@ def test_drift_is_announced_once_then_retraining_takes_the_batch(
     assert (drifted / "data/raw/accepted/dark-labelled/annotations.json").is_file()
     assert not (drifted / "data/raw/accepted/dark-labelled/_READY").exists()
     assert (drifted / "data/landing/dark-labelled/_READY").is_file()  # the inbox is never modified
+    # the new champion carries its reference feature table: monitoring compares with it from now on
+    from detops.config import load_params
+    from detops.monitoring.reference import load_reference
+    from detops.workspace import Workspace
+
+    table, source = load_reference(Workspace.at(drifted, load_params(drifted / "params.yaml")))
+    assert source.startswith("champion v") and len(table) == len(json.loads(
+        (drifted / "data/prepared/train.json").read_text())["images"])
     shutil.rmtree(drifted / "data/raw/accepted")

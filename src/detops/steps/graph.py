@@ -109,12 +109,14 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         ("detops.export", "detops.inference", "detops.model", "detops.steps.export"),
     ),
     Step(
-        # evaluate + predict: the champion is re-scored on the current test split as evaluate scores
-        "promote", ("promote", "evaluate", "predict"),
+        # evaluate + predict: the champion is re-scored on the current test split as evaluate scores;
+        # monitor: the reference feature table logged with the version is computed as monitor computes it
+        "promote", ("promote", "evaluate", "predict", "monitor"),
         (f"{MODELS}/best.ckpt", f"{REPORTS}/metrics.json", f"{REPORTS}/export.json", f"{PREPARED}/test.json"),
         (Out("decision", f"{REPORTS}/promotion.json", "metric", cache=False),
          Out("summary", f"{REPORTS}/promotion.md", cache=False)),
-        ("detops.registry", "detops.inference", "detops.evaluation", "detops.steps.evaluate", "detops.steps.promote"),
+        ("detops.registry", "detops.inference", "detops.evaluation", "detops.monitoring", "detops.steps.evaluate",
+         "detops.steps.promote"),
         cacheable=False,
     ),
 )}

@@ -125,12 +125,29 @@ def register_and_gate(ws: Workspace, client: MlflowClient, run_: Run,
 
     registry_call(tracking.configure)(ws)  # MLflow resolves a new version's models:/ source through it
     version, registered = register_run(ws, client, run_, candidate.metrics, candidate.files)
+    if registered:
+        log_reference_table(ws, client, candidate.run_id)
     promotion = promote_version(
         client, ws, str(version.version), candidate.metrics,
         score_champion=champion_scorer(ws, client, candidate.gt),
         candidate_classes=dataset_classes(candidate.gt),
     )
     return promotion, registered
+
+
+def log_reference_table(ws: Workspace, client: MlflowClient, run_id: str) -> None:
+    """The train split's image features, logged with the version: once it is champion, `detops monitor`
+    compares new data with them without the old images or a re-computation."""
+    import tempfile
+
+    from detops.dataset.canonical import read_dataset
+    from detops.monitoring.reference import REFERENCE_ARTIFACT, reference_features
+
+    frame = reference_features(ws, read_dataset(ws.split_json("train")))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+        frame.to_parquet(path)
+        client.log_artifact(run_id, str(path), str(Path(REFERENCE_ARTIFACT).parent))
 
 
 def report(ws: Workspace, candidate: Candidate, promotion: Promotion, registered: bool,

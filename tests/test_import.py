@@ -264,3 +264,24 @@ def test_voc_trainval_only_and_image_found_by_xml_name(workspace: Path) -> None:
     assert dataset["images"][0]["file_name"] == "JPEGImages/q.png"
     assert dataset["images"][0]["source_split"] == "train"
     assert any("1 id(s) in ImageSets/Main have no annotation file: missing" in n for n in result.notes)
+
+
+def test_yolo_split_folder_left_out_of_data_yaml_is_named_with_the_fix(tmp_path: Path) -> None:
+    """Ultralytics reads only the splits data.yaml names; a present `test/` it leaves out is said, with the line
+    to add, instead of silently missing from the dataset."""
+    from PIL import Image
+
+    from detops.formats.yolo import read_yolo
+
+    for split in ("train", "valid", "test"):
+        (tmp_path / split / "images").mkdir(parents=True)
+        (tmp_path / split / "labels").mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / split / "images" / f"{split}.jpg")
+        (tmp_path / split / "labels" / f"{split}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "data.yaml").write_text("train: train/images\nval: valid/images\nnames: [a]\n")
+    source = read_yolo(tmp_path, tmp_path / "data.yaml")
+    assert sorted(im.source_split or "" for im in source.images) == ["train", "val"]
+    warning = [n for n in source.notes if "test" in n and "warning" in n]
+    assert len(warning) == 1 and "add `test: test/images`" in warning[0]
+    (tmp_path / "data.yaml").write_text("train: train/images\nval: valid/images\ntest: test/images\nnames: [a]\n")
+    assert not [n for n in read_yolo(tmp_path, tmp_path / "data.yaml").notes if "warning" in n]

@@ -20,6 +20,7 @@ Layout rules, as Ultralytics applies them:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -174,7 +175,25 @@ def _listed_images(data: dict[str, Any], spec: Path, root: Path, notes: list[str
                     clashes.append(f"{file_name} ({split_of[file_name]} and {split})")
     if clashes:
         notes.append(f"{len(clashes)} image(s) listed in more than one split, kept in the first: {listing(clashes)}")
+    notes.extend(_left_out_splits(keys, base, root, spec))
     return [(name, split_of[name]) for name in order]
+
+
+def _left_out_splits(keys: list[str], base: Path, root: Path, spec: Path) -> list[str]:
+    """A split folder with images that data.yaml does not name is not imported: say so, and how to include it."""
+    named = {_SPLIT_KEYS[k] for k in keys}
+    notes = []
+    folders = sorted({f for parent in {base, root} for f in parent.iterdir() if f.is_dir()})
+    for folder in folders:
+        split = _SPLIT_KEYS.get(folder.name.lower())
+        images = folder / "images"
+        if split and split not in named and images.is_dir() and any(
+                f.suffix.lower() in IMAGE_SUFFIXES for f in images.iterdir()):
+            key = "val" if split == "val" else split
+            rel = os.path.relpath(images, base)
+            notes.append(f"warning: {folder} holds images but {spec.name} has no `{key}:` entry, so they are not "
+                         f"imported; add `{key}: {rel}` to {spec} to include them.")
+    return notes
 
 
 def _entry_images(entry: str, base: Path, root: Path, where: str) -> list[str]:

@@ -44,7 +44,7 @@ def checkpoint(path: Path) -> Path:
     from detops.model.detector import Detector, DetectorConfig
 
     train = TrainParams()
-    config = DetectorConfig(backbone=train.backbone, num_classes=4, image_size=train.image_size)
+    config = DetectorConfig.from_params(train, 4)
     state = {f"model.{k}": v for k, v in Detector(config).state_dict().items()}
     torch.save({"hyper_parameters": {"model": config.to_dict(), "classes": {"ids": [1, 2, 3, 4], "names": list("abcd")},
                                      "postprocess": {}}, "state_dict": state}, path)

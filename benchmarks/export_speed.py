@@ -98,6 +98,7 @@ def backbones(threads: int, size: int = 416, runs: int = 30) -> None:
     import onnxruntime as ort
     import torch
 
+    from detops.config.train import TrainParams
     from detops.export.graph import export_fp32
     from detops.export.int8 import quantize_int8
     from detops.inference.meta import ModelMeta
@@ -112,7 +113,7 @@ def backbones(threads: int, size: int = 416, runs: int = 30) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in BACKBONES:
             torch.manual_seed(0)
-            model = Detector(DetectorConfig(name, 3, size)).eval()
+            model = Detector(DetectorConfig.from_params(TrainParams(), 3, backbone=name, image_size=size)).eval()
             meta = ModelMeta([1, 2, 3], ["a", "b", "c"], size, 114, Thresholds(0.001, 0.6, 100, 1000), 0.3)
             fp32, int8 = Path(tmp) / f"{name}.onnx", Path(tmp) / f"{name}.int8.onnx"
             export_fp32(model, fp32, size, 17, meta)

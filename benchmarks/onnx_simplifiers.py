@@ -40,6 +40,7 @@ def main() -> int:
     import onnx
     import torch
 
+    from detops.config.train import TrainParams
     from detops.model.detector import Detector, DetectorConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -60,7 +61,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for backbone, size in CONFIGS:
             torch.manual_seed(0)
-            model = Detector(DetectorConfig(backbone, 4, size)).eval()
+            model = Detector(DetectorConfig.from_params(TrainParams(), 4, backbone=backbone, image_size=size)).eval()
             raw = Path(tmp) / f"{backbone}.onnx"
             torch.onnx.export(model, (torch.rand(1, 3, size, size),), str(raw), input_names=["images"],
                               output_names=["raw"], opset_version=17, dynamo=False,

@@ -92,8 +92,8 @@ def tiny_checkpoint(path: Path, classes: list[str]) -> Path:
     from detops.model.detector import Detector, DetectorConfig
 
     torch.manual_seed(0)
-    config = DetectorConfig(backbone="resnet18", num_classes=len(classes), image_size=64, fpn_channels=16,
-                            head_convs=1)
+    config = DetectorConfig(backbone="resnet18", num_classes=len(classes), image_size=64, strides=(8, 16, 32),
+                            fpn_channels=16, head_convs=1)
     model = Detector(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from detops.config.train import TrainParams
 from detops.errors import DataError, ParamsError, TrainingError
 from detops.model.detector import Detector, DetectorConfig, anchor_points
 from detops.model.loss import DetectionLoss
@@ -46,14 +47,14 @@ def test_anchor_points_are_cell_centres_level_by_level() -> None:
 
 def test_image_size_must_tile_the_largest_stride() -> None:
     with pytest.raises(TrainingError, match=r"250 is not divisible by 32.*Use 224 or 256"):
-        Detector(DetectorConfig("resnet18", 2, 250))
+        Detector(DetectorConfig.from_params(TrainParams(), 2, backbone="resnet18", image_size=250))
 
 
 def test_unknown_backbone_and_missing_stride_are_params_errors() -> None:
     with pytest.raises(ParamsError, match="not a timm model"):
-        Detector(DetectorConfig("no_such_net_xyz", 2, 64))
+        Detector(DetectorConfig.from_params(TrainParams(), 2, backbone="no_such_net_xyz", image_size=64))
     with pytest.raises(ParamsError, match="strides"):
-        Detector(DetectorConfig("resnet18", 2, 128, strides=(8, 64)))
+        Detector(DetectorConfig.from_params(TrainParams(), 2, backbone="resnet18", image_size=128, strides=(8, 64)))
 
 
 def test_onnx_export_matches_torch_and_postprocess_runs_on_numpy(tiny: Detector, tmp_path: Path) -> None:
@@ -193,8 +194,10 @@ def test_pretrained_weights_load_from_a_local_timm_state_dict(shared: Path) -> N
     from safetensors.torch import load_file
 
     path = shared / "weights" / "mobilenetv2_100.imagenet.safetensors"
-    model = Detector(DetectorConfig("mobilenetv2_100", 3, 64), pretrained=str(path))
+    config = DetectorConfig.from_params(TrainParams(), 3, backbone="mobilenetv2_100", image_size=64)
+    model = Detector(config, pretrained=str(path))
     expected = load_file(str(path))["conv_stem.weight"]
     torch.testing.assert_close(model.backbone.body.conv_stem.weight.detach(), expected)
     with pytest.raises(ParamsError, match="not found"):
-        Detector(DetectorConfig("mobilenetv2_100", 3, 64), pretrained=str(path.with_name("missing.safetensors")))
+        Detector(DetectorConfig.from_params(TrainParams(), 3, backbone="mobilenetv2_100", image_size=64),
+                 pretrained=str(path.with_name("missing.safetensors")))

@@ -32,10 +32,6 @@ class ExportError(DetopsError):
     but absent)."""
 
 
-class NotBuiltYet(DetopsError):
-    """A pipeline verb whose step lands in a later release."""
-
-    exit_code = 4
 
 
 class RegistryError(DetopsError):

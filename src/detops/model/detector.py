@@ -8,7 +8,7 @@ thresholds and NMS live in `detops.model.postprocess`, which also runs on the ex
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,6 +17,9 @@ from detops.errors import TrainingError
 from detops.model.backbone import Backbone
 from detops.model.head import Head
 from detops.model.neck import Neck
+
+if TYPE_CHECKING:
+    from detops.config.train import TrainParams
 
 MAX_LOG_DISTANCE = 8.0  # exp(8) strides: far beyond any image, only guards against overflow
 
@@ -28,12 +31,19 @@ class DetectorConfig:
     backbone: str
     num_classes: int
     image_size: int
-    strides: tuple[int, ...] = (8, 16, 32)
-    fpn_channels: int = 64
-    head_convs: int = 2
+    strides: tuple[int, ...]
+    fpn_channels: int
+    head_convs: int
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "strides": list(self.strides)}
+
+    @classmethod
+    def from_params(cls, train: TrainParams, num_classes: int, **changes: Any) -> DetectorConfig:
+        """The network `train` params describe (params.yaml holds every default), with `changes` on top."""
+        fields = {"backbone": train.backbone, "num_classes": num_classes, "image_size": train.image_size,
+                  "strides": tuple(train.strides), "fpn_channels": train.fpn_channels, "head_convs": train.head_convs}
+        return cls(**{**fields, **changes})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:

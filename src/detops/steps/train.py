@@ -40,8 +40,7 @@ def run(ws: Workspace, resume: bool = False, callbacks: Sequence[Any] = ()) -> S
     others = {"test": read_dataset(paths["test"])} if paths["test"].is_file() else {}
     classes = check_splits(train_set, val_set, others, paths)
     check_image_size(p.image_size, tuple(p.strides), p.backbone)
-    config = DetectorConfig(p.backbone, len(classes.ids), p.image_size, tuple(p.strides), p.fpn_channels,
-                            p.head_convs)
+    config = DetectorConfig.from_params(p, len(classes.ids))
     last_ckpt = ws.models / "last.ckpt"
     if resume:
         _check_resumable(last_ckpt, config.to_dict(), classes.to_dict())

@@ -11,6 +11,7 @@ excluded by node name and stays float32.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,14 @@ from detops.inference.meta import INPUT_NAME, ModelMeta
 
 Flavour = Literal["cpu", "tensorrt"]
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+class _RankOneScales(logging.Filter):
+    """Drops ONNX Runtime's per-node warning that a rank-1 weight (a GroupNorm scale, quantized per tensor
+    instead) has no channel axis: expected here, and dozens of lines long."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is out-of-range for weight" not in record.getMessage()
 
 
 class _Batches:
@@ -53,16 +62,21 @@ def quantize_int8(src: Path, dst: Path, batches: list[np.ndarray], method: str, 
     extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
-    quantize_static(
-        str(prepared), str(dst), _Batches(batches),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-        nodes_to_exclude=decode_tail(model),
-        extra_options=extra,
-    )
+    quiet = _RankOneScales()  # per-channel is asked for every weight: ORT warns per rank-1 GroupNorm scale
+    logging.getLogger().addFilter(quiet)
+    try:
+        quantize_static(
+            str(prepared), str(dst), _Batches(batches),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+            nodes_to_exclude=decode_tail(model),
+            extra_options=extra,
+        )
+    finally:
+        logging.getLogger().removeFilter(quiet)
     prepared.unlink()
     quantized = onnx.load(str(dst))
     set_metadata(quantized, meta)

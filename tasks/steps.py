@@ -32,9 +32,8 @@ RETRIES = {"import": 2, "evaluate": 2, "export": 1, "promote": 3}  # steps that 
 
 
 def _cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
-    ws: Workspace = arguments["ws"]
-    verb: str = arguments["verb"]
-    return f"detops-{verb}-{fingerprint(ws, STEPS[verb])}"
+    """The step's fingerprint, computed once by `run_step` (hashing the deps is the costly part)."""
+    return f"detops-{arguments['verb']}-{arguments['key']}"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -59,11 +58,11 @@ def _retry_transient(task_: Task[..., Any], task_run: TaskRun, state: State[Any]
     return False
 
 
-def _run(ws: Workspace, verb: str, options: dict[str, Any]) -> StepResult:
+def _run(ws: Workspace, verb: str, options: dict[str, Any], key: str) -> StepResult:
     module = importlib.import_module(f"detops.steps.{MODULES.get(verb, verb)}")
     result: StepResult = module.run(ws, **options)
     if STEPS[verb].cacheable:
-        record_run(ws, STEPS[verb], fingerprint(ws, STEPS[verb]))
+        record_run(ws, STEPS[verb], key)
     create_markdown_artifact(key=f"detops-{verb}", markdown=result.to_markdown() + _mlflow_link(ws),
                              description=f"detops {verb} result")
     return result
@@ -93,6 +92,7 @@ def step_task(verb: str) -> Any:
 def run_step(ws: Workspace, verb: str, **options: Any) -> StepResult:
     """Run `verb` as a task; the cache serves only a step whose recorded outputs are still on disk."""
     step = STEPS[verb]
-    refresh = bool(options) or (step.cacheable and not is_current(ws, step, fingerprint(ws, step)))
-    result: StepResult = step_task(verb).with_options(refresh_cache=refresh)(ws, verb, options)
+    key = fingerprint(ws, step) if step.cacheable else ""
+    refresh = bool(options) or (step.cacheable and not is_current(ws, step, key))
+    result: StepResult = step_task(verb).with_options(refresh_cache=refresh)(ws, verb, options, key)
     return result

@@ -42,6 +42,7 @@ TINY = [
     "evaluate.num_sample_images=4",
     "export.latency_runs=3", "export.warmup_runs=0", "export.calibration_images=4",
     "promote.lock=prefect",  # the deploy command creates the global concurrency limit; the run acquires it
+    "monitor.min_batch_size=10", "monitor.screenshot=false",
     f"deploy.cron={CRON}", f"deploy.drift_cron={DRIFT_CRON}", f"deploy.timezone={TIMEZONE}",
     "deploy.work_pool=detops-test",
 ]
@@ -422,3 +423,60 @@ def test_a_drifted_batch_starts_retrain_on_drift_with_the_batch(worker: Path, ap
     assert run.parameters["batch"] == "night-shift", run.parameters
     assert run.state.is_completed(), f"{run.state}\n{_tail(worker, 80)}"
     assert len(labels_needed_file(ws, "night-shift").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_drift_check_announces_a_labelled_batch_once_and_retraining_takes_it(
+    worker: Path, api: str, workspace: Path
+) -> None:
+    """Two ticks of the drift-check deployment over a drifted labelled batch: one event, so one retrain-on-drift
+    run, which completes with the batch's images in the dataset; a batch without its manifest is never read."""
+    import numpy as np
+    from PIL import Image
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.deployments import run_deployment
+
+    from detops.config.sample import SampleParams
+    from detops.sample.generate import generate_sample
+    from detops.steps import import_, sample, split, validate
+    from detops.workspace import Workspace
+
+    ws = Workspace.at(workspace, load_params(workspace / "params.yaml"))
+    if not ws.split_json("train").is_file():  # the reference: the train split (earlier tests may have made it)
+        for step in (sample, import_, validate, split):
+            step.run(ws)
+    landing = ws.resolve(ws.params.monitor.landing)
+    for name, manifest in (("dark-day", True), ("half-copied", False)):
+        batch = landing / name
+        generate_sample(batch, SampleParams(num_images=20, image_size=96, max_object_size=48, seed=11, workers=1))
+        for image in (batch / "images").iterdir():
+            with Image.open(image) as img:
+                dark = (np.asarray(img.convert("RGB"), dtype=np.float32) * 0.4).astype(np.uint8)
+            Image.fromarray(dark).save(image)
+        if manifest:
+            (batch / ws.params.monitor.manifest).touch()
+
+    for _ in range(2):  # two scheduled ticks
+        tick = run_deployment("drift_check/drift-check", parameters={"workspace": str(workspace)}, timeout=0)
+        checked = _final(tick.id, 180, worker)
+        assert checked.state.is_completed(), f"{checked.state}\n{_tail(worker, 80)}"
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("retrain/retrain-on-drift")
+        only_it = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+
+        def for_the_batch() -> list[Any]:
+            return [r for r in client.read_flow_runs(deployment_filter=only_it)
+                    if r.parameters.get("batch") == "dark-day"]
+
+        [started] = _wait(for_the_batch, 60, "the drift-triggered run", worker)
+    run = _final(started.id, 300, worker)
+    assert run.state.is_completed(), f"{run.state}\n{_tail(worker, 80)}"
+    with get_client(sync_client=True) as client:
+        assert len([r for r in client.read_flow_runs(deployment_filter=only_it)
+                    if r.parameters.get("batch") == "dark-day"]) == 1  # announced once over two ticks
+    dataset = json.loads(ws.dataset_json.read_text(encoding="utf-8"))
+    assert "dark-day" in dataset["info"]["batches"]
+    assert sum(im.get("batch") == "dark-day" for im in dataset["images"]) == 20
+    ledger = json.loads((landing / "ledger.json").read_text(encoding="utf-8"))["batches"]
+    assert "dark-day" in ledger and "half-copied" not in ledger

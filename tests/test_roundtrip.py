@@ -154,11 +154,18 @@ def test_clashing_base_names_get_the_image_id() -> None:
     assert flat_file_names(images) == {1: "x_1.png", 2: "x_2.jpg", 3: "X_3.png", 4: "y.jpg"}
 
 
-def test_cli_export_dataset(workspace: Path, imported: Dataset) -> None:
+def test_cli_export_dataset(
+    workspace: Path, imported: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--out is relative to where the command was typed, not to --workspace."""
+    shell = tmp_path / "shell"
+    shell.mkdir()
+    monkeypatch.chdir(shell)
     args = ["--workspace", str(workspace), "export-dataset", "--format", "voc", "--out", "exports/cli"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
-    assert len(list((workspace / "exports/cli/Annotations").iterdir())) == len(imported["images"])
+    assert len(list((shell / "exports/cli/Annotations").iterdir())) == len(imported["images"])
+    assert not (workspace / "exports").exists()
     second = CliRunner().invoke(app, args)
     assert second.exit_code == DataError.exit_code
     assert "error: " in second.output and "Traceback" not in second.output

@@ -59,13 +59,52 @@ def _retry_transient(task_: Task[..., Any], task_run: TaskRun, state: State[Any]
 
 
 def _run(ws: Workspace, verb: str, options: dict[str, Any], key: str) -> StepResult:
-    module = importlib.import_module(f"detops.steps.{MODULES.get(verb, verb)}")
-    result: StepResult = module.run(ws, **options)
+    if verb == "train" and _several_devices(ws):
+        result = train_in_subprocess(ws, bool(options.get("resume")))
+    else:
+        module = importlib.import_module(f"detops.steps.{MODULES.get(verb, verb)}")
+        result = module.run(ws, **options)
     if STEPS[verb].cacheable:
         record_run(ws, STEPS[verb], key)
     create_markdown_artifact(key=f"detops-{verb}", markdown=result.to_markdown() + _mlflow_link(ws),
                              description=f"detops {verb} result")
     return result
+
+
+def _several_devices(ws: Workspace) -> bool:
+    from detops.training.trainer import starts_processes
+
+    return starts_processes(ws.params.train)
+
+
+def train_in_subprocess(ws: Workspace, resume: bool) -> StepResult:
+    """Multi-device training through `detops train` in a child process: Lightning's DDP launcher starts each extra
+    rank by re-running the current program, which must be the train command, not this flow. The child gets the
+    run's effective params and shares the workspace lock this run holds."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from detops.atomic import write_text
+    from detops.errors import TrainingError
+    from detops.locking import HELD_BY
+    from detops.pipeline import output_paths
+
+    params_file = write_text(ws.root / ".detops" / "train-params.yaml",
+                             yaml.safe_dump(ws.params.to_dict(), sort_keys=False))
+    command = [sys.executable, "-m", "detops", "--workspace", str(ws.root), "--params", str(params_file), "train",
+               *(["--resume"] if resume else [])]
+    done = subprocess.run(command, env={**os.environ, HELD_BY: str(ws.root)}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise TrainingError(f"`{' '.join(command[2:])}` failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    files = output_paths(ws, "train")
+    metrics = json.loads(files["metrics"].read_text(encoding="utf-8"))
+    return StepResult("train", {k: ws.relative(p) for k, p in files.items()}, metrics,
+                      [f"trained on several devices ({ws.params.train.devices}, strategy {ws.params.train.strategy})"
+                       " through `detops train` in a child process"])
 
 
 def _mlflow_link(ws: Workspace) -> str:

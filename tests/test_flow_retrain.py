@@ -165,3 +165,19 @@ def test_ui_params_overlay_params_yaml_and_a_failed_gate_fails_the_run(prefect_a
     assert state.is_failed() and "validate" in states and states["validate"] == "Failed"
     assert "train" not in states and "promote" not in states
     assert "box" in str(state.message).lower() or "validation" in str(state.message).lower()
+
+
+@pytest.mark.slow
+def test_multi_device_training_runs_through_the_cli_inside_the_flow(prefect_api: None, tmp_path: Path) -> None:
+    """Lightning's DDP launcher re-runs the current program once per extra device: inside a flow, training on
+    several devices goes through `detops train` in a child process (2 CPU processes here, as 2 GPUs would)."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    state, states = run_flow(root, "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp",
+                             "train.epochs=1")
+    assert state.is_completed(), state.message
+    assert states["train"] == "Completed" and states["promote"] == "Completed"
+    train = state.result()["train"]
+    assert any("child process" in note for note in train["notes"]) and train["metrics"]["epochs"] == 1
+    assert (root / "models/best.ckpt").is_file()

@@ -14,6 +14,7 @@ from pathlib import Path
 from detops.errors import DetopsError
 
 LOCK_FILE = ".detops/workspace.lock"
+HELD_BY = "DETOPS_WORKSPACE_LOCK_HELD"  # set for a subprocess of the run holding the lock: the workspace path
 
 
 class WorkspaceBusy(DetopsError):
@@ -24,11 +25,12 @@ class WorkspaceBusy(DetopsError):
 def workspace_lock(root: Path, timeout: float = -1) -> Iterator[None]:
     """Hold the workspace; wait for the run that has it (`timeout` seconds, -1 = as long as it takes).
 
-    A DDP rank that Lightning launched (LOCAL_RANK > 0) is part of the run its parent holds the lock for.
+    A DDP rank that Lightning launched (LOCAL_RANK > 0), or a step a run started as a subprocess (HELD_BY set to
+    this workspace), is part of the run that holds the lock already.
     """
     from filelock import FileLock, Timeout
 
-    if os.environ.get("LOCAL_RANK", "0") != "0":
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get(HELD_BY) == str(Path(root).resolve()):
         yield
         return
 

@@ -75,3 +75,11 @@ def build_trainer(params: TrainParams, models: Path, logger: Any, history: Train
         enable_model_summary=False,
         default_root_dir=str(models),
     )
+
+
+def starts_processes(params: TrainParams) -> bool:
+    """Whether Lightning will train on several devices, starting one process per extra device that re-runs the
+    current program. Inside a flow that would re-run the whole flow, so the flow trains through the CLI then."""
+    if params.devices != "auto":
+        return params.devices > 1 or params.devices == -1
+    return params.accelerator != "cpu" and torch.cuda.device_count() > 1

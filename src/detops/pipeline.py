@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from detops.errors import ParamsError
+from detops.filehash import file_digest
 from detops.steps.graph import STEPS, Out, Step
 from detops.workspace import Workspace
 
@@ -75,7 +76,7 @@ def code_fingerprint(step: Step) -> str:
         root = module_root(module)
         for path in module_files(module):
             digest.update(f"{module}:{path.relative_to(root.parent)}".encode())
-            digest.update(_file_sha1(path).encode())
+            digest.update(file_digest(path).encode())
     return digest.hexdigest()
 
 
@@ -135,21 +136,15 @@ def is_current(ws: Workspace, step: Step, key: str) -> bool:
 def _hash_path(digest: Any, path: Path, label: str) -> None:
     digest.update(label.encode())
     if path.is_file():
-        digest.update(_file_sha1(path).encode())
+        digest.update(file_digest(path).encode())
     elif path.is_dir():
         for child in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
             digest.update(str(child.relative_to(path)).encode())
-            digest.update(_file_sha1(child).encode())
+            digest.update(file_digest(child).encode())
     else:
         digest.update(b"<missing>")
 
 
-def _file_sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- dvc.yaml ---------------------------------------------------------------------------------------

@@ -141,13 +141,9 @@ def run_url(ws: Workspace, run_id: str) -> str:
 
 def file_md5(path: Path) -> str:
     """md5 of a file's bytes: the hash `dvc.lock` records for it, so MLflow and DVC name data alike."""
-    import hashlib
+    from detops.filehash import file_digest
 
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def dvc_remote(root: Path) -> str | None:

@@ -7,24 +7,17 @@ exactly as the detector sees them. The model version (the checkpoint's sha1) key
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
+
+from detops.filehash import file_digest
 
 EMBEDDING_PREFIX = "emb_"
 
 
 def embedding_columns(width: int) -> list[str]:
     return [f"{EMBEDDING_PREFIX}{i:04d}" for i in range(width)]
-
-
-def file_sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Embedder:
@@ -35,7 +28,7 @@ class Embedder:
 
         self.model, meta = load_detector(checkpoint)
         self.image_size = int(meta["image_size"])
-        self.version = file_sha1(checkpoint)[:16]
+        self.version = file_digest(checkpoint)[:16]
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         import torch

@@ -18,7 +18,6 @@ Copies made that way must be grouped by name or attribute (`split.group_by`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import numpy as np
 
 from detops.atomic import write_json
 from detops.errors import DataError
+from detops.filehash import file_digest
 from detops.progress import track
 
 HASH_BITS = 64
@@ -60,7 +60,7 @@ def phash_codes(path: Path) -> tuple[int, int]:
 
 def file_sha1(path: Path) -> str:
     try:
-        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+        return file_digest(path)
     except OSError as exc:
         raise DataError(f"{path}: cannot read the image file ({exc}).") from exc
 

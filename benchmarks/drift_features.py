@@ -10,30 +10,15 @@ each with an empty cache and again with the cache filled. torch gets as many thr
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-WIDTH, HEIGHT = 640, 480
-
-
-def write_jpegs(folder: Path, count: int) -> list[Path]:
-    """Smooth gradients plus noise at quality 90: JPEGs that decode like camera images of that size."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-    base = np.stack([xx * 255 // WIDTH, yy * 255 // HEIGHT, (xx + yy) * 255 // (WIDTH + HEIGHT)], axis=-1)
-    paths = []
-    for i in range(count):
-        noise = rng.integers(-24, 24, (HEIGHT, WIDTH, 3))
-        path = folder / f"img_{i:05d}.jpg"
-        Image.fromarray(np.clip(np.roll(base, i * 7, axis=1) + noise, 0, 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(path)
-    return paths
+from validate_speed import HEIGHT, WIDTH, write_jpegs  # the same photo-like 640x480 JPEGs
 
 
 def checkpoint(path: Path) -> Path:
@@ -72,7 +57,7 @@ def main() -> None:
     torch.set_num_threads(args.workers)
     with tempfile.TemporaryDirectory(prefix="detops-drift-bench-") as tmp:
         folder = Path(tmp)
-        paths = write_jpegs(folder, args.images)
+        paths = [folder / im["file_name"] for im in write_jpegs(folder, args.images)["images"]]
         embedder = Embedder(checkpoint(folder / "model.ckpt"))
         rows = []
         for label, workers, model in [("pixel features", 1, None), ("pixel features", args.workers, None),

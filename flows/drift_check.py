@@ -8,13 +8,11 @@ ledger records each batch checked, so a batch is checked and announced once, how
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from detops.config import load_params
 from detops.locking import workspace_lock
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
@@ -52,10 +50,9 @@ def announce(ws: Workspace, check: dict[str, Any]) -> None:
 def drift_check(workspace: str = ".") -> dict[str, Any]:
     """Check the new complete batches; announce the drifted ones. Returns each batch's verdict."""
     from detops.monitoring.batches import new_batches
+    from flows.retrain import workspace_for
 
-    root = Path(workspace).resolve()
-    params_file = root / "params.yaml"
-    ws = Workspace.at(root, load_params(params_file if params_file.is_file() else None))
+    ws = workspace_for(workspace, None, [])
     logger = get_run_logger()
     with workspace_lock(ws.root):
         batches = new_batches(ws)

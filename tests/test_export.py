@@ -236,6 +236,16 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(exported: tuple[Workspace
     assert not [p for p in ws.models.iterdir() if p.name.startswith(".export")]
 
 
+def test_a_truncated_onnx_file_is_a_clear_error(exported: tuple[Workspace, Any], tmp_path: Path) -> None:
+    ws, _ = exported
+    whole = (ws.models / "export" / "model.int8.onnx").read_bytes()
+    cut = tmp_path / "model.int8.onnx"
+    cut.write_bytes(whole[: len(whole) // 2])  # an interrupted copy
+    with pytest.raises(DataError, match=r"model.int8.onnx: ONNX Runtime cannot load this model .* truncated"):
+        load_predictor(cut)
+    assert (ws.models / "export" / "model.int8.onnx").read_bytes() == whole
+
+
 def test_fewer_calibration_images_than_asked_is_a_note(exported: tuple[Workspace, Any]) -> None:
     from detops.config import load_params
     from detops.steps.export import calibration_files

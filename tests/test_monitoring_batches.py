@@ -86,8 +86,10 @@ def test_unreadable_images_are_skipped_and_listed(root: Path, landing: Path) -> 
     (batch / "images/000002.png").write_text("not an image", encoding="utf-8")
     (batch / "_READY").touch()
     ws = workspace(root, *NO_SCREENSHOT)
+    before = {p: p.read_bytes() for p in sorted(batch.rglob("*")) if p.is_file()}
 
     result = monitor.run(ws, batch="broken")
+    assert {p: p.read_bytes() for p in sorted(batch.rglob("*")) if p.is_file()} == before  # the delivery is untouched
     check = verdict(root)["checks"][0]
     assert check["images"] == IMAGES - 2
     assert len(check["skipped"]) == 2

@@ -181,3 +181,46 @@ def test_multi_device_training_runs_through_the_cli_inside_the_flow(prefect_api:
     train = state.result()["train"]
     assert any("child process" in note for note in train["notes"]) and train["metrics"]["epochs"] == 1
     assert (root / "models/best.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_editing_the_installed_model_code_reruns_train_outside_the_repository(tmp_path: Path) -> None:
+    """A workspace outside the repository, detops imported from a copy of its package (as a user's install):
+    after a file of that copy's detops/model changes, train runs again and the data steps stay cached."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "src" / "detops", site / "detops", ignore=shutil.ignore_patterns("__pycache__"))
+    root = tmp_path / "ws"
+    root.mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    script = (
+        "import json, sys\n"
+        "import detops\n"
+        f"assert detops.__file__.startswith({str(site)!r}), detops.__file__\n"
+        "from flows.retrain import retrain\n"
+        "from test_flow_retrain import task_states\n"
+        f"state = retrain(workspace={str(root)!r}, overrides={[*TINY, 'train.epochs=1', 'export.fp16=false']!r},"
+        " return_state=True)\n"
+        "print('STATES=' + json.dumps(task_states(state)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
+    env |= {"PYTHONPATH": os.pathsep.join([str(site), str(REPO / "tests"), str(REPO)]),
+            "PREFECT_HOME": str(tmp_path / "prefect")}
+
+    def run() -> dict[str, str]:
+        done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        line = next(x for x in done.stdout.splitlines() if x.startswith("STATES="))
+        return dict(json.loads(line.removeprefix("STATES=")))
+
+    assert set(run().values()) == {"Completed"}
+    head = site / "detops" / "model" / "head.py"
+    head.write_text(head.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    states = run()
+    assert states["sample"] == states["import"] == states["validate"] == states["split"] == "Cached", states
+    assert states["train"] == "Completed", states

@@ -34,16 +34,13 @@ from tasks.dvc_sync import add, commit_stage, dvc_repo, params_are_the_file, pus
 
 def workspace_for(workspace: str, params: ParamsOverlay | dict[str, Any] | None, overrides: list[str]) -> Workspace:
     """The workspace's params.yaml, with the UI form's fields laid over it, then `--set`-style overrides."""
-    import yaml
-
-    from detops.config.loader import apply_override
+    from detops.config.loader import apply_override, read_raw
 
     root = Path(workspace).resolve()
     params_file = root / "params.yaml"
     if params is None:
         return Workspace.at(root, load_params(params_file if params_file.is_file() else None, overrides))
-    raw = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {} if params_file.is_file() else {}
-    raw = overlay(raw, params)
+    raw = overlay(read_raw(params_file) if params_file.is_file() else {}, params)
     for item in overrides:
         apply_override(raw, item)
     return Workspace.at(root, validate_params(raw, source=f"{params_file} + UI parameters"))

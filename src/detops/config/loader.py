@@ -14,21 +14,24 @@ from detops.errors import ParamsError
 
 def load_params(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Params:
     """Read `path` (defaults only when None), apply `key.sub=value` overrides, validate strictly."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ParamsError(f"{path}: params file not found. Pass --params or run from the workspace root.")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ParamsError(f"{path}: expected a mapping of sections at the top level.")
-        raw = loaded or {}
+    raw = read_raw(path) if path is not None else {}
     for item in overrides:
         apply_override(raw, item)
     return validate_params(raw, source=str(path) if path else "defaults")
+
+
+def read_raw(path: Path | str) -> dict[str, Any]:
+    """The params file as a plain mapping, before validation (so a caller can lay changes over it first)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found. Pass --params or run from the workspace root.")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level.")
+    return loaded or {}
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

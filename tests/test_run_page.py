@@ -18,6 +18,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from _monitoring_fixtures import batch_from, darker, sample
 from PIL import Image
@@ -222,6 +223,45 @@ def test_the_linked_data_docs_list_each_result_offline(run: dict[str, Path]) -> 
     assert len(re.findall(r"Success [^|]{0,60}? (images|categories) detops-", text)) == 2
     pages = [url for url in urls(dom).urls if url.startswith("validations/")]
     assert len(pages) == 3 and all((index.parent / url).is_file() for url in pages)
+
+
+def near(png: Path, rgb: tuple[int, int, int], tolerance: int) -> np.ndarray:
+    """Mask of the screenshot's pixels within `tolerance` (summed over R, G, B) of `rgb`."""
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int32)
+    return np.abs(pixels - np.array(rgb)).sum(axis=-1) <= tolerance
+
+
+def pixels_near(png: Path, rgb: tuple[int, int, int], tolerance: int = 40) -> int:
+    return int(near(png, rgb, tolerance).sum())
+
+
+@needs_chromium
+def test_the_data_docs_result_pages_are_laid_out_offline(run: dict[str, Path], tmp_path: Path) -> None:
+    """GX styles its pages from CDNs: offline, a failed expectation had no mark at all. detops inlines the styles
+    the pages use, so a screenshot taken with no network shows the failure's red cross and the passes' green
+    checks, and the sidebar beside the results rather than above them."""
+    docs = run["full"].parent / "validation_docs"
+    failed = next(docs.glob("validations/annotations/*/*/*.html"))
+    assert "fa-check-circle::before" in failed.read_text(encoding="utf-8")  # inlined, not linked
+    png = screenshot(failed, tmp_path / "failed.png", size=(1280, 900))
+    assert pixels_near(png, (220, 53, 69)) > 20, "no red (text-danger) on a failed result page"
+    assert pixels_near(png, (40, 167, 69)) > 20, "no green (text-success) check beside the passed expectations"
+    # Sidebar and results side by side: the results' grey overview box (alert-secondary) starts right of the
+    # sidebar, near the top, and spans most of the width; unstyled, the page is one column with no such box.
+    grey = grey_box(png)
+    assert grey is not None and grey[0] > 150 and grey[1] - grey[0] > 600 and grey[2] < 300, grey
+
+
+def grey_box(png: Path) -> tuple[int, int, int] | None:
+    """(first x, last x, first y) of the first horizontal band of Bootstrap's alert-secondary grey (#e2e3e5)
+    over 400 px wide."""
+    for y, row in enumerate(near(png, (226, 227, 229), 3)):
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.astype(np.int8), [0]))))
+        for start, stop in zip(edges[::2], edges[1::2], strict=True):
+            if stop - start > 400:
+                return int(start), int(stop - 1), y
+    return None
 
 
 @needs_chromium

@@ -293,14 +293,16 @@ class GxSession:
     def build_docs(self, target: Path) -> Path:
         """Render the suites and their results as HTML into `target` (replaced as a whole); its index page.
 
-        The index's results table is drawn at build time (`docs_views`), so it lists the results offline too."""
-        from detops.validation.docs_views import INDEX_VIEW
+        The index's results table is drawn at build time and every page carries its own layout (`docs_views`), so
+        the docs read offline too."""
+        from detops.validation.docs_views import INDEX_VIEW, PAGE_VIEW
 
         with atomic_dir(target) as tmp:
             site = {
                 "class_name": "SiteBuilder",
                 "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(tmp)},
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "view": INDEX_VIEW},
+                "site_section_builders": {section: {"view": PAGE_VIEW} for section in ("expectations", "validations")},
                 "show_how_to_buttons": False,  # GX's tutorial links: noise in a pipeline's report
             }
             self.context.add_data_docs_site(DOCS_SITE, site)  # type: ignore[arg-type]

@@ -6,8 +6,10 @@ Runtime and FP32 ONNX Runtime vs torch eager, at batch 1, graph and end to end.
 Part 2: where the INT8 time goes (ONNX Runtime profiling, by op type and by conv kind).
 Part 3 (--backbones): random-weight detectors at 416 px, FP32 vs INT8 graph latency per backbone, to show
 which backbones INT8 pays on (depthwise convolutions barely speed up in ONNX Runtime's int8 kernels).
+Part 4 (--recipes): other quantization recipes for the BCCD model (depthwise convs left float, Conv only,
+per-tensor weights, uint8 weights) against detops' own, each with its speed-up and test mAP drop.
 
-    .venv/bin/python benchmarks/export_speed.py [--workspace /tmp/detops-bench/bccd] [--backbones] [--threads 2]
+    .venv/bin/python benchmarks/export_speed.py [--workspace /tmp/detops-bench/bccd] [--backbones] [--recipes]
 """
 
 from __future__ import annotations
@@ -136,16 +138,101 @@ def backbones(threads: int, size: int = 416, runs: int = 30) -> None:
             print(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
 
 
+def recipes(workspace: Path, threads: int, runs: int = 30) -> None:
+    """detops' INT8 recipe next to the alternatives one might try to close the gap, on the BCCD model."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from detops.config import load_params
+    from detops.dataset.canonical import read_dataset
+    from detops.evaluation.metrics import coco_metrics
+    from detops.export.graph import decode_tail
+    from detops.export.int8 import _Batches, quantize_int8
+    from detops.inference import load_predictor
+    from detops.inference.dataset import predict_dataset
+    from detops.inference.loading import evaluation_thresholds
+    from detops.inference.predictor import load_image
+    from detops.steps.export import calibration_files
+    from detops.workspace import Workspace
+
+    fp32 = workspace / "models" / "export" / "model.onnx"
+    if not fp32.is_file():
+        print(f"skipped: no {fp32} (run the export part first)")
+        return
+    ws = Workspace.at(workspace, load_params(workspace / "params.yaml", []))
+    baseline = load_predictor(fp32)
+    batches = [baseline.preprocess([load_image(p)])[0]
+               for p in calibration_files(ws, ws.params.export.calibration_images)[0]]
+    thresholds, gt = evaluation_thresholds(ws.params.evaluate), read_dataset(ws.split_json("test"))
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared)).graph
+        tail = decode_tail(onnx.load(str(prepared)))
+        depthwise = [n.name for n in graph.node if n.op_type == "Conv"
+                     and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+
+        def quantize(name: str, **changes: object) -> Path:
+            options: dict[str, object] = dict(
+                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=tail,
+                extra_options={"WeightSymmetric": True, "CalibPercentile": 99.999})
+            options.update(changes)
+            dst = Path(tmp) / f"{name}.onnx"
+            quantize_static(str(prepared), str(dst), _Batches(batches), **options)
+            return dst
+
+        ours = Path(tmp) / "detops.onnx"
+        quantize_int8(fp32, ours, batches, ws.params.export.calibration_method, "cpu", baseline.meta, Path(tmp))
+        files = {
+            "FP32": fp32,
+            f"detops (all ops, u8/s8 per-channel, {ws.params.export.calibration_method})": ours,
+            "depthwise convs left float": quantize("dw", nodes_to_exclude=tail + depthwise),
+            "Conv only": quantize("conv", op_types_to_quantize=["Conv"]),
+            "per-tensor weights": quantize("tensor", per_channel=False),
+            "uint8 weights (u8/u8)": quantize("u8u8", weight_type=QuantType.QUInt8,
+                                              extra_options={"WeightSymmetric": False, "CalibPercentile": 99.999}),
+        }
+        sessions = []
+        for path in files.values():
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        x = batches[0]
+        times: list[list[float]] = [[] for _ in sessions]
+        for _ in range(3):  # interleaved rounds: noise hits every recipe alike
+            for i, session in enumerate(sessions):
+                for _ in range(5):
+                    session.run(None, {"images": x})
+                for _ in range(runs // 3):
+                    start = time.perf_counter()
+                    session.run(None, {"images": x})
+                    times[i].append(time.perf_counter() - start)
+        medians = [float(np.median(t) * 1000) for t in times]
+        scores = [float(coco_metrics(gt, predict_dataset(load_predictor(path, thresholds, threads=threads), gt,
+                                                         ws.root, 8), prefix="test")["test/map"] or 0.0)
+                  for path in files.values()]
+    print(f"\n| INT8 recipe (BCCD model, {threads} threads, batch 1) | graph p50 ms | speed-up vs FP32 | test mAP "
+          "| drop |\n|---|---|---|---|---|")
+    for (name, _), ms, score in zip(files.items(), medians, scores, strict=True):
+        print(f"| {name} | {ms:.2f} | {medians[0] / ms:.2f}x | {score:.4f} | {scores[0] - score:+.4f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/detops-bench/bccd"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--backbones", action="store_true", help="also compare backbones (random weights)")
+    parser.add_argument("--recipes", action="store_true", help="also compare INT8 recipes on the BCCD model")
     args = parser.parse_args()
     bccd_export(args.workspace, args.threads, args.runs)
     if args.backbones:
         backbones(args.threads)
+    if args.recipes:
+        recipes(args.workspace, args.threads)
     return 0
 
 

@@ -96,8 +96,28 @@ def profile(int8: Path, fp32: Path, size: int, threads: int, runs: int = 20) -> 
         print(f"| {key} | {tables[0][key] / runs / 1000:.2f} | {tables[1][key] / runs / 1000:.2f} |")
 
 
-def backbones(threads: int, size: int = 416, runs: int = 30) -> None:
+def interleaved_p50_ms(models: list[Path], x: np.ndarray, threads: int, runs: int) -> list[float]:
+    """Median graph latency of each model, timed in interleaved rounds so that noise hits every model alike."""
     import onnxruntime as ort
+
+    sessions = []
+    for path in models:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(3):
+        for i, session in enumerate(sessions):
+            for _ in range(5):
+                session.run(None, {"images": x})
+            for _ in range(runs // 3):
+                start = time.perf_counter()
+                session.run(None, {"images": x})
+                times[i].append(time.perf_counter() - start)
+    return [float(np.median(t) * 1000) for t in times]
+
+
+def backbones(threads: int, size: int = 416, runs: int = 30) -> None:
     import torch
 
     from detops.config.train import TrainParams
@@ -120,28 +140,13 @@ def backbones(threads: int, size: int = 416, runs: int = 30) -> None:
             fp32, int8 = Path(tmp) / f"{name}.onnx", Path(tmp) / f"{name}.int8.onnx"
             export_fp32(model, fp32, size, 17, meta)
             quantize_int8(fp32, int8, calibration, "minmax", "cpu", meta, Path(tmp))
-            sessions = []
-            for path in (fp32, int8):
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = threads
-                sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
-            times: list[list[float]] = [[], []]
-            for _ in range(3):  # interleaved rounds: noise hits both alike
-                for i, session in enumerate(sessions):
-                    for _ in range(5):
-                        session.run(None, {"images": x})
-                    for _ in range(runs // 3):
-                        start = time.perf_counter()
-                        session.run(None, {"images": x})
-                        times[i].append(time.perf_counter() - start)
-            a, b = (float(np.median(t) * 1000) for t in times)
+            a, b = interleaved_p50_ms([fp32, int8], x, threads, runs)
             print(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
 
 
 def recipes(workspace: Path, threads: int, runs: int = 30) -> None:
     """detops' INT8 recipe next to the alternatives one might try to close the gap, on the BCCD model."""
     import onnx
-    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -195,22 +200,7 @@ def recipes(workspace: Path, threads: int, runs: int = 30) -> None:
             "uint8 weights (u8/u8)": quantize("u8u8", weight_type=QuantType.QUInt8,
                                               extra_options={"WeightSymmetric": False, "CalibPercentile": 99.999}),
         }
-        sessions = []
-        for path in files.values():
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
-        x = batches[0]
-        times: list[list[float]] = [[] for _ in sessions]
-        for _ in range(3):  # interleaved rounds: noise hits every recipe alike
-            for i, session in enumerate(sessions):
-                for _ in range(5):
-                    session.run(None, {"images": x})
-                for _ in range(runs // 3):
-                    start = time.perf_counter()
-                    session.run(None, {"images": x})
-                    times[i].append(time.perf_counter() - start)
-        medians = [float(np.median(t) * 1000) for t in times]
+        medians = interleaved_p50_ms(list(files.values()), batches[0], threads, runs)
         scores = [float(coco_metrics(gt, predict_dataset(load_predictor(path, thresholds, threads=threads), gt,
                                                          ws.root, 8), prefix="test")["test/map"] or 0.0)
                   for path in files.values()]

@@ -244,7 +244,7 @@ def test_the_data_docs_result_pages_are_laid_out_offline(run: dict[str, Path], t
     docs = run["full"].parent / "validation_docs"
     failed = next(docs.glob("validations/annotations/*/*/*.html"))
     assert "fa-check-circle::before" in failed.read_text(encoding="utf-8")  # inlined, not linked
-    png = screenshot(failed, tmp_path / "failed.png", size=(1280, 900))
+    png = screenshot(failed, tmp_path / "failed.png", size=(1280, 1600))
     assert pixels_near(png, (220, 53, 69)) > 20, "no red (text-danger) on a failed result page"
     assert pixels_near(png, (40, 167, 69)) > 20, "no green (text-success) check beside the passed expectations"
     # Sidebar and results side by side: the results' grey overview box (alert-secondary) starts right of the

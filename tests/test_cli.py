@@ -69,3 +69,20 @@ def test_params_command_applies_overrides(workspace: Path) -> None:
     result = runner.invoke(app, ["--workspace", str(workspace), "--set", "train.epochs=7", "params"])
     assert result.exit_code == 0
     assert "epochs: 7" in result.output
+
+
+@pytest.mark.parametrize("module", ["detops.cli", "flows.retrain", "flows.drift_check", "tasks.steps"])
+def test_every_entry_point_switches_telemetry_off_in_code(module: str) -> None:
+    """An offline machine must not see Prefect's or MLflow's telemetry errors, whether or not `make` set the
+    variables: importing any entry point sets them (a user's own setting wins)."""
+    import os
+
+    names = ("DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_DISABLE_TELEMETRY")
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    code = f"import os, {module}\nprint(' '.join(os.environ.get(n, '-') for n in {names!r}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["1", "false", "true"]
+    mine = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**env, "MLFLOW_DISABLE_TELEMETRY": "false"}, cwd=Path(__file__).resolve().parents[1])
+    assert mine.stdout.split() == ["1", "false", "false"]

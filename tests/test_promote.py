@@ -377,19 +377,24 @@ def copy_of(trained: Workspace, root: Path, *, with_exports: bool = False) -> Wo
     return ws
 
 
+@pytest.fixture
+def champion_v1(trained: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Workspace, Any]:
+    """A copy of the trained workspace with a store of its own, whose training run is promoted as version 1."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ws = copy_of(trained, tmp_path)
+    new_run(ws)
+    return ws, promote(ws)
+
+
 @pytest.mark.slow
-def test_champion_is_rescored_on_todays_test_split(trained: Workspace, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_champion_is_rescored_on_todays_test_split(champion_v1: tuple[Workspace, Any]) -> None:
     """v1 was scored on the old test split; the test split grows; the gate uses v1's score on the new one."""
     from detops.evaluation.metrics import coco_metrics
     from detops.inference.dataset import predict_dataset
     from detops.inference.loading import evaluation_thresholds, load_predictor
     from detops.steps import evaluate
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    ws = copy_of(trained, tmp_path)
-    new_run(ws)
-    first = promote(ws)
+    ws, first = champion_v1
     assert first.metrics["decision"] == "promoted" and decision(ws)["serve"] == "checkpoint"
     recorded = float(versions(ws)[0].tags[M])
 
@@ -416,12 +421,8 @@ def test_champion_is_rescored_on_todays_test_split(trained: Workspace, tmp_path:
 
 
 @pytest.mark.slow
-def test_champion_with_deleted_files_fails_closed(trained: Workspace, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    ws = copy_of(trained, tmp_path)
-    new_run(ws)
-    promote(ws)
+def test_champion_with_deleted_files_fails_closed(champion_v1: tuple[Workspace, Any]) -> None:
+    ws, _ = champion_v1
     name = ws.params.mlflow.registered_model
     folder = Path(client_of(ws).get_model_version_download_uri(name, "1").removeprefix("file://"))
     assert (folder / "MLmodel").is_file()

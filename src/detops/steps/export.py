@@ -9,6 +9,7 @@ only when everything succeeded, so a failure leaves nothing half-written.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -137,7 +138,8 @@ def _export(ws: Workspace, checkpoint: Path, gt: Dataset, calibration: list[Path
 
     reference = score("torch", checkpoint, "fp32", "cpu")
     with atomic_dir(files["folder"]) as folder:
-        model = baseline.runtime.model.cpu()  # type: ignore[attr-defined]
+        # A CPU copy: ONNX export traces on the CPU, while the baseline stays on its device for the latency table.
+        model = copy.deepcopy(baseline.runtime.model).cpu()  # type: ignore[attr-defined]
         candidates = write_onnx_variants(model, meta, folder, params, calibration_batches)
         if build_engines:
             from detops.export.tensorrt import current_target

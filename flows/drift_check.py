@@ -16,8 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from detops.locking import workspace_lock
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
-
-DRIFT_EVENT = "detops.drift.detected"
+from flows.deploy.spec import DRIFT_EVENT
 
 
 @task(name="monitor", task_run_name="monitor {batch}", cache_policy=NO_CACHE)

@@ -79,6 +79,10 @@ def test_a_batch_is_checked_once(root: Path, landing: Path) -> None:
     assert set(ledger(ws).entries()) == {"b1", "b2"}
 
 
+def files_of(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_unreadable_images_are_skipped_and_listed(root: Path, landing: Path) -> None:
     batch = batch_from(root / "seed1", landing, "broken", manifest="")
     truncated = batch / "images/000001.png"
@@ -86,10 +90,10 @@ def test_unreadable_images_are_skipped_and_listed(root: Path, landing: Path) -> 
     (batch / "images/000002.png").write_text("not an image", encoding="utf-8")
     (batch / "_READY").touch()
     ws = workspace(root, *NO_SCREENSHOT)
-    before = {p: p.read_bytes() for p in sorted(batch.rglob("*")) if p.is_file()}
+    before = files_of(batch)
 
     result = monitor.run(ws, batch="broken")
-    assert {p: p.read_bytes() for p in sorted(batch.rglob("*")) if p.is_file()} == before  # the delivery is untouched
+    assert files_of(batch) == before  # the delivery is untouched
     check = verdict(root)["checks"][0]
     assert check["images"] == IMAGES - 2
     assert len(check["skipped"]) == 2
@@ -102,9 +106,11 @@ def test_unreadable_images_are_skipped_and_listed(root: Path, landing: Path) -> 
 
 def test_a_batch_below_the_minimum_size_is_insufficient_data(root: Path, landing: Path) -> None:
     small = sample(landing.parent / "small-src", seed=2, num_images=10)
-    batch_from(small, landing, "small")
+    batch = batch_from(small, landing, "small")
     ws = workspace(root, *NO_SCREENSHOT)
+    before = files_of(batch)
     result = monitor.run(ws, batch="small")
+    assert files_of(batch) == before
     check = verdict(root)["checks"][0]
     assert result.metrics["verdict"] == check["verdict"] == "insufficient data"
     assert "10 readable image(s)" in check["reason"] and "min_batch_size=50" in check["reason"]
@@ -128,12 +134,15 @@ def test_an_unlabelled_batch_is_compared_on_its_image_columns(root: Path, landin
 
 
 def test_a_reference_with_no_images_is_a_clear_error(root: Path, landing: Path) -> None:
-    batch_from(root / "seed1", landing, "b")
+    batch = batch_from(root / "seed1", landing, "b")
     empty = root / "data/prepared/empty.json"
     write_dataset(empty, {"info": {"root": "data/raw/sample"}, "images": [], "annotations": [], "categories": []})
     ws = workspace(root, *NO_SCREENSHOT, f"monitor.reference={empty}")
+    before = files_of(batch)
     with pytest.raises(DataError, match="the reference dataset has no images"):
         monitor.run(ws, batch="b")
+    # nothing lost: the delivery untouched, and the batch still new once the reference is fixed
+    assert files_of(batch) == before and "b" not in ledger(ws).entries()
     table = root / "empty.csv"
     table.write_text("file_name,sha1,brightness,contrast,saturation,sharpness,width,height,aspect_ratio,file_size\n")
     with pytest.raises(DataError, match="has no rows"):

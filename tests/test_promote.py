@@ -428,11 +428,15 @@ def test_champion_with_deleted_files_fails_closed(champion_v1: tuple[Workspace, 
     assert (folder / "MLmodel").is_file()
     shutil.rmtree(folder)
     new_run(ws)
+    first_decision = (ws.reports / "promotion.json").read_bytes()
     with pytest.raises(RegistryError, match=r"cannot download version 1 of .*rollback --to VERSION"):
         promote(ws)
     assert aliases(ws) == {"champion": "1"}
     candidate = versions(ws)[-1]  # registered with all its files, but never gated
     assert str(candidate.version) == "2" and "detops.promotion.decision" not in candidate.tags
+    files = Path(client_of(ws).get_model_version_download_uri(name, "2").removeprefix("file://"))
+    assert (files / "MLmodel").is_file()
+    assert (ws.reports / "promotion.json").read_bytes() == first_decision  # the last decision still stands
 
 
 @pytest.mark.slow

@@ -129,8 +129,10 @@ def is_current(ws: Workspace, step: Step, key: str) -> bool:
     if not path.is_file():
         return False
     recorded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    if recorded.get("key") != key:  # inputs changed: no need to hash the outputs (checkpoints are large)
+        return False
     current = outputs_digest(ws, step)
-    return recorded.get("key") == key and recorded.get("outputs") == current and "missing" not in current.values()
+    return recorded.get("outputs") == current and "missing" not in current.values()
 
 
 def _hash_path(digest: Any, path: Path, label: str) -> None:

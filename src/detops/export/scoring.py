@@ -9,6 +9,7 @@ from detops.evaluation.metrics import coco_metrics
 from detops.export.gate import Variant
 from detops.inference.dataset import predict_dataset
 from detops.inference.predictor import Predictor
+from detops.inference.tensorrt import sidecar_path
 
 
 def score_variant(name: str, predictor: Predictor, precision: str, target: str, gt: Dataset, root: Path,
@@ -17,7 +18,7 @@ def score_variant(name: str, predictor: Predictor, precision: str, target: str, 
     results = predict_dataset(predictor, gt, root, batch_size, label=f"score {name}")
     metrics = coco_metrics(gt, results, prefix=split)
     path = predictor.path
-    size = sum(p.stat().st_size for p in (path, path.with_suffix(path.suffix + ".json")) if p.is_file())
+    size = sum(p.stat().st_size for p in (path, sidecar_path(path)) if p.is_file())
     on_gpu = predictor.kind == "tensorrt" or "cuda" in predictor.runtime_name.lower()
     return Variant(
         name=name, file=file_label, precision=precision, runtime=predictor.runtime_name, target=target,

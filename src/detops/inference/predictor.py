@@ -125,12 +125,12 @@ class Predictor:
                     pending = pool.submit(_load_all, chunks[index + 1])
                 yield self.predict_arrays(arrays)
 
-    def to_coco(self, det: Detections, image_id: int, **extra: Any) -> list[dict[str, Any]]:
+    def to_coco(self, det: Detections, image_id: int) -> list[dict[str, Any]]:
         """COCO results: original category ids, [x, y, w, h] boxes."""
         results = []
         for box, score, label in zip(det.boxes, det.scores, det.labels, strict=True):
             x0, y0, x1, y1 = (float(v) for v in box)
             results.append({"image_id": int(image_id), "category_id": self.meta.class_ids[int(label)],
                             "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                            "score": round(float(score), 5), **extra})
+                            "score": round(float(score), 5)})
         return results

@@ -6,7 +6,7 @@ Only the checkpoint runtime imports torch; the ONNX runtime needs onnxruntime an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -82,6 +82,3 @@ def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
-
-def describe(runtime: Any) -> str:
-    return str(getattr(runtime, "name", type(runtime).__name__))

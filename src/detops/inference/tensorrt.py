@@ -109,7 +109,6 @@ class TensorRTRuntime:
             raise DataError(f"{engine}: TensorRT could not deserialise this engine (corrupt or truncated).")
         self.context = self.engine.create_execution_context()
         self.max_batch = max(batch_sizes)
-        self.num_outputs = 5 + len(meta.class_ids)
         self.name = f"tensorrt {trt.__version__} ({torch.cuda.get_device_name(0)})"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -37,6 +37,11 @@ class Decision:
         return asdict(self)
 
 
+def metric_text(value: float | None) -> str:
+    """A metric as reports print it: 4 decimals, or '-' where there is none (no champion)."""
+    return "-" if value is None else f"{value:.4f}"
+
+
 def metric_value(metrics: Mapping[str, float | None], metric: str, whose: str) -> float:
     """`metrics[metric]` as a finite float, or a PromotionError naming the metric and what is available."""
     if metric not in metrics:

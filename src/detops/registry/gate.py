@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from detops.registry.aliases import AliasChange, apply_decision, current_champion
-from detops.registry.decision import Decision, decide, metric_value
+from detops.registry.decision import Decision, decide, metric_text, metric_value
 from detops.registry.lock import promotion_lock
 
 if TYPE_CHECKING:
@@ -48,19 +48,15 @@ class Promotion:
     def to_markdown(self) -> str:
         """The summary a Prefect artifact or a PR comment shows: verdict, both numbers, threshold, reason."""
         d = self.decision
-
-        def num(value: float | None) -> str:
-            return "-" if value is None else f"{value:.4f}"
-
         verdict = "promoted" if d.promote else "not promoted"
         lines = [
             f"### promotion of version {self.version}: {verdict}", "",
             "| item | value |", "| --- | --- |",
             f"| metric | `{d.metric}` |",
-            f"| candidate (v{self.version}) | {num(d.candidate_value)} |",
+            f"| candidate (v{self.version}) | {metric_text(d.candidate_value)} |",
             f"| champion ({'v' + self.champion_version if self.champion_version else 'none'}) | "
-            f"{num(d.champion_value)} |",
-            f"| threshold | {num(d.threshold)} |",
+            f"{metric_text(d.champion_value)} |",
+            f"| threshold | {metric_text(d.threshold)} |",
             f"| comparable champion | {'yes' if d.comparable else 'no'} |",
             f"| champion's training images in today's test split | {'-' if d.overlap is None else d.overlap} |",
             f"| champion after | v{self.aliases.champion} |" if self.aliases.champion else "| champion after | none |",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from detops.errors import DataError
+from detops.inference.tensorrt import sidecar_path
 from detops.workspace import Workspace
 
 CHECKPOINT = "checkpoint"
@@ -68,7 +69,7 @@ def model_files(ws: Workspace, run_id: str) -> ModelFiles:
             raise DataError(f"{path}: {report_path.name} lists the accepted variant {name!r} but the file is missing;"
                             " re-run `detops export`.")
         artifacts[name] = path
-        sidecar = path.with_suffix(path.suffix + ".json")  # a TensorRT engine's metadata
+        sidecar = sidecar_path(path)  # a TensorRT engine's metadata
         if path.suffix in ENGINE_SUFFIXES and sidecar.is_file():
             artifacts[f"{name}.meta"] = sidecar
     onnx = [path for path in artifacts.values() if path.suffix == ".onnx"]

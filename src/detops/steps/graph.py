@@ -45,9 +45,6 @@ class Step:
     code: tuple[str, ...]  # detops modules or packages whose source decides the step's result
     cacheable: bool = True  # False: side effects (the registry); Prefect never serves it from cache
 
-    def out(self, name: str) -> Out:
-        return next(o for o in self.outs if o.name == name)
-
 
 PREPARED, MODELS, REPORTS, RAW = "${paths.prepared}", "${paths.models}", "${paths.reports}", "${paths.raw}"
 

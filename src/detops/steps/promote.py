@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from detops.atomic import write_json, write_text
 from detops.errors import DataError, PromotionError
-from detops.registry.decision import metric_value
+from detops.registry.decision import metric_text, metric_value
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 
@@ -167,22 +167,20 @@ def report(ws: Workspace, candidate: Candidate, promotion: Promotion, registered
     write_json(files["decision"], payload)
     write_text(files["summary"], promotion.to_markdown() + f"\n\n{registration}.\n")
 
-    def num(value: float | None) -> str:
-        return "-" if value is None else f"{value:.4f}"
-
     champion = promotion.champion_version
     if champion is None:
         champion_text = "no champion"
     elif champion == promotion.version:
-        champion_text = f"{num(d.champion_value)} (v{champion}: the candidate itself)"
+        champion_text = f"{metric_text(d.champion_value)} (v{champion}: the candidate itself)"
     else:
-        champion_text = f"{num(d.champion_value)} (v{champion}, re-scored on today's {ws.params.evaluate.split} split)"
+        champion_text = (f"{metric_text(d.champion_value)} (v{champion}, re-scored on today's "
+                         f"{ws.params.evaluate.split} split)")
     metrics: dict[str, Any] = {
         "version": promotion.version,
         "decision": "promoted" if d.promote else "not promoted",
-        f"candidate {d.metric}": num(d.candidate_value),
+        f"candidate {d.metric}": metric_text(d.candidate_value),
         f"champion {d.metric}": champion_text,
-        "threshold": num(d.threshold),
+        "threshold": metric_text(d.threshold),
         "champion's train images in today's test": "-" if d.overlap is None else d.overlap,
         f"{ws.params.promote.alias} now": f"v{promotion.aliases.champion}" if promotion.aliases.champion else "none",
         "seconds": f"{seconds:.1f}",

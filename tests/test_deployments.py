@@ -423,6 +423,13 @@ def test_a_drifted_batch_starts_retrain_on_drift_with_the_batch(worker: Path, ap
     assert run.parameters["batch"] == "night-shift", run.parameters
     assert run.state.is_completed(), f"{run.state}\n{_tail(worker, 80)}"
     assert len(labels_needed_file(ws, "night-shift").read_text().splitlines()) == 3
+    # no retraining: the run ran no step task, and the unlabelled batch did not join the dataset
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    assert not {t.name.split("-")[0] for t in tasks} & {"import", "train", "promote"}, [t.name for t in tasks]
+    assert not (ws.resolve(ws.params.import_.batches) / "night-shift").exists()
 
 
 @pytest.mark.slow

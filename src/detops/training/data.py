@@ -74,14 +74,6 @@ def build_records(dataset: CocoDataset, workspace_root: Path, classes: ClassMap)
     return records
 
 
-def image_records(dataset: CocoDataset, workspace_root: Path) -> list[Record]:
-    """Records without targets, for inference: any image of any dataset, whatever its categories."""
-    root = dataset_root(dataset, workspace_root)
-    empty_boxes, empty_labels = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
-    return [Record(resolve_inside(root, str(im["file_name"]), f"image id {im['id']}"), int(im["id"]),
-                   empty_boxes, empty_labels) for im in dataset["images"]]
-
-
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A well-mixed 32-bit seed per (run seed, epoch, sample)."""
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])

@@ -400,6 +400,23 @@ def test_race_with_the_lock_keeps_the_better_candidate(registry: Registry) -> No
     assert registry.aliases()["challenger"] == "3"  # B was re-gated against A and lost
 
 
+@pytest.mark.slow
+def test_race_with_the_prefect_lock_on_a_real_server_keeps_the_better_candidate(tmp_path: Path, store: Path) -> None:
+    """The same forced race with `promote.lock: prefect`, against a real (temporary) Prefect server holding the
+    strict global concurrency limit that `detops deploy` creates: the limit serialises the two promotions."""
+    from prefect import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.deploy.server import ensure_promotion_limit
+
+    with prefect_test_harness(server_startup_timeout=120):
+        registry = Registry(tmp_path, store, "prefect-lock-race", "promote.lock=prefect", "promote.lock_timeout=60")
+        with get_client(sync_client=True) as client:
+            ensure_promotion_limit(client, registry.ws)
+        assert _race(registry, locked=True) == "A"
+        assert registry.aliases()["challenger"] == "3"
+
+
 def test_race_without_the_lock_lets_the_worse_candidate_win(registry: Registry) -> None:
     """The control: proves the interleaving really races, so the locked test can fail."""
     assert _race(registry, locked=False) == "B"

@@ -27,7 +27,6 @@ from detops.steps.graph import STEPS
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 
-MODULES = {"import": "import_"}  # `import` is a Python keyword
 RETRIES = {"import": 2, "evaluate": 2, "export": 1, "promote": 3}  # steps that talk to disks or servers
 
 
@@ -62,7 +61,7 @@ def _run(ws: Workspace, verb: str, options: dict[str, Any], key: str) -> StepRes
     if verb == "train" and _several_devices(ws):
         result = train_in_subprocess(ws, bool(options.get("resume")))
     else:
-        module = importlib.import_module(f"detops.steps.{MODULES.get(verb, verb)}")
+        module = importlib.import_module(STEPS[verb].module)
         result = module.run(ws, **options)
     if STEPS[verb].cacheable:
         record_run(ws, STEPS[verb], key)

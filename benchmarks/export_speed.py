@@ -122,9 +122,9 @@ def backbones(threads: int, size: int = 416, runs: int = 30) -> None:
 
     from detops.config.train import TrainParams
     from detops.export.graph import export_fp32
-    from detops.export.int8 import quantize_int8
+    from detops.export.int8 import int8_source, quantize_int8
+    from detops.inference.decode import Thresholds
     from detops.inference.meta import ModelMeta
-    from detops.inference.nms import Thresholds
     from detops.model.detector import Detector, DetectorConfig
 
     rng = np.random.default_rng(0)
@@ -139,7 +139,8 @@ def backbones(threads: int, size: int = 416, runs: int = 30) -> None:
             meta = ModelMeta([1, 2, 3], ["a", "b", "c"], size, 114, Thresholds(0.001, 0.6, 100, 1000), 0.3)
             fp32, int8 = Path(tmp) / f"{name}.onnx", Path(tmp) / f"{name}.int8.onnx"
             export_fp32(model, fp32, size, 17, meta)
-            quantize_int8(fp32, int8, calibration, "minmax", "cpu", meta, Path(tmp))
+            with int8_source(fp32, Path(tmp)) as source:
+                quantize_int8(source, int8, calibration, "minmax", "cpu", meta)
             a, b = interleaved_p50_ms([fp32, int8], x, threads, runs)
             print(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
 
@@ -148,16 +149,11 @@ def recipes(workspace: Path, threads: int, runs: int = 30) -> None:
     """detops' INT8 recipe next to the alternatives one might try to close the gap, on the BCCD model."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from detops.config import load_params
-    from detops.dataset.canonical import read_dataset
-    from detops.evaluation.metrics import coco_metrics
-    from detops.export.graph import decode_tail
-    from detops.export.int8 import _Batches, quantize_int8
+    from detops.evaluation.scorer import Scorer
+    from detops.export.int8 import _Batches, int8_source, quantize_int8
     from detops.inference import load_predictor
-    from detops.inference.dataset import predict_dataset
-    from detops.inference.loading import evaluation_thresholds
     from detops.inference.predictor import load_image
     from detops.steps.export import calibration_files
     from detops.workspace import Workspace
@@ -170,12 +166,10 @@ def recipes(workspace: Path, threads: int, runs: int = 30) -> None:
     baseline = load_predictor(fp32)
     batches = [baseline.preprocess([load_image(p)])[0]
                for p in calibration_files(ws, ws.params.export.calibration_images)[0]]
-    thresholds, gt = evaluation_thresholds(ws.params.evaluate), read_dataset(ws.split_json("test"))
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    scorer = Scorer.of(ws, split="test")
+    with tempfile.TemporaryDirectory() as tmp, int8_source(fp32, Path(tmp)) as source:
+        prepared, tail = source.path, source.tail
         graph = onnx.load(str(prepared)).graph
-        tail = decode_tail(onnx.load(str(prepared)))
         depthwise = [n.name for n in graph.node if n.op_type == "Conv"
                      and any(a.name == "group" and a.i > 1 for a in n.attribute)]
 
@@ -190,7 +184,7 @@ def recipes(workspace: Path, threads: int, runs: int = 30) -> None:
             return dst
 
         ours = Path(tmp) / "detops.onnx"
-        quantize_int8(fp32, ours, batches, ws.params.export.calibration_method, "cpu", baseline.meta, Path(tmp))
+        quantize_int8(source, ours, batches, ws.params.export.calibration_method, "cpu", baseline.meta)
         files = {
             "FP32": fp32,
             f"detops (all ops, u8/s8 per-channel, {ws.params.export.calibration_method})": ours,
@@ -201,9 +195,7 @@ def recipes(workspace: Path, threads: int, runs: int = 30) -> None:
                                               extra_options={"WeightSymmetric": False, "CalibPercentile": 99.999}),
         }
         medians = interleaved_p50_ms(list(files.values()), batches[0], threads, runs)
-        scores = [float(coco_metrics(gt, predict_dataset(load_predictor(path, thresholds, threads=threads), gt,
-                                                         ws.root, 8), prefix="test")["test/map"] or 0.0)
-                  for path in files.values()]
+        scores = [float(scorer.score(path, threads=threads).metrics["test/map"] or 0.0) for path in files.values()]
     print(f"\n| INT8 recipe (BCCD model, {threads} threads, batch 1) | graph p50 ms | speed-up vs FP32 | test mAP "
           "| drop |\n|---|---|---|---|---|")
     for (name, _), ms, score in zip(files.items(), medians, scores, strict=True):

@@ -69,7 +69,8 @@ def main() -> None:
     from PIL import Image
 
     from detops.config.split import SplitParams
-    from detops.splitting import hash_images, near_duplicate_pairs, plan_split
+    from detops.splitting.dedup import hash_images, near_duplicate_pairs
+    from detops.splitting.plan import plan_split
 
     rng = np.random.default_rng(0)
     rows: list[tuple[str, str]] = []

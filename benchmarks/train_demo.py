@@ -45,18 +45,15 @@ def prepare(ws: Any, with_sample: bool = True) -> dict[str, float]:
 
 
 def test_map(ws: Any, checkpoint: Path, split: str = "test") -> dict[str, float]:
-    """mAP of `checkpoint` on a split, scored as `evaluate` scores it (COCO results in original pixels)."""
-    from detops.dataset.canonical import read_dataset
-    from detops.evaluation.metrics import coco_metrics
-    from detops.steps.evaluate import score_checkpoint
+    """mAP of `checkpoint` on a split, scored by the scorer `evaluate` uses (COCO results in original pixels)."""
+    from detops.evaluation.scorer import Scorer
 
-    dataset = read_dataset(ws.split_json(split))
+    scorer = Scorer.of(ws, split=split)
     started = time.perf_counter()
-    results = score_checkpoint(ws, checkpoint, dataset)
+    metrics = scorer.score(checkpoint).metrics
     seconds = time.perf_counter() - started
-    metrics = coco_metrics(dataset, results, prefix=split)
     return {"map": float(metrics[f"{split}/map"] or 0.0), "map_50": float(metrics[f"{split}/map_50"] or 0.0),
-            "predict_seconds": seconds, "images": len(dataset["images"])}
+            "predict_seconds": seconds, "images": len(scorer.gt["images"])}
 
 
 def bench_parser(doc: str, workspace: Path, keep_data: bool = True) -> argparse.ArgumentParser:
@@ -100,8 +97,8 @@ def report(ws: Any, timings: dict[str, float]) -> None:
     started = time.perf_counter()
     result = train.run(ws)
     timings["train"] = time.perf_counter() - started
-    scores = test_map(ws, ws.models / "best.ckpt")
-    summary = json.loads((ws.reports / "train.json").read_text())
+    scores = test_map(ws, ws.checkpoint())
+    summary = json.loads(ws.output("train", "metrics").read_text())
     p = ws.params.train
     print(f"\nconfig: backbone={p.backbone} image_size={p.image_size} batch={p.batch_size} epochs={p.epochs} "
           f"lr={p.lr} fpn={p.fpn_channels} head_convs={p.head_convs} strides={p.strides}")

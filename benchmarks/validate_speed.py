@@ -109,7 +109,8 @@ def pandas_floor(dataset: dict[str, Any], integrity: Any, params: Any) -> float:
 def gate_timings(n_images: int, n_boxes: int, repeat: int, docs: bool) -> tuple[dict[str, float], int]:
     """Best-of-`repeat` stage timings of `validate_dataset` (GX already imported)."""
     from detops.config.validate import ValidateParams
-    from detops.validation import trusted_integrity, validate_dataset
+    from detops.validation.gate import validate_dataset
+    from detops.validation.integrity import trusted_integrity
 
     dataset = synthetic_dataset(n_images, n_boxes, bad_fraction=0.001)
     integrity = trusted_integrity(dataset)
@@ -146,7 +147,7 @@ def write_jpegs(folder: Path, count: int) -> dict[str, Any]:
 
 
 def integrity_timings(count: int, worker_counts: list[int]) -> tuple[list[tuple[int, float]], float]:
-    from detops.validation import check_images
+    from detops.validation.integrity import check_images
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -2,7 +2,9 @@
 data (Evidently, `detops monitor`) and, on drift, emit the Prefect event `detops.drift.detected`.
 
 The `retrain-on-drift` deployment is triggered by that event with the batch as a parameter. The monitor's
-ledger records each batch checked, so a batch is checked and announced once, however many ticks see it.
+ledger records each batch checked, so a batch is checked and announced once, however many ticks see it. A tick
+checks its new batches in one `monitor` task (the step task `tasks` builds for every verb), so the reference is
+loaded once however many batches arrived, and ends by rebuilding the run page (`reports/index.html`).
 """
 
 from __future__ import annotations
@@ -10,26 +12,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 
 from detops.locking import workspace_lock
-from detops.steps.result import StepResult
 from detops.workspace import Workspace
 from flows.deploy.spec import DRIFT_EVENT
-
-
-@task(name="monitor", task_run_name="monitor {batch}", cache_policy=NO_CACHE)
-def monitor(ws: Workspace, batch: str) -> StepResult:
-    from detops.steps import monitor as step
-
-    return step.run(ws, batch=batch)
+from tasks import run_step
 
 
 def check_of(ws: Workspace, batch: str) -> dict[str, Any]:
-    from detops.steps.monitor import drift_folder
-
-    return dict(json.loads((drift_folder(ws) / "batches" / batch / "check.json").read_text(encoding="utf-8")))
+    check = ws.output("monitor", "batches") / batch / "check.json"
+    return dict(json.loads(check.read_text(encoding="utf-8")))
 
 
 def announce(ws: Workspace, check: dict[str, Any]) -> None:
@@ -49,6 +42,7 @@ def announce(ws: Workspace, check: dict[str, Any]) -> None:
 def drift_check(workspace: str = ".") -> dict[str, Any]:
     """Check the new complete batches; announce the drifted ones. Returns each batch's verdict."""
     from detops.monitoring.batches import new_batches
+    from detops.reporting import build_run_page
     from flows.retrain import workspace_for
 
     ws = workspace_for(workspace, None, [])
@@ -59,8 +53,9 @@ def drift_check(workspace: str = ".") -> dict[str, Any]:
             logger.info("no new complete batch in %s: nothing to check", ws.params.monitor.landing)
             return {}
         verdicts = {}
+        run_step(ws, "monitor", batches=[batch.name for batch in batches])  # one reference load for them all
+        logger.info("run report (offline page): %s", ws.relative(build_run_page(ws)))
         for batch in batches:
-            monitor(ws, batch.name)
             check = check_of(ws, batch.name)
             verdicts[batch.name] = {"verdict": check["verdict"], "drifted_columns": check["drifted_columns"]}
             if check["verdict"] == "drift":

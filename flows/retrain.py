@@ -47,7 +47,7 @@ def workspace_for(workspace: str, params: ParamsOverlay | dict[str, Any] | None,
 
 
 def uses_embedded_sample(ws: Workspace) -> bool:
-    return ws.resolve(ws.params.import_.source).resolve() == (ws.raw / ws.params.sample.name).resolve()
+    return ws.resolve(ws.params.import_.source).resolve() == ws.output("sample", "dataset").resolve()
 
 
 @flow(name="retrain")
@@ -111,14 +111,12 @@ def labels_needed(ws: Workspace, outcome: BatchOutcome) -> dict[str, Any]:
 
 def tag_training_run(ws: Workspace) -> None:
     """Lineage: which Prefect flow run and deployment produced the MLflow run."""
-    import mlflow
-
-    from detops.tracking import read_run_id, tracking_uri
+    from detops.tracking import mlflow_client, read_run_id
 
     run_id = read_run_id(ws)
     if not run_id:
         return
-    client = mlflow.MlflowClient(tracking_uri(ws))
+    client = mlflow_client(ws)
     client.set_tag(run_id, "prefect.flow_run_id", str(flow_run.get_id() or ""))
     client.set_tag(run_id, "prefect.flow_run_name", str(flow_run.get_name() or ""))
     client.set_tag(run_id, "prefect.deployment", str(deployment.get_name() or "none (ad hoc run)"))

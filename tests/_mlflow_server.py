@@ -21,8 +21,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-REQUIRE = os.environ.get("DETOPS_REQUIRE_POSTGRES") == "1"
-
 
 class Unavailable(RuntimeError):
     """PostgreSQL cannot be found or started here; the message says why."""

@@ -1,4 +1,8 @@
-"""Shared fixtures: a throwaway workspace, a small sample dataset, and ../shared when present."""
+"""Shared fixtures: a throwaway workspace, a small sample dataset, and ../shared when present.
+
+Tests marked `chromium` or `shared` skip when the machine lacks it, or fail saying so where CI requires it
+(`DETOPS_REQUIRE_CHROMIUM=1`, `DETOPS_REQUIRE_SHARED=1`): one rule, `_requirements.require_or_skip`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _requirements import SHARED, require_chromium, require_shared
 
 REPO = Path(__file__).resolve().parents[1]
 # No telemetry calls to a network the tests may not have.
@@ -14,11 +19,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-SHARED = Path(os.environ.get("DETOPS_SHARED", REPO.parent / "shared"))
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """gpu tests skip without CUDA; tests marked `shared` skip when ../shared is absent."""
+    """gpu tests skip without CUDA."""
     has_cuda = False
     if any("gpu" in item.keywords for item in items):
         import torch
@@ -27,12 +30,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
-        if "shared" in item.keywords and not SHARED.is_dir():
-            item.add_marker(pytest.mark.skip(reason=f"{SHARED} is absent (only the developers' checkout has it)"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture is built: a `chromium` or `shared` test skips, or fails where CI requires it."""
+    if item.get_closest_marker("chromium"):
+        require_chromium()
+    if item.get_closest_marker("shared"):
+        require_shared()
 
 
 @pytest.fixture
 def shared() -> Path:
+    """The ../shared folder (datasets, weights): a test using it needs it, marked `shared` or not."""
+    require_shared()
     return SHARED
 
 

@@ -74,8 +74,20 @@ def test_drift_is_announced_once_then_retraining_takes_the_batch(
         real(ws, check)
 
     monkeypatch.setattr(drift_flow, "announce", counting)
+    import detops.steps.monitor as monitor_step
+
+    loads: list[str] = []
+    real_load = monitor_step.load_reference
+
+    def counting_loads(*args: Any, **kwargs: Any) -> Any:
+        loads.append("reference")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(monitor_step, "load_reference", counting_loads)
     first = drift_check(workspace=str(drifted))
     assert set(first) == {"dark-labelled", "dark-unlabelled"}  # the half-copied batch is not read
+    assert loads == ["reference"]  # one load for the tick, however many batches arrived
+    assert (drifted / "reports/index.html").is_file()  # the flow, not the monitor step, builds the run page
     assert all(v["verdict"] == "drift" and "brightness" in v["drifted_columns"] for v in first.values())
     assert drift_check(workspace=str(drifted)) == {}  # second tick: nothing new, nothing announced
     assert sorted(c["batch"] for c in announced) == ["dark-labelled", "dark-unlabelled"]

@@ -84,6 +84,26 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(copy
 
 
 @pytest.mark.slow
+def test_an_edit_of_shared_code_makes_every_stage_that_imports_it_stale(copy: Path) -> None:
+    """The mAP code is reached by train (its validation mAP), evaluate, export (every variant's score) and
+    promote (the champion's re-score): a comment appended to it makes exactly those stages stale."""
+    dvc = str(BIN / "dvc")
+    if not (copy / "dvc.lock").is_file():
+        sh(dvc, "repro", cwd=copy)
+    assert "up to date" in sh(dvc, "status", cwd=copy)
+    metric = copy / "src/detops/evaluation/map_metric.py"
+    original = metric.read_text(encoding="utf-8")
+    metric.write_text(original + "\n# edited\n", encoding="utf-8")
+    try:
+        status = sh(dvc, "status", cwd=copy)
+    finally:
+        metric.write_text(original, encoding="utf-8")
+    stale = re.findall(r"^(\w+):$", status, flags=re.MULTILINE)
+    assert stale == ["train", "evaluate", "export", "promote"], status
+    assert "src/detops/evaluation/map_metric.py" in status
+
+
+@pytest.mark.slow
 def test_a_flow_run_leaves_dvc_status_clean(tmp_path: Path) -> None:
     """The Prefect flow on the workspace's own params.yaml commits each stage to dvc.lock (DVC's API), so
     `dvc status` is clean and a following `dvc repro` runs nothing."""

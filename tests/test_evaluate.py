@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from detops.config import load_params
-from detops.errors import DataError, TrainingError
+from detops.errors import DataError
 from detops.evaluation.confusion import confusion_counts, confusion_pairs
 from detops.evaluation.metrics import coco_metrics
 from detops.workspace import Workspace
@@ -157,13 +157,12 @@ def test_missing_split_and_missing_checkpoint(workspace: Path) -> None:
     with pytest.raises(DataError, match="no images"):
         evaluate.run(ws)
     ws.split_json("test").write_text(json.dumps(gt), encoding="utf-8")
-    with pytest.raises(TrainingError, match="detops train"):
+    with pytest.raises(DataError, match=r"checkpoint not found\. Run `detops train` first"):
         evaluate.run(ws)
     ws.models.mkdir(parents=True)
-    (ws.models / "last.ckpt").write_bytes(b"x")
-    assert evaluate.find_checkpoint(ws) == ws.models / "last.ckpt"
-    (ws.models / "best.ckpt").write_bytes(b"x")
-    assert evaluate.find_checkpoint(ws) == ws.models / "best.ckpt"
+    (ws.models / "last.ckpt").write_bytes(b"x")  # an interrupted training: evaluate does not go on from it
+    with pytest.raises(DataError, match=r"best\.ckpt: checkpoint not found\. last\.ckpt is there.*--resume"):
+        evaluate.run(ws)
 
 
 def test_empty_grid_still_writes_a_png(workspace: Path) -> None:
@@ -217,9 +216,10 @@ def test_logs_into_the_recorded_training_run(workspace: Path) -> None:
 
 @pytest.mark.usefixtures("local_mlflow")
 def test_run_step_with_a_stub_predictor(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The step wiring: split + checkpoint -> score_checkpoint -> outputs, a new MLflow run, a StepResult."""
+    """The step wiring: split + checkpoint -> the scorer -> outputs, a new MLflow run, a StepResult."""
     import mlflow
 
+    from detops.evaluation.scorer import Score, Scorer
     from detops.steps import evaluate
     from detops.tracking import run_record, tracking_uri
 
@@ -228,11 +228,11 @@ def test_run_step_with_a_stub_predictor(workspace: Path, monkeypatch: pytest.Mon
     (ws.models / "best.ckpt").write_bytes(b"stub")
     calls: list[tuple[Path, int]] = []
 
-    def score_checkpoint(ws_: Workspace, checkpoint: Path, dataset: dict[str, Any]) -> list[dict[str, Any]]:
-        calls.append((checkpoint, len(dataset["images"])))
-        return jittered_predictions(dataset)
+    def score(self: Scorer, artifact: Path, **_: Any) -> Score:
+        calls.append((artifact, len(self.gt["images"])))
+        return self.measure(jittered_predictions(self.gt))
 
-    monkeypatch.setattr(evaluate, "score_checkpoint", score_checkpoint)
+    monkeypatch.setattr(Scorer, "score", score)
 
     run_record(ws).parent.mkdir(parents=True, exist_ok=True)
     run_record(ws).write_text(json.dumps({"run_id": "0123456789abcdef"}), encoding="utf-8")  # not in this store

@@ -28,13 +28,36 @@ FAST = ["export.latency_runs=3", "export.warmup_runs=1", "export.calibration_ima
 VARIANTS = ["torch", "onnx-fp32", "onnx-fp16", "onnx-int8", "onnx-int8-trt"]
 
 
+CALLS: dict[str, int] = {}  # what the export fixture's run called, by name
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Any]:
+    from onnxruntime.quantization import shape_inference
+
+    import detops.export.int8 as int8
+    import detops.inference.tensorrt as tensorrt
     from detops.steps import export
 
     ws = make_workspace(tmp_path_factory.mktemp("export"), *FAST)
     run_train(ws)
-    return ws, export.run(ws)
+
+    def counted(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            CALLS[name] = CALLS.get(name, 0) + 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    tensorrt.current_target.cache_clear()
+    with pytest.MonkeyPatch.context() as patch:
+        for module, name in ((shape_inference, "quant_pre_process"), (int8, "decode_tail"), (tensorrt, "gpu_name")):
+            patch.setattr(module, name, counted(name, getattr(module, name)))
+        return ws, export.run(ws)
+
+
+def test_int8_preparation_and_the_machine_query_once_per_export(exported: tuple[Workspace, Any]) -> None:
+    assert CALLS["quant_pre_process"] == CALLS["decode_tail"] == 1, "both INT8 flavours start from one preparation"
+    assert CALLS["gpu_name"] == 1, "nvidia-smi once: plan, engine names, sidecars, engine loads and the report"
 
 
 def report(ws: Workspace) -> dict[str, Any]:
@@ -108,8 +131,8 @@ def test_onnx_fp32_matches_torch_on_real_photos(shared: Path, tmp_path: Path) ->
 
     from detops.config.train import TrainParams
     from detops.export.graph import export_fp32
+    from detops.inference.decode import Thresholds
     from detops.inference.meta import ModelMeta
-    from detops.inference.nms import Thresholds
     from detops.inference.predictor import load_image
     from detops.model.detector import Detector, DetectorConfig
 
@@ -206,7 +229,7 @@ def test_each_onnx_file_alone_predicts_where_torch_cannot_be_imported(
         "sys.modules['torch'] = None; sys.modules['torchvision'] = None  # import torch now fails\n"
         "from detops.inference import load_predictor\n"
         f"p = load_predictor({str(alone / name)!r})\n"
-        "p.thresholds = p.meta.evaluation\n"
+        "p = p.with_thresholds(p.meta.evaluation)\n"
         f"(det,) = p.predict([{str(image)!r}])\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "print(len(det), p.meta.class_names, p.runtime_name)\n"

@@ -128,8 +128,8 @@ def test_flow_runs_every_step_then_caches_all_but_promote(prefect_api: None, own
 @pytest.mark.slow
 def test_a_code_change_reruns_the_steps_that_use_it(prefect_api: None, own_dataset: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cache key carries the installed code's fingerprint, per step: a change in detops.model (seen here
-    as a changed fingerprint of train's modules) re-runs train, not the data steps."""
+    """The cache key carries the installed code's fingerprint, per step: a change in detops.model.head (seen
+    here as a changed fingerprint of the steps that reach it) re-runs train, not the data steps."""
     import detops.pipeline as pipeline
     from detops.steps.graph import Step
 
@@ -137,7 +137,7 @@ def test_a_code_change_reruns_the_steps_that_use_it(prefect_api: None, own_datas
     original = pipeline.code_fingerprint
 
     def changed(step: Step) -> str:
-        return original(step) + ("-edited" if "detops.model" in step.code else "")
+        return original(step) + ("-edited" if "detops.model.head" in pipeline.code_files(step) else "")
 
     monkeypatch.setattr(pipeline, "code_fingerprint", changed)
     _, states = run_flow(own_dataset, *MINE)
@@ -184,9 +184,11 @@ def test_multi_device_training_runs_through_the_cli_inside_the_flow(prefect_api:
 
 
 @pytest.mark.slow
-def test_editing_the_installed_model_code_reruns_train_outside_the_repository(tmp_path: Path) -> None:
-    """A workspace outside the repository, detops imported from a copy of its package (as a user's install):
-    after a file of that copy's detops/model changes, train runs again and the data steps stay cached."""
+def test_editing_installed_code_reruns_exactly_the_steps_that_import_it(tmp_path: Path) -> None:
+    """A workspace outside the repository, detops imported from a copy of its package (as a user's install).
+    After a comment is appended to that copy's mAP code, every step that reaches it runs again (train through
+    its validation mAP, evaluate, export through the scorer, promote) and the data steps stay cached; a comment
+    appended to the drift code changes no cacheable step's key."""
     import json
     import os
     import subprocess
@@ -197,30 +199,40 @@ def test_editing_the_installed_model_code_reruns_train_outside_the_repository(tm
     root = tmp_path / "ws"
     root.mkdir()
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
-    script = (
-        "import json, sys\n"
-        "import detops\n"
-        f"assert detops.__file__.startswith({str(site)!r}), detops.__file__\n"
+    header = f"import detops, json, sys\nassert detops.__file__.startswith({str(site)!r}), detops.__file__\n"
+    flow = header + (
         "from flows.retrain import retrain\n"
         "from test_flow_retrain import task_states\n"
         f"state = retrain(workspace={str(root)!r}, overrides={[*TINY, 'train.epochs=1', 'export.fp16=false']!r},"
         " return_state=True)\n"
-        "print('STATES=' + json.dumps(task_states(state)))\n"
+        "print('OUT=' + json.dumps(task_states(state)))\n"
+    )
+    keys = header + (
+        "from detops.pipeline import code_fingerprint\n"
+        "from detops.steps.graph import STEPS\n"
+        "print('OUT=' + json.dumps({n: code_fingerprint(s) for n, s in STEPS.items() if s.cacheable}))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
     env |= {"PYTHONPATH": os.pathsep.join([str(site), str(REPO / "tests"), str(REPO)]),
             "PREFECT_HOME": str(tmp_path / "prefect")}
 
-    def run() -> dict[str, str]:
+    def run(script: str) -> dict[str, str]:
         done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
                               timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
-        line = next(x for x in done.stdout.splitlines() if x.startswith("STATES="))
-        return dict(json.loads(line.removeprefix("STATES=")))
+        line = next(x for x in done.stdout.splitlines() if x.startswith("OUT="))
+        return dict(json.loads(line.removeprefix("OUT=")))
 
-    assert set(run().values()) == {"Completed"}
-    head = site / "detops" / "model" / "head.py"
-    head.write_text(head.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
-    states = run()
+    def append_comment(module: str) -> None:
+        path = site / "detops" / module
+        path.write_text(path.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+
+    assert set(run(flow).values()) == {"Completed"}
+    append_comment("evaluation/map_metric.py")
+    states = run(flow)
     assert states["sample"] == states["import"] == states["validate"] == states["split"] == "Cached", states
-    assert states["train"] == "Completed", states
+    assert states["train"] == states["evaluate"] == states["export"] == states["promote"] == "Completed", states
+
+    before = run(keys)
+    append_comment("monitoring/drift.py")
+    assert run(keys) == before

@@ -14,7 +14,7 @@ from torchvision.ops import batched_nms as tv_batched_nms
 
 from detops.errors import DataError
 from detops.inference import ModelMeta, Thresholds, load_predictor
-from detops.inference.nms import batched_nms, decode
+from detops.inference.decode import batched_nms, decode
 from detops.inference.tensorrt import EngineTarget, check_compatible, write_sidecar
 from detops.model.postprocess import decode as torch_decode
 from detops.model.preprocess import fit_longest_side, letterbox, pad_transform

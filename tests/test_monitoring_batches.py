@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _monitoring_fixtures import NO_SCREENSHOT, batch_from, sample, workspace, write_train_split
@@ -77,6 +78,55 @@ def test_a_batch_is_checked_once(root: Path, landing: Path) -> None:
     assert [b.name for b in new_batches(ws)] == ["b2"]
     assert monitor.run(ws).metrics["checks"] == 1
     assert set(ledger(ws).entries()) == {"b1", "b2"}
+
+
+def test_the_reference_is_loaded_once_however_many_batches_arrive(
+    root: Path, landing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One run checks every new batch against one load of the reference: the landing folder's (a tick of the drift
+    check) and the batches named (the flow's call)."""
+    loads: list[str] = []
+    real = monitor.load_reference
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        loads.append("reference")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(monitor, "load_reference", counting)
+    ws = workspace(root, *NO_SCREENSHOT)
+    for name in ("b1", "b2", "b3"):
+        batch_from(root / "seed1", landing, name)
+    assert monitor.run(ws).metrics["checks"] == 3
+    assert loads == ["reference"]
+    assert set(ledger(ws).entries()) == {"b1", "b2", "b3"}
+    loads.clear()
+    for name in ("b4", "b5"):
+        batch_from(root / "seed1", landing, name)
+    result = monitor.run(ws, batches=["b4", "b5"])
+    assert result.metrics["checks"] == 2 and loads == ["reference"]
+    assert [c["batch"] for c in verdict(root)["checks"]] == ["b4", "b5"]
+
+
+def test_a_run_that_fails_half_way_records_no_batch(root: Path, landing: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger is written once every check is done: a batch is never left checked but unannounced."""
+    import detops.monitoring.mlflow_log as mlflow_log
+
+    logged: list[str] = []
+
+    def failing_second(ws: Any, check: dict[str, Any], folder: Path) -> str:
+        logged.append(check["batch"])
+        if len(logged) == 2:
+            raise ConnectionError("tracking server went away")
+        return "run-id"
+
+    monkeypatch.setattr(mlflow_log, "log_check", failing_second)
+    ws = workspace(root, *NO_SCREENSHOT)
+    for name in ("b1", "b2"):
+        batch_from(root / "seed1", landing, name)
+    with pytest.raises(ConnectionError):
+        monitor.run(ws)
+    assert logged == ["b1", "b2"] and ledger(ws).entries() == {}
+    assert [b.name for b in new_batches(ws)] == ["b1", "b2"]  # the next tick checks both again
 
 
 def files_of(folder: Path) -> dict[Path, bytes]:

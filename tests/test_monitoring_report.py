@@ -16,14 +16,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from detops.cli import app
-from detops.monitoring.browser import dump_dom, find_chromium
+from detops.monitoring.browser import dump_dom
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(
-    find_chromium() is None,
-    reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it): cannot render the report",
-)
+pytestmark = pytest.mark.chromium  # skipped without chromium, failed where CI requires it
 
 
 class _VisibleText(HTMLParser):

@@ -11,8 +11,17 @@ from typing import Any
 
 import pytest
 
+from detops.codegraph import OWN_PACKAGES, is_ambient
 from detops.config import VERBS, load_params
-from detops.pipeline import code_fingerprint, dvc_yaml, fingerprint, is_current, output_paths, record_run, resolve
+from detops.pipeline import (
+    code_files,
+    dvc_yaml,
+    fingerprint,
+    is_current,
+    output_paths,
+    record_run,
+    resolve,
+)
 from detops.steps.graph import AMBIENT, RETRAIN, STEPS
 from detops.workspace import Workspace
 
@@ -37,8 +46,10 @@ def test_dvc_parses_the_stages_and_they_match_the_flow_and_the_cli(tmp_path: Pat
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
     with Repo(str(tmp_path)) as repo:
         stages = {stage.name: stage for stage in repo.index.stages}
-    assert set(stages) == set(STEPS) <= set(VERBS)
-    assert [v for v in STEPS if v != "sample"] == list(RETRAIN)  # the flow's order is the graph's
+    staged = [name for name, step in STEPS.items() if step.dvc]
+    assert set(stages) == set(staged) and set(STEPS) <= set(VERBS)
+    assert [v for v in staged if v != "sample"] == list(RETRAIN)  # the flow's order is the graph's
+    assert set(STEPS) - set(staged) == {"monitor"}  # checks deliveries outside the pipeline: no stage
     from detops.cli import app
 
     commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
@@ -90,22 +101,6 @@ def test_fingerprint_follows_declared_params_deps_and_code(tmp_path: Path, monke
     assert fingerprint(nms, train) != fingerprint(ws, train)
 
 
-def test_code_fingerprint_follows_the_installed_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A copy of a code module in another place (as a user's installed package would be) changes the hash
-    when one of its files changes, whatever the workspace."""
-    package = tmp_path / "site" / "fakepkg"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "core.py").write_text("X = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    from detops.steps.graph import Step
-
-    step = Step("fake", ("train",), (), (), ("fakepkg",))
-    before = code_fingerprint(step)
-    (package / "core.py").write_text("X = 2\n")
-    assert code_fingerprint(step) != before
-
-
 def test_a_recorded_run_is_current_until_an_output_is_lost_or_edited(tmp_path: Path) -> None:
     ws = Workspace.at(tmp_path, load_params(None))
     step = STEPS["import"]
@@ -142,7 +137,8 @@ class ParamsSpy:
 
 @pytest.mark.slow
 def test_contract_each_step_reads_only_the_params_it_declares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs every step of the graph on a tiny sample and records the params sections each one touches."""
+    """Runs every step of the graph on a tiny sample and records the params sections each one touches, and the
+    modules of ours each one imports."""
     import importlib
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -156,7 +152,12 @@ def test_contract_each_step_reads_only_the_params_it_declares(tmp_path: Path, mo
     for verb in STEPS:
         reads: set[str] = set()
         ws = Workspace(root, ParamsSpy(params, reads))  # type: ignore[arg-type]
-        importlib.import_module(f"detops.steps.{'import_' if verb == 'import' else verb}").run(ws)
+        loaded = set(sys.modules)
+        importlib.import_module(STEPS[verb].module).run(ws)
+        # every module of ours that running the step imported (lazily too) is in the step's code fingerprint
+        imported = {m for m in set(sys.modules) - loaded if m.split(".")[0] in OWN_PACKAGES and not is_ambient(m)}
+        missed = imported - set(code_files(STEPS[verb]))
+        assert not missed, f"{verb} imported {sorted(missed)}, which its code fingerprint does not cover"
         undeclared = reads - set(STEPS[verb].params) - set(AMBIENT)
         assert not undeclared, f"{verb} reads {sorted(undeclared)} but declares {STEPS[verb].params}"
         assert STEPS[verb].params[0] in reads, f"{verb} never reads its own section"

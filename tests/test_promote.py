@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -276,8 +275,7 @@ def test_champion_pyfunc_predicts_like_the_served_file(promoted: tuple[Workspace
     assert (out["score"] >= 0.05).all() and set(out["image"]) <= set(range(len(files)))
 
     variants = json.loads((ws.reports / "export.json").read_text(encoding="utf-8"))["variants"]
-    direct = load_predictor(ws.resolve(variants[decision(ws)["serve"]]["file"]))
-    direct.thresholds = replace(direct.meta.deployment(), score_threshold=0.05)
+    direct = load_predictor(ws.resolve(variants[decision(ws)["serve"]]["file"])).with_thresholds(score_threshold=0.05)
     expected = direct.predict([f.read_bytes() for f in files])
     assert len(out) == sum(len(d) for d in expected)
     first = out[out["image"] == 0].sort_values("score", ascending=False)
@@ -441,15 +439,18 @@ def test_champion_with_deleted_files_fails_closed(champion_v1: tuple[Workspace, 
 
 @pytest.mark.slow
 def test_champion_of_other_classes_is_not_scored(trained: Workspace) -> None:
-    from detops.registry.rescore import dataset_classes, score_checkpoint
+    from detops.evaluation.scorer import Scorer
+    from detops.registry.rescore import rescore
 
     gt = read_dataset(trained.split_json("test"))
     renamed = {**gt, "categories": [{**c, "name": c["name"] + "-v2"} for c in gt["categories"]]}
-    metrics, classes = score_checkpoint(trained, trained.models / "best.ckpt", renamed, "champion version 1")
-    assert metrics == {} and classes == ["box (id 3)", "disc (id 7)"] != dataset_classes(renamed)
-    same, _ = score_checkpoint(trained, trained.models / "best.ckpt", gt, "champion version 1")
-    assert same[M] is not None
+    other = rescore(Scorer.of(trained, renamed), trained.models / "best.ckpt", "champion version 1")
+    assert other.metrics == {} and other.not_comparable == (
+        "champion version 1 was trained on other classes (new in the split: box-v2 (id 3), disc-v2 (id 7);"
+        " missing from the split: box (id 3), disc (id 7))")
+    same = rescore(Scorer.of(trained, gt), trained.models / "best.ckpt", "champion version 1")
+    assert same.metrics[M] is not None and same.not_comparable is None
     with pytest.raises(PromotionError, match="champion version 1: its checkpoint cannot be loaded"):
         broken = trained.root / "broken.ckpt"
         broken.write_bytes(b"not a checkpoint")
-        score_checkpoint(trained, broken, gt, "champion version 1")
+        rescore(Scorer.of(trained, gt), broken, "champion version 1")

@@ -19,6 +19,7 @@ from typing import Any
 import _mlflow_server
 import pandas as pd
 import pytest
+from _requirements import POSTGRES_ENV, require_or_skip
 from test_promote import (
     M,
     _no_inherited_tracking_uri,  # noqa: F401 - autouse here too
@@ -39,9 +40,8 @@ def mlflow_server() -> Iterator[_mlflow_server.Server]:
     try:
         server = _mlflow_server.start()
     except _mlflow_server.Unavailable as exc:
-        if _mlflow_server.REQUIRE:
-            pytest.fail(f"DETOPS_REQUIRE_POSTGRES=1 but PostgreSQL cannot run here: {exc}")
-        pytest.skip(f"PostgreSQL cannot run here, so there is no MLflow server to test against: {exc}")
+        require_or_skip(False, f"PostgreSQL cannot run here, so there is no MLflow server to test against: {exc}",
+                        POSTGRES_ENV)
     yield server
     server.stop()
 

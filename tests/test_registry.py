@@ -18,8 +18,8 @@ from detops.config import load_params
 from detops.errors import PromotionError, RegistryError
 from detops.registry import aliases as reg
 from detops.registry.client import connect
-from detops.registry.gate import ChampionScore, promote_version
 from detops.registry.lock import lock_file, lock_name, promotion_lock
+from detops.registry.transaction import ChampionScore, promote_version
 from detops.workspace import Workspace
 
 M = "test/map"

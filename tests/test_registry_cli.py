@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from detops.cli import app
 from detops.config import load_params
 from detops.registry.client import connect
-from detops.registry.decision import decide
+from detops.registry.decision import decide_promotion
 from detops.workspace import Workspace
 
 runner = CliRunner()
@@ -50,8 +50,8 @@ def _register(ws: Workspace, scores: list[float]) -> list[str]:
         client.log_metric(run.info.run_id, "test/map", score)
         client.set_tag(run.info.run_id, "data.content_hash", f"hash{score}")
         version = str(client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id).version)
-        decision = decide({"test/map": score}, None if best is None else {"test/map": best}, metric="test/map",
-                          min_improvement=0.005, min_metric=0.0)
+        decision = decide_promotion({"test/map": score}, None if best is None else {"test/map": best},
+                                    metric="test/map", min_improvement=0.005, min_metric=0.0)
         apply_decision(client, name, version, decision)
         best = score if decision.promote else best
         versions.append(version)

@@ -28,17 +28,14 @@ from typer.testing import CliRunner
 from detops.cli import app
 from detops.config import load_params
 from detops.errors import ValidationFailed
-from detops.monitoring.browser import dump_dom, find_chromium, screenshot
+from detops.monitoring.browser import dump_dom, screenshot
 from detops.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["sample.num_images=36", "sample.image_size=96", "sample.max_object_size=48", "monitor.min_batch_size=10"]
 FAILING = ["validate.min_box_area=400", "validate.on_error=fail"]
 
-needs_chromium = pytest.mark.skipif(
-    find_chromium() is None,
-    reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it): cannot render the page",
-)
+needs_chromium = pytest.mark.chromium  # skipped without chromium, failed where CI requires it
 
 
 def workspace(root: Path, *overrides: str) -> Workspace:
@@ -90,9 +87,9 @@ def write_model_reports(ws: Workspace) -> None:
     from detops.export.report import write_reports
     from detops.pipeline import output_paths
     from detops.registry.aliases import AliasChange
-    from detops.registry.decision import decide
-    from detops.registry.gate import Promotion
+    from detops.registry.decision import decide_promotion
     from detops.registry.package import ModelFiles
+    from detops.registry.transaction import Promotion
     from detops.steps.evaluate import evaluate_predictions
     from detops.steps.promote import Candidate
     from detops.steps.promote import report as promotion_report
@@ -122,7 +119,8 @@ def write_model_reports(ws: Workspace) -> None:
     write_reports(variants, deployable(variants), {"machine": "test machine", "threads": 2, "metric": metric,
                                                    "max_map_drop": 0.01, "notes": []}, output_paths(ws, "export"))
 
-    decision = decide(evaluation.metrics, {metric: 0.2}, metric=metric, min_improvement=0.005, min_metric=0.0)
+    decision = decide_promotion(evaluation.metrics, {metric: 0.2}, metric=metric, min_improvement=0.005,
+                                min_metric=0.0)
     promotion = Promotion("2", "1", decision, AliasChange("2", "1", None, True))
     files = ModelFiles({"checkpoint": ws.models / "best.ckpt"}, "checkpoint")
     promotion_report(ws, Candidate(run_id, evaluation.metrics, files, gt), promotion, True, 1.0)

@@ -11,9 +11,11 @@ import pytest
 from detops.config import load_params
 from detops.config.split import SplitParams
 from detops.errors import DataError, ParamsError
-from detops.splitting import iterative_stratification, near_duplicate_pairs, read_assignments
+from detops.splitting.dedup import near_duplicate_pairs
 from detops.splitting.groups import connected_groups, rule_keys, same_key_pairs
 from detops.splitting.labels import label_matrix
+from detops.splitting.stability import read_assignments
+from detops.splitting.stratify import iterative_stratification
 
 
 def _random_labels(rng: np.random.Generator, n: int, weights: list[float]) -> np.ndarray:

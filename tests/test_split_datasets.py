@@ -18,7 +18,8 @@ import pytest
 from detops.config import load_params
 from detops.config.sample import SampleParams
 from detops.dataset.canonical import SPLITS, Dataset, read_dataset
-from detops.splitting import hash_images, plan_split
+from detops.splitting.dedup import hash_images
+from detops.splitting.plan import plan_split
 from detops.steps import import_
 from detops.steps import split as split_step
 from detops.workspace import Workspace

@@ -34,3 +34,47 @@ def test_provenance_names_commit_versions_and_data(tmp_path: Path) -> None:
     record = tracking.provenance(ws)
     assert record["git.commit"] == "unknown"  # tmp_path is not a git repository
     assert record["version.torch"]
+
+
+BOUNDED_CLIENT = """
+import json, os, sys
+from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT
+from detops.config import load_params
+from detops.tracking import mlflow_client
+from detops.workspace import Workspace
+
+assert not any(v.startswith("MLFLOW_HTTP_") for v in os.environ), "the test must start with no bound set"
+ws = Workspace.at(sys.argv[1], load_params(None, ["mlflow.http_timeout=3", "mlflow.http_max_retries=1"]))
+seen = []
+for left_over in (None, ("600", "9")):  # nothing ran before; then something left looser bounds behind
+    if left_over:
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"], os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = left_over
+    client = mlflow_client(ws)
+    seen.append([MLFLOW_HTTP_REQUEST_TIMEOUT.get(), MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), client.tracking_uri])
+print(json.dumps(seen))
+"""
+
+
+def test_every_client_from_the_factory_is_bounded_whatever_ran_before(tmp_path: Path) -> None:
+    """In a fresh process where nothing set MLflow's request bounds (MLflow reads them from the environment at each
+    request), the factory's client is bounded by the params, and stays so after something loosened them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_") and k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([sys.executable, "-c", BOUNDED_CLIENT, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [[3, 1, store], [3, 1, store]]
+
+
+def test_only_the_factory_builds_an_mlflow_client() -> None:
+    """Steps, flows, tasks and the registry get their client from `tracking.mlflow_client`, so none is unbounded."""
+    root = Path(__file__).resolve().parents[1]
+    builders = [f"{path.relative_to(root)}: {line.strip()}"
+                for folder in ("src", "flows", "tasks") for path in sorted((root / folder).rglob("*.py"))
+                for line in path.read_text(encoding="utf-8").splitlines() if "MlflowClient(" in line]
+    assert builders == ["src/detops/tracking.py: return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)"]

@@ -19,7 +19,8 @@ from detops.config.validate import ValidateParams
 from detops.dataset.canonical import Dataset, read_dataset, write_dataset
 from detops.errors import ValidationFailed
 from detops.steps import validate as validate_step
-from detops.validation import check_images, trusted_integrity, validate_dataset
+from detops.validation.gate import validate_dataset
+from detops.validation.integrity import check_images, trusted_integrity
 from detops.workspace import Workspace
 
 W, H = 64, 48

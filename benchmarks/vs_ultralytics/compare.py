@@ -7,7 +7,7 @@ Steps, one after the other (never both trainings at once):
    library's steps in a benchmark workspace, then export that same split as a YOLO dataset.
 2. ours: `detops.steps.train.run` (from scratch, time budget) then `detops.steps.evaluate.run` on test.
 3. theirs: `ultralytics_side.py` in benchmarks/.venv-ultralytics (run setup.sh first), offline; its test
-   detections are scored here with `detops.evaluation.metrics.coco_metrics`.
+   detections are scored here by the scorer `evaluate` uses (`detops.evaluation.scorer`).
 
     .venv/bin/python benchmarks/vs_ultralytics/compare.py [--image-size 320] [--minutes 6] [--sides ours,theirs]
     .venv/bin/python benchmarks/vs_ultralytics/compare.py --smoke --sides theirs   # proves the offline setup
@@ -110,8 +110,8 @@ def run_ours(root: Path, image_size: int, minutes: float, epochs: int, extra: li
     train.run(ws)
     wall = time.perf_counter() - started
     evaluate.run(ws)
-    summary = json.loads((ws.reports / "train.json").read_text(encoding="utf-8"))
-    metrics = json.loads((ws.reports / "metrics.json").read_text(encoding="utf-8"))
+    summary = json.loads(ws.output("train", "metrics").read_text(encoding="utf-8"))
+    metrics = json.loads(ws.output("evaluate", "metrics").read_text(encoding="utf-8"))
     return {
         "model": f"detops {ws.params.train.backbone}-FPN",
         "parameters": summary["parameters"],
@@ -128,9 +128,10 @@ def run_ours(root: Path, image_size: int, minutes: float, epochs: int, extra: li
     }
 
 
-def run_theirs(data: dict[str, Any], project: Path, image_size: int, minutes: float, smoke: bool) -> dict[str, Any]:
+def run_theirs(root: Path, data: dict[str, Any], project: Path, image_size: int, minutes: float,
+               smoke: bool) -> dict[str, Any]:
     from detops.dataset.canonical import read_dataset
-    from detops.evaluation.metrics import coco_metrics
+    from detops.evaluation.scorer import Scorer
 
     if not ULTRALYTICS_PYTHON.is_file():
         sys.exit(f"{ULTRALYTICS_PYTHON} not found: run benchmarks/vs_ultralytics/setup.sh first.")
@@ -147,7 +148,7 @@ def run_theirs(data: dict[str, Any], project: Path, image_size: int, minutes: fl
     result = json.loads(out.read_text(encoding="utf-8"))
     detections = result.pop("detections")
     gt = read_dataset(Path(data["test_json"]))
-    ours = coco_metrics(gt, detections, prefix="test")
+    ours = Scorer.of(workspace(root, []), gt, split="test").measure(detections).metrics
     return {**result, "test_map": ours["test/map"], "test_map_50": ours["test/map_50"],
             "detections": len(detections)}
 
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         if side == "ours":
             row = run_ours(root, args.image_size, args.minutes, args.epochs, args.overrides)
         else:
-            row = run_theirs(data, workdir / "ultralytics", args.image_size, args.minutes, args.smoke)
+            row = run_theirs(root, data, workdir / "ultralytics", args.image_size, args.minutes, args.smoke)
         row["load_average_before"], row["load_average_after"] = before, load_average()
         row["settings"] = settings
         (results_dir / f"{side}.json").write_text(json.dumps(row, indent=1), encoding="utf-8")

@@ -184,8 +184,6 @@ def predict(
     draw: Annotated[bool, typer.Option("--draw", help="Also write each image with its boxes drawn.")] = False,
 ) -> None:
     """Run any exported model on images: COCO results json (original pixels), optionally drawn boxes."""
-    from dataclasses import replace
-
     from detops.errors import DetopsError
 
     try:
@@ -195,8 +193,7 @@ def predict(
         from detops.registry.resolve import local_model
 
         with local_model(ws, model) as (path, label):
-            predictor = load_predictor(path)
-        predictor.thresholds = replace(predictor.meta.deployment(), score_threshold=ws.params.predict.score_threshold)
+            predictor = load_predictor(path).with_thresholds(score_threshold=ws.params.predict.score_threshold)
         done = predict_folder(predictor, source.resolve(), out.resolve(), ws.params.predict.batch_size, draw)
     except DetopsError as exc:
         _exit_with(exc)

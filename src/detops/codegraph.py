@@ -108,8 +108,12 @@ def reach(entry: str) -> Reach:
         if path is None:
             continue  # `from package import name` where name is not a module
         seen[name] = path
-        stat = path.stat()
-        for imported in imports_of(name, path, stat.st_mtime_ns, stat.st_size):
+        found = file_imports(name, path)
+        if found.computed:
+            raise CodeGraphError(
+                f"{path}:{found.computed[0]}: a module imported by a computed name cannot be followed by the code "
+                "graph, so a change in it would not re-run the step. Import the module by its name.")
+        for imported in found.names:
             top = imported.split(".")[0]
             if top in OWN_PACKAGES:
                 todo.extend(_with_parents(imported))
@@ -118,13 +122,28 @@ def reach(entry: str) -> Reach:
     return Reach(dict(sorted(seen.items())), frozenset(libraries))
 
 
+@dataclass(frozen=True)
+class Imports:
+    """What one module imports: absolute module names, and the lines importing a computed name."""
+
+    names: tuple[str, ...]
+    computed: tuple[int, ...]
+
+
+def file_imports(module: str, path: Path) -> Imports:
+    """`imports_of` for the file as it is now (memoised per file version)."""
+    stat = path.stat()
+    return imports_of(module, path, stat.st_mtime_ns, stat.st_size)
+
+
 @cache
-def imports_of(module: str, path: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
+def imports_of(module: str, path: Path, mtime_ns: int, size: int) -> Imports:
     """The absolute module names `module` (at `path`) imports, wherever the import statement stands (memoised
     per file version: `mtime_ns` and `size` are part of the key)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: list[str] = []
+    computed: list[int] = []
     for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             found.extend(alias.name for alias in node.names)
@@ -134,12 +153,11 @@ def imports_of(module: str, path: Path, mtime_ns: int, size: int) -> tuple[str, 
             found.extend(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
         elif isinstance(node, ast.Call) and _is_dynamic_import(node.func):
             first = node.args[0] if node.args else None
-            if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
-                raise CodeGraphError(
-                    f"{path}:{node.lineno}: a module imported by a computed name cannot be followed by the code "
-                    "graph, so a change in it would not re-run the step. Import the module by its name.")
-            found.append(first.value)
-    return tuple(found)
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                found.append(first.value)
+            else:
+                computed.append(node.lineno)
+    return Imports(tuple(found), tuple(sorted(computed)))
 
 
 def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:

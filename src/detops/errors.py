@@ -17,6 +17,15 @@ class DataError(DetopsError):
     """A dataset file is missing, unreadable or inconsistent; the message names the file and object."""
 
 
+class ClassSetMismatch(DataError):
+    """A model's classes (names and dataset ids) are not the split's: it cannot be scored there. `difference`
+    says what the split has that the model lacks, and the reverse."""
+
+    def __init__(self, message: str, difference: str) -> None:
+        super().__init__(message)
+        self.difference = difference
+
+
 class ValidationFailed(DetopsError):
     """The data quality gate found offending rows and the policy is `fail`."""
 

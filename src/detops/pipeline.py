@@ -10,73 +10,47 @@ declaration and a small record per step under `.detops/`.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from detops.errors import ParamsError
+from detops.codegraph import library_versions, reach
 from detops.filehash import file_digest
 from detops.steps.graph import STEPS, Out, Step
 from detops.workspace import Workspace
 
-_VAR = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
 STATE_DIR = ".detops"
 CODE_DIR = f"{STATE_DIR}/code"
 
 
 def resolve(ws: Workspace, template: str) -> Path:
     """A declared path with its `${param}` references filled in from the workspace params."""
-    flat = ws.params.flat()
-
-    def sub(match: re.Match[str]) -> str:
-        key = match.group(1)
-        if key not in flat:
-            raise ParamsError(f"step graph: ${{{key}}} is not a param")
-        return str(flat[key])
-
-    return ws.resolve(_VAR.sub(sub, template))
+    return ws.fill(template)
 
 
 def output_paths(ws: Workspace, verb: str) -> dict[str, Path]:
     """Every output of `verb`, by name, as absolute paths."""
-    return {out.name: resolve(ws, out.path) for out in STEPS[verb].outs}
+    return ws.outputs(verb)
 
 
 # --- code -------------------------------------------------------------------------------------------
 
-def module_files(module: str) -> list[Path]:
-    """The source files of an installed module or package (recursively)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None:
-        raise ParamsError(f"step graph: module {module} is not installed")
-    if spec.submodule_search_locations:
-        root = Path(next(iter(spec.submodule_search_locations)))
-        return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
-    return [Path(str(spec.origin))]
-
-
-def module_root(module: str) -> Path:
-    """The package folder or module file that `module` names."""
-    spec = importlib.util.find_spec(module)
-    if spec is None:
-        raise ParamsError(f"step graph: module {module} is not installed")
-    if spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    return Path(str(spec.origin))
+def code_files(step: Step) -> dict[str, Path]:
+    """The module files the step's entry module reaches (`detops.codegraph`), by dotted name."""
+    return reach(step.module).modules
 
 
 def code_fingerprint(step: Step) -> str:
-    """sha256 over the step's code modules' source files, as this interpreter would import them."""
+    """sha256 over the source of every module file the step reaches, as this interpreter would import them,
+    and the versions of the result-deciding libraries they import."""
+    found = reach(step.module)
     digest = hashlib.sha256()
-    for module in step.code:
-        root = module_root(module)
-        for path in module_files(module):
-            digest.update(f"{module}:{path.relative_to(root.parent)}".encode())
-            digest.update(file_digest(path).encode())
+    for module, path in found.modules.items():
+        digest.update(f"{module}:".encode())
+        digest.update(file_digest(path).encode())
+    digest.update(json.dumps(library_versions(found.libraries), sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -85,7 +59,8 @@ def write_code_fingerprints(ws: Workspace) -> dict[str, Path]:
     from detops.atomic import write_text
 
     folder = ws.root / CODE_DIR
-    return {name: write_text(folder / f"{name}.sha256", code_fingerprint(step) + "\n") for name, step in STEPS.items()}
+    return {name: write_text(folder / f"{name}.sha256", code_fingerprint(step) + "\n")
+            for name, step in STEPS.items() if step.dvc}
 
 
 # --- the Prefect cache ------------------------------------------------------------------------------
@@ -163,29 +138,30 @@ PLOTS = [
 
 
 def code_deps(root: Path, step: Step) -> list[str] | None:
-    """The step's code as paths inside `root` (the repository), or None when it is installed elsewhere."""
+    """The step's code as source files inside `root` (the repository), or None when it is installed elsewhere."""
     out = []
-    for module in step.code:
-        path = module_root(module).resolve()
+    for path in code_files(step).values():
         try:
-            out.append(path.relative_to(root.resolve()).as_posix())
+            out.append(path.resolve().relative_to(root.resolve()).as_posix())
         except ValueError:
             return None
-    return out
+    return sorted(out)
 
 
 def dvc_stages(root: Path) -> dict[str, Any]:
     """The stages for a workspace at `root`: code deps as source paths inside the repository, or as the
-    fingerprint files of a `code` stage (always run, cheap) in a workspace outside it."""
+    fingerprint files of a `code` stage (always run, cheap) in a workspace outside it. A step declared with
+    `dvc=False` (`monitor`) is no stage."""
     stages: dict[str, Any] = {}
-    inside = all(code_deps(root, step) is not None for step in STEPS.values())
+    staged = {name: step for name, step in STEPS.items() if step.dvc}
+    inside = all(code_deps(root, step) is not None for step in staged.values())
     if not inside:
         stages["code"] = {
             "cmd": "detops code-fingerprint",
             "always_changed": True,
-            "outs": [{f"{CODE_DIR}/{name}.sha256": {"cache": False}} for name in STEPS],
+            "outs": [{f"{CODE_DIR}/{name}.sha256": {"cache": False}} for name in staged],
         }
-    for name, step in STEPS.items():
+    for name, step in staged.items():
         code = code_deps(root, step) if inside else [f"{CODE_DIR}/{name}.sha256"]
         body: dict[str, Any] = {"cmd": f"detops {name}", "deps": [*step.deps, *(code or [])],
                                 "params": list(step.params)}

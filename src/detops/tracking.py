@@ -12,9 +12,12 @@ import subprocess
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detops.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 TRACKED_PACKAGES = ("detops", "torch", "torchvision", "pytorch-lightning", "timm", "albumentations",
                     "torchmetrics", "pycocotools", "mlflow", "prefect", "great-expectations", "onnx")
@@ -39,6 +42,22 @@ def bound_http_requests(ws: Workspace) -> None:
     """
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(ws.params.mlflow.http_timeout)
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(ws.params.mlflow.http_max_retries)
+
+
+def mlflow_client(ws: Workspace) -> MlflowClient:
+    """The one way detops builds an MLflow client: on the workspace's store (tracking and registry), its requests
+    to a server bounded by `mlflow.http_timeout` and `mlflow.http_max_retries`.
+
+    MLflow takes no bounds per client: it reads them from the environment at each request. So the factory sets
+    them from the params every time it returns a client, and a client is bounded whatever ran before it in the
+    process (nothing at all, or another workspace with other bounds).
+    """
+    import mlflow
+
+    bound_http_requests(ws)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # steps print their own summary
+    uri = tracking_uri(ws)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def configure(ws: Workspace) -> str:
@@ -126,11 +145,9 @@ def read_run_id(ws: Workspace) -> str | None:
 
 def run_url(ws: Workspace, run_id: str) -> str:
     """Where to look at a run: the server's UI, or `mlflow ui` on the local store."""
-    import mlflow
-
     uri = tracking_uri(ws)
     try:
-        experiment_id = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
+        experiment_id = mlflow_client(ws).get_run(run_id).info.experiment_id
     except Exception:  # a link is a convenience, never a failure
         return f"run {run_id} in {uri}"
     path = f"#/experiments/{experiment_id}/runs/{run_id}"
@@ -161,7 +178,6 @@ def dvc_remote(root: Path) -> str | None:
 def log_data_inputs(ws: Workspace, run_id: str) -> None:
     """The split files a run trained, validated and tested on, as MLflow dataset inputs (the run page lists
     them under Datasets): digest = the files' md5 as dvc.lock has it, source = the file, context = split."""
-    import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
@@ -177,7 +193,7 @@ def log_data_inputs(ws: Workspace, run_id: str) -> None:
         dataset = MetaDataset(source, name=f"{split} ({ws.relative(path)})",
                               digest=file_md5(path))  # type: ignore[abstract]  # mlflow's stub, not its class
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
-    client = mlflow.MlflowClient(tracking_uri(ws))
+    client = mlflow_client(ws)
     client.log_inputs(run_id, datasets=inputs)
     remote = dvc_remote(ws.root)
     client.set_tag(run_id, "data.dvc_remote", remote or "none (dvc remote add -d NAME URL)")

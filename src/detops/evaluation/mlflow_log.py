@@ -24,14 +24,13 @@ def log_evaluation(
     ws: Workspace, metrics: dict[str, float | None], artifacts: dict[str, list[Path]]
 ) -> LoggedRun:
     """Log defined metrics (None = undefined, left out) and files under their artifact folders."""
-    import mlflow
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
-    from detops.tracking import configure, provenance, read_run_id, run_record, tracking_uri
+    from detops.tracking import configure, mlflow_client, provenance, read_run_id, run_record, tracking_uri
 
     experiment_id = configure(ws)
-    client = mlflow.MlflowClient(tracking_uri(ws))
+    client = mlflow_client(ws)
     recorded = read_run_id(ws)
     reused = False
     if recorded:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,16 +50,35 @@ class _Batches:
         self._iter = iter(self._batches)
 
 
-def quantize_int8(src: Path, dst: Path, batches: list[np.ndarray], method: str, flavour: Flavour,
-                  meta: ModelMeta, work_dir: Path) -> None:
-    """Static QDQ quantization of `src` (FP32) into `dst`, calibrated on `batches` (float32 NCHW in [0, 1])."""
+@dataclass(frozen=True)
+class Int8Source:
+    """The FP32 file as both INT8 flavours start from it: shape-inferred once, its decode tail found once."""
+
+    path: Path
+    tail: list[str]
+
+
+@contextmanager
+def int8_source(src: Path, work_dir: Path) -> Iterator[Int8Source]:
+    """`quant_pre_process` of `src` and the decode-tail search, once per export; the prepared file is removed after."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = work_dir / f"{dst.stem}.pre.onnx"
-    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-    model = onnx.load(str(prepared))
+    prepared = work_dir / f"{src.stem}.pre.onnx"
+    try:
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        yield Int8Source(prepared, decode_tail(onnx.load(str(prepared))))
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def quantize_int8(source: Int8Source, dst: Path, batches: list[np.ndarray], method: str, flavour: Flavour,
+                  meta: ModelMeta) -> None:
+    """Static QDQ quantization of the prepared FP32 `source` into `dst`, calibrated on `batches` (float32 NCHW in
+    [0, 1])."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     symmetric = flavour == "tensorrt"
     extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     if method == "percentile":
@@ -66,18 +87,17 @@ def quantize_int8(src: Path, dst: Path, batches: list[np.ndarray], method: str, 
     logging.getLogger().addFilter(quiet)
     try:
         quantize_static(
-            str(prepared), str(dst), _Batches(batches),
+            str(source.path), str(dst), _Batches(batches),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-            nodes_to_exclude=decode_tail(model),
+            nodes_to_exclude=source.tail,
             extra_options=extra,
         )
     finally:
         logging.getLogger().removeFilter(quiet)
-    prepared.unlink()
     quantized = onnx.load(str(dst))
     set_metadata(quantized, meta)
     onnx.checker.check_model(quantized)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
-from detops.inference.nms import Thresholds
+from detops.inference.decode import Thresholds
 from detops.inference.predictor import Predictor
 
 ROUNDS = 3
@@ -63,7 +63,7 @@ def _measure_group(predictors: dict[str, Predictor], images: list[np.ndarray], s
                    runs: int, warmup: int) -> dict[str, Latency]:
     one = images[:1]
     many = [images[i % len(images)] for i in range(batch)]
-    servers = {name: _serving(p, serving) for name, p in predictors.items()}
+    servers = {name: p.with_thresholds(serving) for name, p in predictors.items()}  # timed as deployed
     inputs = {name: p.preprocess(one)[0] for name, p in servers.items()}
     e2e: dict[str, list[float]] = {n: [] for n in servers}
     graph: dict[str, list[float]] = {n: [] for n in servers}
@@ -83,8 +83,3 @@ def _measure_group(predictors: dict[str, Predictor], images: list[np.ndarray], s
         graph_p95_ms=float(np.percentile(graph[name], 95) * 1000),
         throughput_batch=batch, throughput_ips=float(batch / np.median(batched[name])),
     ) for name in servers}
-
-
-def _serving(predictor: Predictor, serving: Thresholds) -> Predictor:
-    """The same model and runtime with the serving thresholds: latency is measured as deployed."""
-    return Predictor(predictor.path, predictor.kind, predictor.runtime, predictor.meta, replace(serving))

@@ -22,9 +22,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    from detops.inference.tensorrt import gpu_name
+    from detops.inference.tensorrt import current_target
 
-    gpu = gpu_name()
+    gpu = current_target().gpu
     return f"{cpu} ({os.cpu_count()} cores)" + (f", {gpu}" if gpu else "")
 
 

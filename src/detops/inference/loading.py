@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from detops.errors import DataError
+from detops.inference.decode import Thresholds
 from detops.inference.meta import ModelMeta
-from detops.inference.nms import Thresholds
 from detops.inference.predictor import Predictor
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from detops.errors import DataError
-from detops.inference.nms import Thresholds
+from detops.inference.decode import Thresholds
 
 METADATA_KEY = "detops"
 INPUT_NAME = "images"

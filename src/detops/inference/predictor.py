@@ -9,15 +9,15 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
 from detops.errors import DataError
+from detops.inference.decode import Thresholds, decode
 from detops.inference.meta import ModelMeta
-from detops.inference.nms import Thresholds, decode
 from detops.inference.runtimes import Runtime
 from detops.model.preprocess import Letterbox, boxes_to_original, letterbox, read_rgb
 
@@ -64,15 +64,25 @@ def _load_all(images: Sequence[ImageInput]) -> list[np.ndarray]:
     return [load_image(image) for image in images]
 
 
+@dataclass(frozen=True, eq=False)
 class Predictor:
-    """A model file (any format) plus its metadata and the thresholds it decodes with."""
+    """A model file (any format) plus its metadata and the thresholds it decodes with. Immutable: other
+    thresholds make another predictor (`with_thresholds`) over the same loaded runtime."""
 
-    def __init__(self, path: Path, kind: str, runtime: Runtime, meta: ModelMeta, thresholds: Thresholds) -> None:
-        self.path = path
-        self.kind = kind  # torch | onnx | tensorrt
-        self.runtime = runtime
-        self.meta = meta
-        self.thresholds = thresholds
+    path: Path
+    kind: str  # torch | onnx | tensorrt
+    runtime: Runtime
+    meta: ModelMeta
+    thresholds: Thresholds
+
+    def with_thresholds(self, thresholds: Thresholds | None = None, *, score_threshold: float | None = None
+                        ) -> Predictor:
+        """The same model and runtime decoding with `thresholds` (default: the current ones), the score threshold
+        replaced when `score_threshold` is given."""
+        chosen = self.thresholds if thresholds is None else thresholds
+        if score_threshold is not None:
+            chosen = replace(chosen, score_threshold=float(score_threshold))
+        return self if chosen == self.thresholds else replace(self, thresholds=chosen)
 
     @property
     def runtime_name(self) -> str:
@@ -84,7 +94,7 @@ class Predictor:
         batch = np.empty((len(images), 3, size, size), dtype=np.float32)
         boxes = []
         for i, image in enumerate(images):
-            square, lb = letterbox(image, size)
+            square, lb = letterbox(image, size, self.meta.pad_value)
             batch[i] = square.transpose(2, 0, 1)
             boxes.append(lb)
         batch *= 1.0 / 255.0

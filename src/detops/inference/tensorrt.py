@@ -6,6 +6,7 @@ anything is deserialised, so a wrong engine is a clear error (and the check is t
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from dataclasses import dataclass
@@ -60,8 +61,10 @@ def read_sidecar(engine: Path) -> tuple[ModelMeta, EngineTarget, list[int]]:
         raise DataError(f"{path}: not a detops engine sidecar ({exc!r}).") from None
 
 
+@functools.cache
 def current_target() -> EngineTarget:
-    """The GPU and TensorRT version of this machine (None where absent)."""
+    """The GPU and TensorRT version of this machine (None where absent); asked once per process (`nvidia-smi`
+    takes a while, and an export needs the answer for its plan, every engine's name, sidecar and load)."""
     try:
         import tensorrt
 

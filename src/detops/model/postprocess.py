@@ -1,6 +1,6 @@
 """Raw detector output -> final detections in torch, for validation inside training (on the training device).
 
-Every deployed model decodes with `detops.inference.nms` instead (numpy, no torch); a test keeps the two
+Every deployed model decodes with `detops.inference.decode` instead (numpy, no torch); a test keeps the two
 equal. Thresholds are always passed in: they come from params.
 """
 

@@ -87,22 +87,23 @@ def pad_transform(size: int) -> object:
     return A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=PAD_VALUE, p=1.0)
 
 
-def pad_to_square(image: np.ndarray, size: int) -> np.ndarray:
+def pad_to_square(image: np.ndarray, size: int, pad_value: int = PAD_VALUE) -> np.ndarray:
     """The padding half of the letterbox, in cv2 (equal to `pad_transform`, tested)."""
     import cv2
 
     h, w = image.shape[:2]
     left, top = pad_offsets(h, w, size)
     return cv2.copyMakeBorder(image, top, size - h - top, left, size - w - left, cv2.BORDER_CONSTANT,
-                              value=(PAD_VALUE,) * 3)
+                              value=(pad_value,) * 3)
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """Square `size` x `size` model input from an RGB image, with the geometry to undo it."""
+def letterbox(image: np.ndarray, size: int, pad_value: int = PAD_VALUE) -> tuple[np.ndarray, Letterbox]:
+    """Square `size` x `size` model input from an RGB image, with the geometry to undo it. `pad_value`: the
+    fill the model was trained with (a model file's `ModelMeta.pad_value`)."""
     h, w = image.shape[:2]
     resized, sx, sy = fit_longest_side(image, size)
     pad_x, pad_y = pad_offsets(resized.shape[0], resized.shape[1], size)
-    return pad_to_square(resized, size), Letterbox(w, h, sx, sy, pad_x, pad_y)
+    return pad_to_square(resized, size, pad_value), Letterbox(w, h, sx, sy, pad_x, pad_y)
 
 
 def boxes_to_original(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:

@@ -27,7 +27,7 @@ class BatchOutcome:
 
 
 def labels_needed_file(ws: Workspace, batch: str) -> Path:
-    return ws.reports / "drift" / "labels_needed" / f"{batch}.txt"
+    return ws.output("monitor", "labels_needed") / f"{batch}.txt"
 
 
 def take_batch(ws: Workspace, name: str) -> BatchOutcome:

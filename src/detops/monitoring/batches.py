@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from detops.atomic import write_json
+from detops.cpus import thread_workers
 from detops.dataset.canonical import Dataset
 from detops.dataset.images import ImageInfo, probe_image
 from detops.errors import DataError
@@ -26,11 +27,8 @@ from detops.formats import read_source
 from detops.formats.folder import FORMAT as IMAGE_FOLDER
 from detops.formats.folder import read_image_folder
 from detops.formats.source import SourceDataset, to_canonical
-from detops.monitoring.features import resolve_workers
 from detops.progress import track
 from detops.workspace import Workspace
-
-LEDGER = "ledger.json"
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ def read_batch(ws: Workspace, batch: Batch, workers: int | None = None) -> Batch
     fmt = detect_format(batch.path)
     source = read_image_folder(batch.path) if fmt == IMAGE_FOLDER else read_source(fmt, batch.path)
     paths = source.image_paths()
-    threads = resolve_workers(ws.params.monitor.workers if workers is None else workers)
+    threads = thread_workers(ws.params.monitor.workers if workers is None else workers)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         probed = list(track(pool.map(_probe, paths), f"Reading batch {batch.name}", total=len(paths)))
     keep = [i for i, p in enumerate(probed) if isinstance(p, ImageInfo)]
@@ -153,4 +151,4 @@ class Ledger:
 
 
 def ledger(ws: Workspace) -> Ledger:
-    return Ledger(landing_folder(ws) / LEDGER)
+    return Ledger(ws.output("monitor", "ledger"))

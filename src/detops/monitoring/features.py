@@ -9,7 +9,6 @@ monitoring check should say what it could not read and go on with the rest.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from detops.cpus import thread_workers
 from detops.dataset.canonical import Dataset, image_path
 from detops.errors import DataError
 from detops.monitoring.cache import FeatureCache
@@ -53,12 +53,6 @@ class FeatureTable:
     labelled: bool = False
 
 
-def resolve_workers(workers: int) -> int:
-    if workers:
-        return workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def image_features(
     paths: Sequence[Path],
     cache: FeatureCache,
@@ -67,7 +61,7 @@ def image_features(
     description: str = "Image features",
 ) -> list[ImageFeatures]:
     """Features of every path, in order; cached entries are read, the rest computed in a thread pool."""
-    with ThreadPoolExecutor(max_workers=resolve_workers(workers)) as pool:
+    with ThreadPoolExecutor(max_workers=thread_workers(workers)) as pool:
         return list(track(_chunks(paths, cache, pool, embedder), description, total=len(paths)))
 
 
@@ -119,7 +113,7 @@ def embedder_for(ws: Workspace) -> Embedder | None:
     params = ws.params.monitor
     if not params.embeddings:
         return None
-    checkpoint = ws.resolve(params.embedding_checkpoint) if params.embedding_checkpoint else ws.models / "best.ckpt"
+    checkpoint = ws.resolve(params.embedding_checkpoint) if params.embedding_checkpoint else ws.output("train", "best")
     if not checkpoint.is_file():
         raise DataError(f"monitor.embeddings is on but the checkpoint {checkpoint} is missing. Train a model, set "
                         "monitor.embedding_checkpoint, or set monitor.embeddings=false.")

@@ -18,13 +18,12 @@ def metric_key(name: str) -> str:
 
 def log_check(ws: Workspace, check: dict[str, Any], folder: Path) -> str:
     """One finished run per check; returns its id."""
-    import mlflow
     from mlflow.entities import Metric, Param, RunTag
 
-    from detops.tracking import configure, provenance, tracking_uri
+    from detops.tracking import configure, mlflow_client, provenance
 
     experiment_id = configure(ws)
-    client = mlflow.MlflowClient(tracking_uri(ws))
+    client = mlflow_client(ws)
     tags = {**provenance(ws), "detops.step": "monitor", "detops.verdict": check["verdict"],
             "detops.current": check["source"], "detops.drifted_columns": ", ".join(check["drifted_columns"])}
     run_id = client.create_run(experiment_id, run_name="monitor").info.run_id

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -23,19 +22,12 @@ _UNREACHABLE = ("Max retries exceeded", "Failed to establish a new connection", 
 
 
 def connect(ws: Workspace) -> MlflowClient:
-    """An MlflowClient on the workspace's store (SQLite by default, MLFLOW_TRACKING_URI for a server).
-
-    The HTTP limits are set before the client exists, so a server that is down fails in seconds, not minutes.
-    """
-    from mlflow import MlflowClient
-
-    from detops.tracking import bound_http_requests, tracking_uri
+    """The registry's client: the model name checked, then `detops.tracking.mlflow_client` (the workspace's store,
+    requests bounded, so a server that is down fails in seconds, not minutes)."""
+    from detops.tracking import mlflow_client
 
     check_model_name(ws.params.mlflow.registered_model)
-    bound_http_requests(ws)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # steps print their own summary
-    uri = tracking_uri(ws)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return mlflow_client(ws)
 
 
 def registry_call(func: Callable[P, T]) -> Callable[P, T]:

@@ -1,13 +1,14 @@
 """The promotion gate as a pure function: same inputs, same decision, testable on every edge without MLflow.
 
 Rule: promote iff `candidate >= champion + min_improvement` on `metric` and `candidate >= min_metric`. With no
-champion, or a champion trained on a different class set (its score is not comparable), the floor alone decides.
+champion, or a champion the scorer could not score on today's split (trained on a different class set: its score
+is not comparable), the floor alone decides.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,21 +60,20 @@ def metric_value(metrics: Mapping[str, float | None], metric: str, whose: str) -
     return float(value)
 
 
-def decide(
+def decide_promotion(
     candidate: Mapping[str, float | None],
     champion: Mapping[str, float | None] | None,
     *,
     metric: str,
     min_improvement: float,
     min_metric: float,
-    candidate_classes: Sequence[str] | None = None,
-    champion_classes: Sequence[str] | None = None,
+    champion_not_comparable: str | None = None,
     champion_train_overlap: int | None = None,
 ) -> Decision:
     """Decide whether the candidate replaces the champion; both scored on the same (current) test split.
 
-    Class lists of None mean "unknown" and count as the same set: the champion's score then gates the candidate,
-    the stricter of the two outcomes. A missing or non-finite metric is an error, never a silent pass.
+    `champion_not_comparable` says why the champion has no comparable score (the scorer's class-set check failed);
+    the floor alone decides then. A missing or non-finite metric is an error, never a silent pass.
     """
     if min_improvement < 0 or min_metric < 0:
         raise PromotionError(
@@ -90,11 +90,10 @@ def decide(
     }
 
     if champion is None:
-        return _floor_only(cand, min_metric, fields, "no champion yet", comparable=False)
+        return _floor_only(cand, min_metric, fields, "no champion yet")
 
-    differs = _class_difference(candidate_classes, champion_classes)
-    if differs:
-        return _floor_only(cand, min_metric, fields, f"no comparable champion: {differs}", comparable=False)
+    if champion_not_comparable:
+        return _floor_only(cand, min_metric, fields, f"no comparable champion: {champion_not_comparable}")
 
     champ = metric_value(champion, metric, "champion")
     threshold = max(champ + min_improvement, min_metric)
@@ -119,26 +118,11 @@ def decide(
     )
 
 
-def _floor_only(cand: float, min_metric: float, fields: dict[str, Any], why: str, *, comparable: bool) -> Decision:
+def _floor_only(cand: float, min_metric: float, fields: dict[str, Any], why: str) -> Decision:
     promote = cand >= min_metric - TOLERANCE
     verdict = ">=" if promote else "<"
     reason = f"{why}; the floor decides: {fields['metric']} {cand:.4f} {verdict} promote.min_metric {min_metric:g}"
     return Decision(
-        promote=promote, reason=reason, champion_value=None, threshold=min_metric, comparable=comparable, **fields
+        promote=promote, reason=reason, champion_value=None, threshold=min_metric, comparable=False, **fields
     )
 
-
-def _class_difference(candidate: Sequence[str] | None, champion: Sequence[str] | None) -> str:
-    """Empty when the class sets match (or either is unknown); otherwise what was added and removed."""
-    if candidate is None or champion is None:
-        return ""
-    added = sorted(set(candidate) - set(champion))
-    removed = sorted(set(champion) - set(candidate))
-    if not added and not removed:
-        return ""
-    parts = []
-    if added:
-        parts.append(f"classes new since the champion: {', '.join(added)}")
-    if removed:
-        parts.append(f"champion classes no longer in the data: {', '.join(removed)}")
-    return "the champion was trained on a different class set (" + "; ".join(parts) + ")"

@@ -46,10 +46,8 @@ def model_files(ws: Workspace, run_id: str) -> ModelFiles:
     under the GPU-and-version name export gave it) and the report itself. Served: the deployable CPU variant,
     else the checkpoint. A file the report names but the disk lacks is an error, never a silent omission, and so
     are exports of another training run (export embeds the run id; it writes all variants at once)."""
-    checkpoint = ws.models / "best.ckpt"
-    if not checkpoint.is_file():
-        raise DataError(f"{checkpoint}: checkpoint not found; nothing to register. Run `detops train` first.")
-    report_path = ws.reports / "export.json"
+    checkpoint = ws.checkpoint()
+    report_path = ws.output("export", "report")
     if not report_path.is_file():
         note = f"no {ws.relative(report_path)}: the model holds the checkpoint only (run `detops export` first)"
         return ModelFiles({CHECKPOINT: checkpoint}, CHECKPOINT, (note,))

@@ -16,7 +16,6 @@ overrides it. This module is shipped inside the model (code_paths), so it import
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -37,9 +36,8 @@ class DetopsDetector(PythonModel):
         from detops.inference import load_predictor
 
         config = context.model_config
-        predictor = load_predictor(context.artifacts[config["serve"]])
-        predictor.thresholds = replace(predictor.meta.deployment(), score_threshold=float(config["score_threshold"]))
-        self._predictor = predictor
+        self._predictor = load_predictor(context.artifacts[config["serve"]]).with_thresholds(
+            score_threshold=float(config["score_threshold"]))
         self._batch_size = int(config["batch_size"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:

@@ -17,8 +17,7 @@ def mlflow_run(src: Sources) -> Raw:
     run_id = tracking.read_run_id(src.ws)
     if not run_id:
         return esc("no training run recorded yet (detops train)")
-    tracking.bound_http_requests(src.ws)  # a tracking server that is down must not hold the page for minutes
-    where = tracking.run_url(src.ws, run_id)
+    where = tracking.run_url(src.ws, run_id)  # bounded requests: a server that is down cannot hold the page
     url, _, hint = where.partition(" ")
     if not url.startswith(("http://", "https://")):
         return esc(where)  # the store does not know the run: its id and store, no link

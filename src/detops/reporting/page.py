@@ -27,14 +27,13 @@ def build_run_page(ws: Workspace) -> Path:
     """Write `reports/index.html` from whatever reports the steps have left; returns its path."""
     from detops.reporting import data, drift, model, shipping
     from detops.reporting.header import header, mlflow_run, tools
-    from detops.steps.monitor import drift_folder
 
     target = ws.reports / PAGE
     src = Sources(ws, target.parent)
     validate, split_ = src.outputs("validate"), src.outputs("split")
     train, evaluate = src.outputs("train"), src.outputs("evaluate")
     export, promote = src.outputs("export"), src.outputs("promote")
-    verdict_file = drift_folder(ws) / "verdict.json"
+    verdict_file = ws.output("monitor", "verdict")
     sections = [
         _read("validation", "Data validation", validate["report"], "detops validate",
               lambda r: data.validation(src, r)),

@@ -1,10 +1,10 @@
 """Step `export`: the best checkpoint as deployable files, each scored like `evaluate` scores the checkpoint.
 
 ONNX FP32 (the reference export), FP16 (the GPU file), INT8 QDQ for ONNX Runtime on CPU and a symmetric
-INT8 QDQ file for TensorRT, and TensorRT engines where a GPU and TensorRT exist. Every file goes through
-`load_predictor` and `coco_metrics` on the `evaluate` split; a variant more than `export.max_map_drop`
-below the checkpoint is rejected. Files are written to a temporary folder that replaces `models/export/`
-only when everything succeeded, so a failure leaves nothing half-written.
+INT8 QDQ file for TensorRT, and TensorRT engines where a GPU and TensorRT exist. Every file, the checkpoint
+first, is scored by the one scorer (`detops.evaluation.scorer`) on the `evaluate` split; a variant more than
+`export.max_map_drop` below the checkpoint is rejected. Files are written to a temporary folder that replaces
+`models/export/` only when everything succeeded, so a failure leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -13,39 +13,19 @@ import copy
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from detops.dataset.canonical import Dataset, category_names, read_dataset
+from detops.dataset.canonical import Dataset, read_dataset
 from detops.errors import DataError, ExportError
-from detops.inference.meta import ModelMeta
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 
+if TYPE_CHECKING:
+    from detops.evaluation.scorer import Scorer
+    from detops.export.gate import Variant
+    from detops.inference.predictor import Predictor
+
 TIMING_IMAGES = 8  # distinct test images cycled through the latency runs
-
-
-def output_paths(ws: Workspace) -> dict[str, Path]:
-    """Every output of the step, as the step graph declares them."""
-    from detops.pipeline import output_paths as declared
-
-    return declared(ws, "export")
-
-
-def best_checkpoint(ws: Workspace) -> Path:
-    path = ws.models / "best.ckpt"
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found; nothing to export. Run `detops train` first.")
-    return path
-
-
-def check_classes(checkpoint: Path, meta: ModelMeta, gt: Dataset, split_file: Path) -> None:
-    """A checkpoint trained on other classes cannot be scored on this split: say so before exporting."""
-    dataset = sorted((int(i), n) for i, n in category_names(gt).items())
-    model = sorted(zip(meta.class_ids, meta.class_names, strict=True))
-    if dataset != model:
-        raise DataError(f"{checkpoint}: the model's classes {[n for _, n in model]} (ids {[i for i, _ in model]}) "
-                        f"differ from {split_file}'s {[n for _, n in dataset]} (ids {[i for i, _ in dataset]}). "
-                        "Retrain on this dataset (`detops train`) before exporting.")
 
 
 def calibration_files(ws: Workspace, wanted: int) -> tuple[list[Path], list[str]]:
@@ -81,14 +61,14 @@ def tensorrt_plan(ws: Workspace) -> tuple[bool, str | None]:
 
 
 def run(ws: Workspace) -> StepResult:
-    from detops.steps.evaluate import load_split
+    from detops.evaluation.scorer import Scorer
 
-    gt = load_split(ws)
-    checkpoint = best_checkpoint(ws)
+    scorer = Scorer.of(ws)
+    checkpoint = ws.checkpoint()
     build_engines, skipped = tensorrt_plan(ws)
     calibration, notes = calibration_files(ws, ws.params.export.calibration_images)
     notes += [skipped] if skipped else []
-    variants, deploy, context = _export(ws, checkpoint, gt, calibration, build_engines, notes)
+    variants, deploy, context = _export(ws, checkpoint, scorer, calibration, build_engines, notes)
 
     metric = context["metric"]
     metrics: dict[str, Any] = {}
@@ -96,11 +76,11 @@ def run(ws: Workspace) -> StepResult:
         metrics[f"{variant.name} {metric}"] = variant.metrics.get(metric)
     metrics["deployable cpu"] = str(deploy.get("cpu"))
     metrics["deployable gpu"] = str(deploy.get("gpu"))
-    return StepResult(step="export", outputs={k: ws.relative(p) for k, p in output_paths(ws).items()},
+    return StepResult(step="export", outputs={k: ws.relative(p) for k, p in ws.outputs("export").items()},
                       metrics=metrics, notes=notes)
 
 
-def _export(ws: Workspace, checkpoint: Path, gt: Dataset, calibration: list[Path], build_engines: bool,
+def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[Path], build_engines: bool,
             notes: list[str]) -> tuple[list[Any], dict[str, str | None], dict[str, Any]]:
     """Write, score, time and gate every variant; reports and the MLflow log only once all succeeded."""
     from detops.atomic import atomic_dir
@@ -109,45 +89,43 @@ def _export(ws: Workspace, checkpoint: Path, gt: Dataset, calibration: list[Path
     from detops.export.gate import apply_gate, deployable
     from detops.export.latency import measure_all
     from detops.export.report import machine, rich_table, write_reports
-    from detops.export.scoring import score_variant
     from detops.export.variants import write_engines, write_onnx_variants
-    from detops.inference.loading import evaluation_thresholds, load_predictor
     from detops.inference.meta import detops_version
     from detops.inference.predictor import load_image
     from detops.tracking import read_run_id
 
-    params, evaluate = ws.params.export, ws.params.evaluate
-    split, metric = evaluate.split, f"{evaluate.split}/map"
+    params = ws.params.export
+    metric = f"{scorer.split}/map"
     threads = params.threads or os.cpu_count() or 1
-    thresholds = evaluation_thresholds(evaluate)
-    baseline = load_predictor(checkpoint, thresholds, threads=threads)
-    check_classes(checkpoint, baseline.meta, gt, ws.split_json(split))
-    meta = replace(baseline.meta, evaluation=thresholds, deploy_score_threshold=ws.params.predict.score_threshold,
-                   detops_version=detops_version(), run_id=read_run_id(ws))
-    timing = [load_image(p) for p in _test_files(ws, gt)[:TIMING_IMAGES]]
+    baseline = scorer.load(checkpoint, threads=threads)
+    meta = replace(baseline.meta, evaluation=scorer.thresholds,
+                   deploy_score_threshold=ws.params.predict.score_threshold, detops_version=detops_version(),
+                   run_id=read_run_id(ws))
+    timing = [load_image(p) for p in _test_files(ws, scorer.gt)[:TIMING_IMAGES]]
     calibration_batches = [baseline.preprocess([load_image(p)])[0] for p in calibration]
-    files = output_paths(ws)
+    files = ws.outputs("export")
 
-    predictors: dict[str, Any] = {}
+    predictors: dict[str, Predictor] = {}
 
-    def score(name: str, path: Path, precision: str, target: str) -> Any:
-        predictor = baseline if path == checkpoint else load_predictor(path, thresholds, threads=threads)
+    def score(name: str, path: Path, precision: str, target: str) -> Variant:
+        predictor = baseline if path == checkpoint else scorer.load(path, threads=threads)
         predictors[name] = predictor
         label = ws.relative(files["folder"] / path.name) if path != checkpoint else ws.relative(checkpoint)
-        return score_variant(name, predictor, precision, target, gt, ws.root, split, evaluate.batch_size, label)
+        measured = scorer.score(predictor, who=label, label=f"score {name}")
+        return _variant(name, predictor, measured.metrics, precision, target, label)
 
     reference = score("torch", checkpoint, "fp32", "cpu")
     with atomic_dir(files["folder"]) as folder:
         # A CPU copy: ONNX export traces on the CPU, while the baseline stays on its device for the latency table.
         model = copy.deepcopy(baseline.runtime.model).cpu()  # type: ignore[attr-defined]
-        candidates = write_onnx_variants(model, meta, folder, params, calibration_batches)
+        exported = write_onnx_variants(model, meta, folder, params, calibration_batches)
         if build_engines:
-            from detops.export.tensorrt import current_target
+            from detops.inference.tensorrt import current_target
 
             slug = current_target().slug()
             cache = {slug: ws.root / ".cache" / "tensorrt" / f"{slug}.timing-cache"}  # outside DVC's outputs
-            candidates += write_engines(candidates, meta, folder, params.batch_sizes, cache)
-        scored = [score(c.name, c.path, c.precision, c.target) for c in candidates]
+            exported += write_engines(exported, meta, folder, params.batch_sizes, cache)
+        scored = [score(f.name, f.path, f.precision, f.target) for f in exported]
         variants = apply_gate(reference, scored, metric, params.max_map_drop)
         fp32 = next(v for v in variants if v.name == "onnx-fp32")
         if not fp32.accepted:
@@ -164,6 +142,22 @@ def _export(ws: Workspace, checkpoint: Path, gt: Dataset, calibration: list[Path
     notes.append(logged.note)
     out_console().print(rich_table(variants, metric, f"detops export: {context['machine']}, {threads} threads"))
     return variants, deploy, context
+
+
+def _variant(name: str, predictor: Predictor, metrics: dict[str, float | None], precision: str, target: str,
+             file_label: str) -> Variant:
+    """One row of the export table, its speed measured later (per-class APs left to `evaluate`)."""
+    from detops.export.gate import Variant
+    from detops.inference.tensorrt import sidecar_path
+
+    path = predictor.path
+    size = sum(p.stat().st_size for p in (path, sidecar_path(path)) if p.is_file())
+    on_gpu = predictor.kind == "tensorrt" or "cuda" in predictor.runtime_name.lower()
+    return Variant(
+        name=name, file=file_label, precision=precision, runtime=predictor.runtime_name, target=target,
+        size_mb=round(size / 2**20, 3), metrics={k: v for k, v in metrics.items() if "/ap/" not in k},
+        latency=None, timed_on="gpu" if on_gpu else "cpu",
+    )
 
 
 def _test_files(ws: Workspace, gt: Dataset) -> list[Path]:

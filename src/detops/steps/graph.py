@@ -1,4 +1,4 @@
-"""The step graph, declared once: what each step reads (params sections, files, code) and writes.
+"""The step graph, declared once: what each step reads (params sections, files) and writes.
 
 Everything else is read or generated from here: `dvc.yaml` (`detops dvc-yaml`; a test checks the committed
 file), the order of the Prefect flow, the Prefect cache key (`detops.pipeline`), the outputs a step reports
@@ -15,6 +15,7 @@ never change what a step computes, so they are in no step's list and no cache ke
 
 from __future__ import annotations
 
+import keyword
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,14 +37,20 @@ class Out:
 
 @dataclass(frozen=True)
 class Step:
-    """One pipeline verb: its params sections (own first), data deps, outputs and code modules."""
+    """One pipeline verb: its params sections (own first), data deps and outputs. Its code is what its module
+    imports (`detops.codegraph`), so no module list is kept here."""
 
     name: str
     params: tuple[str, ...]
     deps: tuple[str, ...]
     outs: tuple[Out, ...]
-    code: tuple[str, ...]  # detops modules or packages whose source decides the step's result
     cacheable: bool = True  # False: side effects (the registry); Prefect never serves it from cache
+    dvc: bool = True  # False: not a `dvc.yaml` stage (its outputs are not versioned data, or overlap)
+
+    @property
+    def module(self) -> str:
+        """`detops.steps.<verb>`, whose `run(ws)` is the step (`import_`: `import` is a Python keyword)."""
+        return f"detops.steps.{self.name}_" if keyword.iskeyword(self.name) else f"detops.steps.{self.name}"
 
 
 PREPARED, MODELS, REPORTS, RAW = "${paths.prepared}", "${paths.models}", "${paths.reports}", "${paths.raw}"
@@ -52,19 +59,16 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step(
         "sample", ("sample",), (),
         (Out("dataset", f"{RAW}/${{sample.name}}"),),
-        ("detops.sample", "detops.steps.sample"),
     ),
     Step(
         "import", ("import",), ("${import.source}", "${import.batches}"),
         (Out("dataset", f"{PREPARED}/dataset.json"),),
-        ("detops.formats", "detops.dataset", "detops.monitoring.batches", "detops.steps.import_"),
     ),
     Step(
         "validate", ("validate",), (f"{PREPARED}/dataset.json",),
         (Out("validated", f"{PREPARED}/validated.json"),
          Out("docs", f"{REPORTS}/validation_docs", cache=False),
          Out("report", f"{REPORTS}/validation.json", "metric", cache=False)),
-        ("detops.validation", "detops.steps.validate"),
     ),
     Step(
         "split", ("split",), (f"{PREPARED}/validated.json",),
@@ -73,7 +77,6 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          # read back on the next run so old images keep their split: DVC must not delete it
          Out("assignments", f"{PREPARED}/split_assignments.json", cache=False, persist=True),
          Out("report", f"{REPORTS}/split.json", "metric", cache=False)),
-        ("detops.splitting", "detops.steps.split"),
     ),
     Step(
         # evaluate: validation during training decodes with the evaluation thresholds
@@ -81,7 +84,6 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         (Out("best", f"{MODELS}/best.ckpt"), Out("last", f"{MODELS}/last.ckpt"),
          Out("metrics", f"{REPORTS}/train.json", "metric", cache=False),
          Out("curves", f"{REPORTS}/plots/training_curves.png", "plot", cache=False)),
-        ("detops.model", "detops.training", "detops.steps.train"),
     ),
     Step(
         "evaluate", ("evaluate",), (f"{MODELS}/best.ckpt", f"{PREPARED}/test.json"),
@@ -93,7 +95,6 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          Out("predictions", f"{REPORTS}/plots/predictions.png", "plot", cache=False),
          Out("pr_curves_data", f"{REPORTS}/plots/pr_curves.csv", "plot", cache=False),
          Out("confusion_data", f"{REPORTS}/plots/confusion.csv", "plot", cache=False)),
-        ("detops.evaluation", "detops.inference", "detops.model", "detops.steps.evaluate"),
     ),
     Step(
         # evaluate: every variant is scored as evaluate scores; predict: the serving threshold in each file
@@ -103,7 +104,6 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          Out("markdown", f"{REPORTS}/export.md", cache=False),
          Out("report", f"{REPORTS}/export.json", "metric", cache=False),
          Out("plot", f"{REPORTS}/plots/export_latency.png", "plot", cache=False)),
-        ("detops.export", "detops.inference", "detops.model", "detops.steps.export"),
     ),
     Step(
         # evaluate + predict: the champion is re-scored on the current test split as evaluate scores;
@@ -112,9 +112,22 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         (f"{MODELS}/best.ckpt", f"{REPORTS}/metrics.json", f"{REPORTS}/export.json", f"{PREPARED}/test.json"),
         (Out("decision", f"{REPORTS}/promotion.json", "metric", cache=False),
          Out("summary", f"{REPORTS}/promotion.md", cache=False)),
-        ("detops.registry", "detops.inference", "detops.evaluation", "detops.monitoring", "detops.steps.evaluate",
-         "detops.steps.promote"),
         cacheable=False,
+    ),
+    Step(
+        # promote: with no monitor.reference, the reference is the table logged with the champion (its alias).
+        # Not a DVC stage: it checks data delivered outside the pipeline, and its outputs nest in one folder.
+        "monitor", ("monitor", "promote"), (),
+        (Out("folder", f"{REPORTS}/drift", cache=False),
+         Out("verdict", f"{REPORTS}/drift/verdict.json", "metric", cache=False),  # the whole run, one verdict
+         Out("batches", f"{REPORTS}/drift/batches", cache=False),  # batches/<NAME>/: one folder per batch checked
+         Out("current", f"{REPORTS}/drift/current", cache=False),  # the check of monitor.current
+         # batch -> verdict, so each batch is checked and announced once (read back on the next run)
+         Out("ledger", "${monitor.landing}/ledger.json", cache=False, persist=True),
+         # <NAME>.txt per unlabelled drifted batch, written by the retraining it triggers (monitoring.accept)
+         Out("labels_needed", f"{REPORTS}/drift/labels_needed", cache=False)),
+        cacheable=False,
+        dvc=False,
     ),
 )}
 

@@ -2,14 +2,18 @@
 
 What is checked: the batch named (`detops monitor --batch NAME`, checked again when the ledger has it already),
 else `monitor.current` (a canonical dataset json), else every new complete batch in the landing folder (none: `no
-drift`, saying so). Each check writes `reports/drift/batches/<NAME>/` (or `reports/drift/current/`): the Evidently
-report as `report.html` and `report.json`, the batch's `features.parquet`, `check.json` and, with chromium,
-`screenshot.png`; and logs an MLflow run named `monitor`. `reports/drift/verdict.json` sums up the whole run, and
-each checked batch is recorded in the ledger so it is checked and announced once.
+drift`, saying so). Each check writes `<NAME>/` under the step's `batches` output (or its `current` folder): the
+Evidently report as `report.html` and `report.json`, the batch's `features.parquet`, `check.json` and, with
+chromium, `screenshot.png`; and logs an MLflow run named `monitor`. The `verdict` output sums up the whole run, and
+each checked batch is recorded in the ledger so it is checked and announced once. Where each output lives is
+declared in `detops.steps.graph`. The run page is not rebuilt here: the flows and `detops report` build it.
+
+The reference is loaded once per run, however many batches it checks: pass `batches` to check several.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +25,6 @@ from detops.monitoring.batches import find_batch, ledger, new_batches, read_batc
 from detops.monitoring.features import dataset_features, embedder_for
 from detops.monitoring.reference import load_reference
 from detops.monitoring.verdict import DRIFT, INSUFFICIENT, NO_DRIFT, decide
-from detops.reporting import build_run_page
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 class Target:
     """Data to check: a batch (read from its own labels, if any) or a dataset json."""
 
-    folder: str  # under reports/drift
+    folder: Path  # where the check's reports go
     source: str  # what was read, relative to the workspace
     dataset: Dataset
     format: str
@@ -44,14 +47,12 @@ class Target:
     notes: list[str] = field(default_factory=list)
 
 
-def drift_folder(ws: Workspace) -> Path:
-    return ws.reports / "drift"
-
-
-def run(ws: Workspace, batch: str | None = None) -> StepResult:
+def run(ws: Workspace, batch: str | None = None, batches: Sequence[str] = ()) -> StepResult:
+    """Check `batch`, or each of `batches` (checked again when the ledger has them already), else what the params
+    and the landing folder hold."""
     params = ws.params.monitor
-    targets = _targets(ws, batch)
-    verdict_file = drift_folder(ws) / "verdict.json"
+    targets = _targets(ws, [batch] if batch else list(batches))
+    verdict_file = ws.output("monitor", "verdict")
     if not targets:
         message = (f"no new complete batch in {params.landing} (a batch is a folder holding {params.manifest}): "
                    "nothing to check")
@@ -61,6 +62,7 @@ def run(ws: Workspace, batch: str | None = None) -> StepResult:
     embedder = embedder_for(ws)
     reference, reference_source = load_reference(ws, embedder)
     checks = [_check(ws, t, reference, reference_source, embedder) for t in targets]
+    _record(ws, checks)
     verdicts = {c["verdict"] for c in checks}
     overall = next(v for v in (DRIFT, NO_DRIFT, INSUFFICIENT) if v in verdicts)
     lines = [f"{c['source']}: {c['verdict']} ({c['reason']})" for c in checks]
@@ -81,35 +83,35 @@ def run(ws: Workspace, batch: str | None = None) -> StepResult:
         "images": sum(c["images"] for c in checks),
         "skipped_images": sum(len(c["skipped"]) for c in checks),
     }
-    outputs["run_report"] = ws.relative(build_run_page(ws))
     return StepResult("monitor", outputs, metrics, notes)
 
 
-def _targets(ws: Workspace, batch: str | None) -> list[Target]:
-    if batch:
-        return [_batch_target(ws, batch)]
+def _targets(ws: Workspace, batches: list[str]) -> list[Target]:
+    if batches:
+        return [_batch_target(ws, name) for name in batches]
     if ws.params.monitor.current:
         path = ws.resolve(ws.params.monitor.current)
         dataset = read_dataset(path)
-        return [Target("current", ws.relative(path), dataset, str(dataset.get("info", {}).get("source_format", "")))]
+        return [Target(ws.output("monitor", "current"), ws.relative(path), dataset,
+                       str(dataset.get("info", {}).get("source_format", "")))]
     return [_batch_target(ws, b.name) for b in new_batches(ws)]
 
 
 def _batch_target(ws: Workspace, name: str) -> Target:
     data = read_batch(ws, find_batch(ws, name))
-    return Target(f"batches/{name}", ws.relative(data.batch.path), data.dataset, data.format, name, data.skipped,
-                  data.notes)
+    return Target(ws.output("monitor", "batches") / name, ws.relative(data.batch.path), data.dataset,
+                  data.format, name, data.skipped, data.notes)
 
 
 def _check(ws: Workspace, target: Target, reference: pd.DataFrame, reference_source: str,
            embedder: Embedder | None) -> dict[str, Any]:
-    """Compare one target with the reference; write its folder, log its MLflow run, record a batch in the ledger."""
+    """Compare one target with the reference; write its folder, log its MLflow run."""
     from detops.monitoring.drift import compare
     from detops.monitoring.mlflow_log import log_check
 
     params = ws.params.monitor
     table = dataset_features(ws, target.dataset, embedder, f"Features of {target.source}")
-    folder = drift_folder(ws) / target.folder
+    folder = target.folder
     check: dict[str, Any] = {
         "source": target.source, "batch": target.batch, "format": target.format, "labelled": table.labelled,
         "images": len(table.frame), "reference": {"source": reference_source, "images": len(reference)},
@@ -136,13 +138,19 @@ def _check(ws: Workspace, target: Target, reference: pd.DataFrame, reference_sou
                 check["reports"]["screenshot"] = ws.relative(folder / "screenshot.png")
         write_json(tmp / "check.json", check)
     check["mlflow_run_id"] = log_check(ws, check, folder)
-    if target.batch:
-        ledger(ws).record(target.batch, {
-            "verdict": check["verdict"], "drifted_columns": check["drifted_columns"], "images": check["images"],
-            "skipped": len(check["skipped"]), "format": target.format, "labelled": table.labelled,
-            "report": check["reports"].get("html"), "mlflow_run_id": check["mlflow_run_id"],
-        })
     return check
+
+
+def _record(ws: Workspace, checks: list[dict[str, Any]]) -> None:
+    """Each checked batch in the ledger, once every check of the run is done: a run that fails half-way records
+    none, so the next one checks them all again and no batch is left checked but never announced."""
+    for check in checks:
+        if check["batch"]:
+            ledger(ws).record(check["batch"], {
+                "verdict": check["verdict"], "drifted_columns": check["drifted_columns"], "images": check["images"],
+                "skipped": len(check["skipped"]), "format": check["format"], "labelled": check["labelled"],
+                "report": check["reports"].get("html"), "mlflow_run_id": check["mlflow_run_id"],
+            })
 
 
 def _too_few(rows: int, reference_rows: int, source: str, reference_source: str, minimum: int) -> str:

@@ -4,9 +4,10 @@
    exports, `reports/export.json`; detops shipped as code) becomes a version of `mlflow.registered_model`,
    tagged with the test metrics, data and split hashes, params hash, git commit and run id. The split files
    are logged to the run. A second `promote` for the same run finds that version and registers nothing.
-2. Gate (`registry.gate.promote_version`, under the promotion lock): the champion's checkpoint is downloaded
-   and scored on today's test split like `evaluate` scored the candidate (`reports/metrics.json`); `champion`
-   moves only if the candidate wins by `promote.min_improvement` and clears `promote.min_metric`.
+2. Gate (`registry.transaction.promote_version`, under the promotion lock): the champion's checkpoint is
+   downloaded and scored on today's test split by the scorer that scored the candidate (`reports/metrics.json`);
+   `champion` moves only if the candidate wins by `promote.min_improvement` and clears `promote.min_metric`. A
+   champion trained on other classes is not comparable: the floor alone decides.
 
 Everything a user can get wrong is checked before the registry is touched: no training run recorded, no
 `metrics.json`, a metric it lacks, split files changed since training, a tracking server that is down.
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
     from detops.dataset.canonical import Dataset
-    from detops.registry.gate import Promotion
     from detops.registry.package import ModelFiles
+    from detops.registry.transaction import Promotion
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,6 @@ class Candidate:
     metrics: dict[str, float | None]
     files: ModelFiles
     gt: Dataset
-
-
-def output_paths(ws: Workspace) -> dict[str, Path]:
-    """Every file the step writes, as the step graph declares them: the decision and its markdown summary."""
-    from detops.pipeline import output_paths as declared
-
-    return declared(ws, "promote")
 
 
 def run(ws: Workspace) -> StepResult:
@@ -67,15 +61,15 @@ def run(ws: Workspace) -> StepResult:
 
 def read_candidate(ws: Workspace) -> Candidate:
     """The run id, test metrics, model files and test split; each missing piece names the step that writes it."""
+    from detops.evaluation.scorer import load_split
     from detops.registry.package import model_files
-    from detops.steps.evaluate import load_split
     from detops.tracking import read_run_id, run_record
 
     run_id = read_run_id(ws)
     if not run_id:
         raise DataError(f"{run_record(ws)}: no training run recorded, so there is nothing to register."
                         " Run `detops train` first.")
-    metrics_path = ws.reports / "metrics.json"
+    metrics_path = ws.output("evaluate", "metrics")
     if not metrics_path.is_file():
         raise DataError(f"{metrics_path}: the candidate has no test metrics, so it cannot be gated."
                         " Run `detops evaluate` first.")
@@ -119,19 +113,16 @@ def register_and_gate(ws: Workspace, client: MlflowClient, run_: Run,
     """Register the run's version (or find it), then gate it against the champion re-scored on today's split."""
     from detops import tracking
     from detops.registry.client import registry_call
-    from detops.registry.gate import promote_version
-    from detops.registry.rescore import champion_scorer, dataset_classes
+    from detops.registry.rescore import champion_scorer
+    from detops.registry.transaction import promote_version
     from detops.registry.versions import register_run
 
     registry_call(tracking.configure)(ws)  # MLflow resolves a new version's models:/ source through it
     version, registered = register_run(ws, client, run_, candidate.metrics, candidate.files)
     if registered:
         log_reference_table(ws, client, candidate.run_id)
-    promotion = promote_version(
-        client, ws, str(version.version), candidate.metrics,
-        score_champion=champion_scorer(ws, client, candidate.gt),
-        candidate_classes=dataset_classes(candidate.gt),
-    )
+    promotion = promote_version(client, ws, str(version.version), candidate.metrics,
+                                score_champion=champion_scorer(ws, client, candidate.gt))
     return promotion, registered
 
 
@@ -163,7 +154,7 @@ def report(ws: Workspace, candidate: Candidate, promotion: Promotion, registered
         "serve": candidate.files.serve, "artifacts": sorted(candidate.files.artifacts),
         **promotion.to_dict(), "seconds": round(seconds, 3),
     }
-    files = output_paths(ws)
+    files = ws.outputs("promote")
     write_json(files["decision"], payload)
     write_text(files["summary"], promotion.to_markdown() + f"\n\n{registration}.\n")
 

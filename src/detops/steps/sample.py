@@ -13,7 +13,7 @@ from detops.workspace import Workspace
 
 def run(ws: Workspace) -> StepResult:
     params = ws.params.sample
-    target = ws.raw / params.name
+    target = ws.output("sample", "dataset")
     with atomic_dir(target) as tmp:
         generate_sample(tmp, params)
     coco = json.loads((target / ANNOTATIONS_FILE).read_text(encoding="utf-8"))

@@ -11,18 +11,13 @@ from __future__ import annotations
 from detops.atomic import write_json
 from detops.dataset.canonical import SPLITS, dataset_root, read_dataset, subset, write_dataset
 from detops.dataset.paths import resolve_inside
-from detops.splitting import (
-    assignments_payload,
-    hash_images,
-    plan_split,
-    read_assignments,
-    split_report,
-    write_assignments,
-)
+from detops.splitting.dedup import hash_images
+from detops.splitting.plan import plan_split
+from detops.splitting.report import split_report
+from detops.splitting.stability import assignments_payload, read_assignments, write_assignments
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 
-REPORT = "split.json"
 HASH_CACHE = "phash_cache.json"
 SHARE_TOLERANCE_PP = 5.0
 
@@ -50,7 +45,7 @@ def run(ws: Workspace) -> StepResult:
     outputs["assignments"] = ws.relative(
         write_assignments(ws.split_assignments, assignments_payload(images, plan.splits, plan.groups))
     )
-    outputs["report"] = ws.relative(write_json(ws.reports / REPORT, report))
+    outputs["report"] = ws.relative(write_json(ws.output("split", "report"), report))
 
     groups, assignment = report["groups"], report["assignment"]
     return StepResult(
@@ -66,11 +61,11 @@ def run(ws: Workspace) -> StepResult:
             "newly_assigned": assignment["newly_stratified"] + assignment["joined_pinned_group"],
             "images_hashed": hashed,
         },
-        notes=_notes(report, plan.spanning_groups, params.ratios()),
+        notes=_notes(report, plan.spanning_groups, params.ratios(), outputs["report"]),
     )
 
 
-def _notes(report: dict, spanning: list[list[str]], ratios: tuple[float, ...]) -> list[str]:
+def _notes(report: dict, spanning: list[list[str]], ratios: tuple[float, ...], report_file: str) -> list[str]:
     """Warnings a user should act on: an oversized group, a group across splits, a skewed class."""
     notes = []
     total = report["images"]["total"]
@@ -93,6 +88,6 @@ def _notes(report: dict, spanning: list[list[str]], ratios: tuple[float, ...]) -
         at = report["max_share_deviation_at"]
         notes.append(
             f"class {at['class']!r} deviates {report['max_share_deviation_pp']:.1f} pp from its global box share "
-            f"in {at['split']} (tolerance {SHARE_TOLERANCE_PP:g} pp); see reports/{REPORT}."
+            f"in {at['split']} (tolerance {SHARE_TOLERANCE_PP:g} pp); see {report_file}."
         )
     return notes

@@ -41,7 +41,8 @@ def run(ws: Workspace, resume: bool = False, callbacks: Sequence[Any] = ()) -> S
     classes = check_splits(train_set, val_set, others, paths)
     check_image_size(p.image_size, tuple(p.strides), p.backbone)
     config = DetectorConfig.from_params(p, len(classes.ids))
-    last_ckpt = ws.models / "last.ckpt"
+    files = ws.outputs("train")
+    last_ckpt = files["last"]
     if resume:
         _check_resumable(last_ckpt, config.to_dict(), classes.to_dict())
 
@@ -55,7 +56,7 @@ def run(ws: Workspace, resume: bool = False, callbacks: Sequence[Any] = ()) -> S
 
         history = TrainHistory()
         steps_per_epoch = -(-len(datamodule.train_set) // p.batch_size)
-        trainer = build_trainer(p, ws.models, logger, history, callbacks, steps_per_epoch)
+        trainer = build_trainer(p, files["best"], last_ckpt, logger, history, callbacks, steps_per_epoch)
         if trainer.is_global_zero:
             _start_run_record(ws, logger, resume)
         started = time.perf_counter()
@@ -98,13 +99,13 @@ def _module(ws: Workspace, model: dict[str, Any], classes: ClassMap, pretrained:
 
 
 def _datamodule(ws: Workspace, train_set: dict[str, Any], val_set: dict[str, Any], classes: ClassMap) -> Any:
+    from detops.cpus import usable_cpus
     from detops.training.augment import eval_pipeline, train_pipeline
     from detops.training.data import (
         DetectionDataModule,
         DetectionDataset,
         build_records,
         resolve_workers,
-        usable_cpus,
     )
     from detops.training.trainer import uses_cuda
 
@@ -134,7 +135,6 @@ def _mlflow_logger(ws: Workspace, resume: bool) -> MLFlowLogger:
 
 def _existing_run(ws: Workspace) -> str | None:
     """The run recorded by the interrupted training, if this tracking store still has it."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from detops import tracking
@@ -143,7 +143,7 @@ def _existing_run(ws: Workspace) -> str | None:
     if not run_id:
         return None
     try:
-        MlflowClient(tracking.tracking_uri(ws)).get_run(run_id)
+        tracking.mlflow_client(ws).get_run(run_id)
     except MlflowException:
         return None
     return run_id
@@ -164,10 +164,12 @@ def _start_run_record(ws: Workspace, logger: MLFlowLogger, resume: bool) -> None
 
 def _finish(ws: Workspace, trainer: Any, logger: MLFlowLogger, history: TrainHistory, module: Any,
             wall: float) -> StepResult:
+    from detops import tracking
     from detops.training.curves import plot_training_curves
 
     best = history.best()
-    best_ckpt = ws.models / "best.ckpt"
+    files = ws.outputs("train")
+    best_ckpt = files["best"]
     if best is None or not best_ckpt.is_file():
         raise TrainingError(
             "no validation epoch finished, so there is no best checkpoint: raise train.max_minutes or train.epochs."
@@ -185,8 +187,8 @@ def _finish(ws: Workspace, trainer: Any, logger: MLFlowLogger, history: TrainHis
         "images_per_second": round(images_per_s, 1),
         "parameters": params_count,
     }
-    curves = plot_training_curves(history.epochs, ws.reports / "plots" / "training_curves.png")
-    metrics_file = write_json(ws.reports / "train.json", summary)
+    curves = plot_training_curves(history.epochs, files["curves"])
+    metrics_file = write_json(files["metrics"], summary)
 
     client, run_id = logger.experiment, logger.run_id
     for key in ("train_seconds", "images_per_second", "parameters", "best_epoch"):
@@ -200,8 +202,7 @@ def _finish(ws: Workspace, trainer: Any, logger: MLFlowLogger, history: TrainHis
     rel = ws.relative
     return StepResult(
         step="train",
-        outputs={"best": rel(best_ckpt), "last": rel(ws.models / "last.ckpt"), "metrics": rel(metrics_file),
-                 "curves": rel(curves), "mlflow_run": rel(ws.reports / "mlflow_run.json")},
+        outputs={**{name: rel(path) for name, path in files.items()}, "mlflow_run": rel(tracking.run_record(ws))},
         metrics={"epochs run": summary["epochs"], "best epoch": summary["best_epoch"],
                  "val/map": summary["val/map"], "val/map_50": summary["val/map_50"],
                  "train time": f"{summary['train_seconds']:.1f} s", "images/s": f"{summary['images_per_second']:.1f}",

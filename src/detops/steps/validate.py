@@ -14,12 +14,10 @@ from detops.console import out_console
 from detops.dataset.canonical import dataset_root, read_dataset, write_dataset
 from detops.errors import ValidationFailed
 from detops.steps.result import StepResult
-from detops.validation import check_images, validate_dataset
+from detops.validation.gate import validate_dataset
+from detops.validation.integrity import check_images
 from detops.validation.report import build_report, failure_message, summary_table
 from detops.workspace import Workspace
-
-REPORT = "validation.json"
-DOCS = "validation_docs"
 
 
 def _docs_switched_off(ws: Workspace) -> None:
@@ -29,11 +27,12 @@ def _docs_switched_off(ws: Workspace) -> None:
 
     from detops.atomic import atomic_dir
 
-    with atomic_dir(ws.reports / DOCS) as folder:
+    report = html.escape(ws.relative(ws.output("validate", "report")))
+    with atomic_dir(ws.output("validate", "docs")) as folder:
         (folder / "index.html").write_text(
             "<!doctype html><meta charset='utf-8'><title>detops validation</title>"
             "<p>Great Expectations Data Docs are switched off (<code>validate.data_docs: false</code>). "
-            f"The validation results are in <code>{html.escape(ws.relative(ws.reports / REPORT))}</code>.</p>\n",
+            f"The validation results are in <code>{report}</code>.</p>\n",
             encoding="utf-8")
 
 
@@ -43,11 +42,12 @@ def run(ws: Workspace) -> StepResult:
     started = time.perf_counter()
     integrity = check_images(dataset, dataset_root(dataset, ws.root), params.workers)
     integrity_s = round(time.perf_counter() - started, 4)
-    outcome = validate_dataset(dataset, integrity, params, docs_dir=ws.reports / DOCS if params.data_docs else None)
+    docs = ws.output("validate", "docs") if params.data_docs else None
+    outcome = validate_dataset(dataset, integrity, params, docs_dir=docs)
     if not params.data_docs:
         _docs_switched_off(ws)
 
-    report_path = ws.reports / REPORT
+    report_path = ws.output("validate", "report")
     failed = bool(outcome.errors) or (not outcome.success and params.on_error == "fail")
     report = build_report(
         outcome,

@@ -7,7 +7,6 @@ batches an uninterrupted run would have seen, whichever worker loads them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from detops.cpus import usable_cpus
 from detops.dataset.canonical import Dataset as CocoDataset
 from detops.dataset.canonical import dataset_root
 from detops.dataset.paths import resolve_inside
@@ -140,10 +140,6 @@ class EpochSampler(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         for index in super().__iter__():
             yield int(index), int(self.epoch)
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_workers(num_workers: int) -> int:

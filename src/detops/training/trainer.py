@@ -39,19 +39,23 @@ def uses_cuda(params: TrainParams) -> bool:
     return params.accelerator != "cpu" and torch.cuda.is_available()
 
 
-def checkpoint_callbacks(models: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
-    """best.ckpt: weights only (EMA in `state_dict`), by val/map; last.ckpt: full state for --resume."""
-    best = ModelCheckpoint(dirpath=models, filename="best", monitor=MONITOR, mode="max", save_top_k=1,
-                           save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=models, filename="last", monitor=None, save_top_k=1,
-                           auto_insert_metric_name=False, enable_version_counter=False)
-    return best, last
+def checkpoint_callbacks(best: Path, last: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """`best` (best.ckpt): weights only (EMA in `state_dict`), by val/map; `last` (last.ckpt): full state for
+    --resume. Lightning adds the `.ckpt` suffix itself."""
+    def stem(path: Path) -> str:
+        return path.name.removesuffix(ModelCheckpoint.FILE_EXTENSION)
+
+    best_cb = ModelCheckpoint(dirpath=best.parent, filename=stem(best), monitor=MONITOR, mode="max", save_top_k=1,
+                              save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False)
+    last_cb = ModelCheckpoint(dirpath=last.parent, filename=stem(last), monitor=None, save_top_k=1,
+                              auto_insert_metric_name=False, enable_version_counter=False)
+    return best_cb, last_cb
 
 
-def build_trainer(params: TrainParams, models: Path, logger: Any, history: TrainHistory,
+def build_trainer(params: TrainParams, best: Path, last: Path, logger: Any, history: TrainHistory,
                   extra_callbacks: Sequence[pl.Callback] = (), steps_per_epoch: int = 50) -> pl.Trainer:
-    best, last = checkpoint_callbacks(models)
-    callbacks: list[pl.Callback] = [best, last, history, ProgressBar(leave=False)]
+    best_cb, last_cb = checkpoint_callbacks(best, last)
+    callbacks: list[pl.Callback] = [best_cb, last_cb, history, ProgressBar(leave=False)]
     if params.ema:
         callbacks.append(EMA(params.ema_decay))
     if params.max_minutes:
@@ -73,7 +77,7 @@ def build_trainer(params: TrainParams, models: Path, logger: Any, history: Train
         log_every_n_steps=max(1, min(50, steps_per_epoch)),
         num_sanity_val_steps=0,
         enable_model_summary=False,
-        default_root_dir=str(models),
+        default_root_dir=str(best.parent),
     )
 
 

@@ -1,9 +1,3 @@
-"""Data quality gate: image integrity in parallel, then every rule as a Great Expectations expectation.
-
-GX is imported only when `validate_dataset` runs, so importing this package stays cheap.
+"""Data quality gate: image integrity in parallel (`integrity`), then every rule as a Great Expectations
+expectation (`gate`; GX is imported only when `validate_dataset` runs). Import from the modules themselves.
 """
-
-from detops.validation.gate import Problem, RuleOutcome, ValidationOutcome, validate_dataset
-from detops.validation.integrity import check_images, trusted_integrity
-
-__all__ = ["Problem", "RuleOutcome", "ValidationOutcome", "check_images", "trusted_integrity", "validate_dataset"]

@@ -1,4 +1,5 @@
-"""Race-safe promotion: inside the promotion lock, re-read the champion, score it, decide, move the aliases.
+"""The promotion transaction, race-safe: inside the promotion lock, re-read the champion, score it, decide
+(`detops.registry.decision`, the gate), move the aliases.
 
 The candidate is scored before the lock (the slow part that needs no registry state); the champion is read and
 scored inside it, because another promotion may have replaced it while the candidate was being scored.
@@ -6,13 +7,13 @@ scored inside it, because another promotion may have replaced it while the candi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from detops.registry.aliases import AliasChange, apply_decision, current_champion
-from detops.registry.decision import Decision, decide, metric_text, metric_value
+from detops.registry.decision import Decision, decide_promotion, metric_text, metric_value
 from detops.registry.lock import promotion_lock
 
 if TYPE_CHECKING:
@@ -24,11 +25,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ChampionScore:
-    """The champion re-scored on the current test split, with the class set it was trained on and how many
-    current test images were in its training split (None: unknown)."""
+    """The champion re-scored on the current test split; why it could not be (`not_comparable`: trained on other
+    classes, no metrics then); how many current test images were in its training split (None: unknown)."""
 
     metrics: Mapping[str, float | None]
-    classes: Sequence[str] | None = None
+    not_comparable: str | None = None
     train_overlap: int | None = None
 
 
@@ -72,7 +73,6 @@ def promote_version(
     candidate_metrics: Mapping[str, float | None],
     *,
     score_champion: Callable[[ModelVersion], ChampionScore],
-    candidate_classes: Sequence[str] | None = None,
     lock: AbstractContextManager[Any] | None = None,
 ) -> Promotion:
     """Gate `version` of `mlflow.registered_model` against the champion under `promotion_lock(ws)`.
@@ -96,14 +96,13 @@ def promote_version(
             )
         else:
             score = score_champion(champion) if champion is not None else None
-            decision = decide(
+            decision = decide_promotion(
                 candidate_metrics,
                 None if score is None else score.metrics,
                 metric=params.metric,
                 min_improvement=params.min_improvement,
                 min_metric=params.min_metric,
-                candidate_classes=candidate_classes,
-                champion_classes=None if score is None else score.classes,
+                champion_not_comparable=None if score is None else score.not_comparable,
                 champion_train_overlap=None if score is None else score.train_overlap,
             )
         change = apply_decision(client, name, version, decision, alias=params.alias)

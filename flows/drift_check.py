@@ -42,7 +42,7 @@ def announce(ws: Workspace, check: dict[str, Any]) -> None:
 def drift_check(workspace: str = ".") -> dict[str, Any]:
     """Check the new complete batches; announce the drifted ones. Returns each batch's verdict."""
     from detops.monitoring.batches import new_batches
-    from detops.reporting import build_run_page
+    from detops.reporting.page import build_run_page
     from flows.retrain import workspace_for
 
     ws = workspace_for(workspace, None, [])

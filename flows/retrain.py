@@ -23,7 +23,7 @@ from detops.config import load_params, validate_params
 from detops.config.overlay import ParamsOverlay, overlay
 from detops.locking import workspace_lock
 from detops.monitoring.accept import BatchOutcome, take_batch
-from detops.reporting import build_run_page
+from detops.reporting.page import build_run_page
 from detops.steps.graph import RETRAIN
 from detops.steps.result import StepResult
 from detops.workspace import Workspace

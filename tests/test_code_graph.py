@@ -108,6 +108,18 @@ def test_a_result_library_version_joins_the_key_of_the_steps_that_import_it(monk
     assert pipeline.code_fingerprint(STEPS["import"]) == before["import"]
 
 
+def test_package_inits_re_export_nothing_but_the_public_apis() -> None:
+    """An `__init__` that imports its submodules makes every importer of one submodule reach them all: only the
+    params model, the format registry and the one way to run a model (`detops.inference`) do, on purpose."""
+    public = {"detops.config", "detops.formats", "detops.inference"}
+    root = module_file("detops")
+    assert root is not None
+    for init in sorted(root.parent.rglob("__init__.py")):
+        package = ".".join(init.parent.relative_to(root.parent.parent).parts)
+        ours = [m for m in file_imports(package, init).names if m.startswith("detops.")]
+        assert package in public or not ours, f"{package}/__init__.py imports {ours}"
+
+
 def _package_modules(package: str) -> list[str]:
     path = module_file(package)
     assert path is not None

@@ -288,7 +288,7 @@ def test_report_text_is_escaped(tmp_path: Path) -> None:
     """A class or file name is data: markup in it shows as text and never becomes an element."""
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     from detops.atomic import write_json
-    from detops.reporting import build_run_page
+    from detops.reporting.page import build_run_page
 
     ws = workspace(tmp_path)
     write_json(ws.reports / "drift/verdict.json", {"verdict": "no drift", "message": "<img src=x onerror=alert(1)>",
@@ -302,7 +302,7 @@ def test_report_text_is_escaped(tmp_path: Path) -> None:
 def test_a_broken_report_is_named_and_the_rest_still_shows(tmp_path: Path) -> None:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     from detops.atomic import write_json, write_text
-    from detops.reporting import build_run_page
+    from detops.reporting.page import build_run_page
 
     ws = workspace(tmp_path)
     write_text(ws.reports / "metrics.json", "{not json")

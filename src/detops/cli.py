@@ -226,7 +226,7 @@ def report() -> None:
     """Write reports/index.html: every step's report on one page that opens offline (no script, no CDN)."""
     from detops.console import out_console
     from detops.errors import DetopsError
-    from detops.reporting import build_run_page
+    from detops.reporting.page import build_run_page
 
     try:
         ws = _workspace()

@@ -1,5 +1,2 @@
-"""The run page people look at: every step's report on one self-contained HTML page (`reports/index.html`)."""
-
-from detops.reporting.page import build_run_page
-
-__all__ = ["build_run_page"]
+"""The run page people look at: every step's report on one self-contained HTML page (`reports/index.html`),
+built by `page.build_run_page` from the flows and `detops report` only."""

@@ -90,7 +90,6 @@ def train_in_subprocess(ws: Workspace, resume: bool) -> StepResult:
     from detops.atomic import write_text
     from detops.errors import TrainingError
     from detops.locking import HELD_BY
-    from detops.pipeline import output_paths
 
     params_file = write_text(ws.root / ".detops" / "train-params.yaml",
                              yaml.safe_dump(ws.params.to_dict(), sort_keys=False))
@@ -99,7 +98,7 @@ def train_in_subprocess(ws: Workspace, resume: bool) -> StepResult:
     done = subprocess.run(command, env={**os.environ, HELD_BY: str(ws.root)}, capture_output=True, text=True)
     if done.returncode != 0:
         raise TrainingError(f"`{' '.join(command[2:])}` failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    files = output_paths(ws, "train")
+    files = ws.outputs("train")
     metrics = json.loads(files["metrics"].read_text(encoding="utf-8"))
     return StepResult("train", {k: ws.relative(p) for k, p in files.items()}, metrics,
                       [f"trained on several devices ({ws.params.train.devices}, strategy {ws.params.train.strategy})"

@@ -10,7 +10,15 @@ import pytest
 
 import detops.codegraph as codegraph
 import detops.pipeline as pipeline
-from detops.codegraph import AMBIENT, AMBIENT_PACKAGES, CodeGraphError, file_imports, is_ambient, module_file, reach
+from detops.codegraph import (
+    AMBIENT_MODULES,
+    AMBIENT_PACKAGES,
+    CodeGraphError,
+    file_imports,
+    is_ambient,
+    module_file,
+    reach,
+)
 from detops.steps.graph import STEPS
 
 CACHEABLE = [name for name, step in STEPS.items() if step.cacheable]
@@ -90,7 +98,7 @@ def test_steps_reach_the_shared_code_they_run_and_not_the_code_they_do_not() -> 
 
 def test_ambient_modules_reach_only_each_other() -> None:
     """Leaving an ambient module out of a key hides nothing: whatever it imports of ours is ambient too."""
-    ambient = [*AMBIENT, *(m for p in AMBIENT_PACKAGES for m in _package_modules(p))]
+    ambient = [*AMBIENT_MODULES, *(m for p in AMBIENT_PACKAGES for m in _package_modules(p))]
     for module in ambient:
         path = module_file(module)
         assert path is not None, f"{module} is listed as ambient but does not exist"

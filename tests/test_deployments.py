@@ -347,7 +347,6 @@ def test_ui_runs_overlay_params_yaml_and_queue_one_at_a_time(
     from prefect.deployments import run_deployment
     from prefect.events.worker import EventsWorker
 
-    from detops.pipeline import output_paths
     from detops.steps.result import StepResult
     from detops.workspace import Workspace
     from flows.events import emit_promotion_event
@@ -378,7 +377,7 @@ def test_ui_runs_overlay_params_yaml_and_queue_one_at_a_time(
     # The event the flow emits after `promote` (flows.events), here for a rejection of the trained run's version,
     # with the step's outputs as the step graph declares them (as the promote step returns them).
     ws = Workspace.at(workspace, load_params(workspace / "params.yaml"))
-    outputs = {name: ws.relative(path) for name, path in output_paths(ws, "promote").items()}
+    outputs = {name: ws.relative(path) for name, path in ws.outputs("promote").items()}
     report = json.loads(ws.resolve(outputs["decision"]).read_text())
     report["decision"].update(promote=False, reason="candidate 0.1000 is not above the champion's 0.2000 + 0.005")
     ws.resolve(outputs["decision"]).write_text(json.dumps(report))

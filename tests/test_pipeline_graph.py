@@ -18,9 +18,7 @@ from detops.pipeline import (
     dvc_yaml,
     fingerprint,
     is_current,
-    output_paths,
     record_run,
-    resolve,
 )
 from detops.steps.graph import AMBIENT, RETRAIN, STEPS
 from detops.workspace import Workspace
@@ -60,11 +58,11 @@ def test_dvc_parses_the_stages_and_they_match_the_flow_and_the_cli(tmp_path: Pat
         assert STEPS[name].params[0] == name
     # outputs chain: each stage's data deps are an earlier stage's outputs (or the raw source)
     ws = repo_ws()
-    produced = {str(resolve(ws, o.path)) for step in STEPS.values() for o in step.outs}
+    produced = {str(ws.fill(o.path)) for step in STEPS.values() for o in step.outs}
     for step in STEPS.values():
         for dep in step.deps:
             raw_input = dep in ("${import.source}", "${import.batches}")
-            assert raw_input or str(resolve(ws, dep)) in produced, (step.name, dep)
+            assert raw_input or str(ws.fill(dep)) in produced, (step.name, dep)
 
 
 def test_outside_the_repository_code_deps_are_fingerprint_files(tmp_path: Path) -> None:
@@ -76,9 +74,9 @@ def test_outside_the_repository_code_deps_are_fingerprint_files(tmp_path: Path) 
 
 def test_param_references_resolve_against_the_workspace_params(tmp_path: Path) -> None:
     ws = Workspace.at(tmp_path, load_params(None, ["import.source=/data/mine", "paths.models=out/m"]))
-    assert resolve(ws, STEPS["import"].deps[0]) == Path("/data/mine")
-    assert resolve(ws, STEPS["import"].deps[1]) == tmp_path / "data/raw/accepted"
-    assert output_paths(ws, "export")["folder"] == tmp_path / "out/m/export"
+    assert ws.fill(STEPS["import"].deps[0]) == Path("/data/mine")
+    assert ws.fill(STEPS["import"].deps[1]) == tmp_path / "data/raw/accepted"
+    assert ws.outputs("export")["folder"] == tmp_path / "out/m/export"
 
 
 def test_fingerprint_follows_declared_params_deps_and_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,7 +102,7 @@ def test_fingerprint_follows_declared_params_deps_and_code(tmp_path: Path, monke
 def test_a_recorded_run_is_current_until_an_output_is_lost_or_edited(tmp_path: Path) -> None:
     ws = Workspace.at(tmp_path, load_params(None))
     step = STEPS["import"]
-    out = output_paths(ws, "import")["dataset"]
+    out = ws.outputs("import")["dataset"]
     out.parent.mkdir(parents=True)
     out.write_text("{}")
     record_run(ws, step, "k1")

@@ -85,7 +85,6 @@ def write_model_reports(ws: Workspace) -> None:
     from detops.export.gate import Variant, apply_gate, deployable
     from detops.export.latency import Latency
     from detops.export.report import write_reports
-    from detops.pipeline import output_paths
     from detops.registry.aliases import AliasChange
     from detops.registry.decision import decide_promotion
     from detops.registry.package import ModelFiles
@@ -99,7 +98,7 @@ def write_model_reports(ws: Workspace) -> None:
     write_json(tracking.run_record(ws), {"run_id": run_id})
 
     epochs = [{"epoch": e, "train/loss": 3.0 / (e + 1), "val/map": 0.1 * e, "val/map_50": 0.2 * e} for e in range(4)]
-    train = output_paths(ws, "train")
+    train = ws.outputs("train")
     plot_training_curves(epochs, train["curves"])
     write_json(train["metrics"], {"epochs": 4, "best_epoch": 3, "val/map": 0.3, "val/map_50": 0.6,
                                   "train_seconds": 12.5, "images_per_second": 40.2, "parameters": 123456})
@@ -117,7 +116,7 @@ def write_model_reports(ws: Workspace) -> None:
     baseline = Variant("torch", "models/best.ckpt", "fp32", "torch", "cpu", 2.0, {metric: 0.41}, timing, "cpu")
     variants = apply_gate(baseline, measured, metric, 0.01)
     write_reports(variants, deployable(variants), {"machine": "test machine", "threads": 2, "metric": metric,
-                                                   "max_map_drop": 0.01, "notes": []}, output_paths(ws, "export"))
+                                                   "max_map_drop": 0.01, "notes": []}, ws.outputs("export"))
 
     decision = decide_promotion(evaluation.metrics, {metric: 0.2}, metric=metric, min_improvement=0.005,
                                 min_metric=0.0)

@@ -12,7 +12,7 @@ What the walk counts:
   and is an error (`CodeGraphError`) rather than a silently missing dependency;
 - the third-party libraries a step reaches: the versions of those that decide results join the key.
 
-Ambient modules (`AMBIENT`) are neither hashed nor walked through: no result depends on them beyond the params
+Ambient modules (`AMBIENT_MODULES`) are neither hashed nor walked through: no result depends on them beyond the params
 already in the key (where files go, how progress is printed, how errors read). A test checks that they reach
 only each other, so leaving them out hides no result-deciding module.
 """
@@ -31,7 +31,7 @@ from detops.errors import DetopsError
 OWN_PACKAGES = ("detops", "flows", "tasks")
 
 AMBIENT_PACKAGES = ("detops.config",)  # the params model: its values are hashed, its code only validates them
-AMBIENT = (
+AMBIENT_MODULES = (
     "detops",  # the package root: sets telemetry opt-outs
     "detops.console",
     "detops.cpus",
@@ -68,7 +68,7 @@ class Reach:
 
 
 def is_ambient(module: str) -> bool:
-    return module in AMBIENT or any(module == p or module.startswith(p + ".") for p in AMBIENT_PACKAGES)
+    return module in AMBIENT_MODULES or any(module == p or module.startswith(p + ".") for p in AMBIENT_PACKAGES)
 
 
 @cache

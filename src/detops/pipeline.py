@@ -25,16 +25,6 @@ STATE_DIR = ".detops"
 CODE_DIR = f"{STATE_DIR}/code"
 
 
-def resolve(ws: Workspace, template: str) -> Path:
-    """A declared path with its `${param}` references filled in from the workspace params."""
-    return ws.fill(template)
-
-
-def output_paths(ws: Workspace, verb: str) -> dict[str, Path]:
-    """Every output of `verb`, by name, as absolute paths."""
-    return ws.outputs(verb)
-
-
 # --- code -------------------------------------------------------------------------------------------
 
 def code_files(step: Step) -> dict[str, Path]:
@@ -71,7 +61,7 @@ def fingerprint(ws: Workspace, step: Step) -> str:
     sections = ws.params.to_dict()
     digest.update(json.dumps({s: sections.get(s) for s in step.params}, sort_keys=True).encode())
     for dep in step.deps:
-        _hash_path(digest, resolve(ws, dep), dep)
+        _hash_path(digest, ws.fill(dep), dep)
     digest.update(code_fingerprint(step).encode())
     return digest.hexdigest()
 
@@ -81,7 +71,7 @@ def outputs_digest(ws: Workspace, step: Step) -> dict[str, str]:
     out = {}
     for item in step.outs:
         digest = hashlib.sha256()
-        path = resolve(ws, item.path)
+        path = ws.fill(item.path)
         _hash_path(digest, path, item.name)
         out[item.name] = digest.hexdigest() if path.exists() else "missing"
     return out

@@ -27,9 +27,7 @@ class Sources:
     page_dir: Path
 
     def outputs(self, verb: str) -> dict[str, Path]:
-        from detops.pipeline import output_paths
-
-        return output_paths(self.ws, verb)
+        return self.ws.outputs(verb)
 
     def href(self, path: str | Path) -> str:
         """A link from the page to `path` (workspace-relative or absolute), relative so it works offline."""

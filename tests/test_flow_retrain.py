@@ -214,7 +214,8 @@ def test_editing_installed_code_reruns_exactly_the_steps_that_import_it(tmp_path
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
     env |= {"PYTHONPATH": os.pathsep.join([str(site), str(REPO / "tests"), str(REPO)]),
-            "PREFECT_HOME": str(tmp_path / "prefect")}
+            "PREFECT_HOME": str(tmp_path / "prefect"),
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}  # a loaded 2-core machine starts it slowly
 
     def run(script: str) -> dict[str, str]:
         done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,

@@ -17,6 +17,7 @@ from detops.config.paths import PathsParams
 from detops.config.predict import PredictParams
 from detops.config.promote import PromoteParams
 from detops.config.sample import SampleParams
+from detops.config.serve import ServeParams
 from detops.config.split import SplitParams
 from detops.config.train import TrainParams
 from detops.config.validate import ValidateParams
@@ -42,6 +43,7 @@ class Params(Section):
     promote: PromoteParams = Field(default_factory=PromoteParams)
     monitor: MonitorParams = Field(default_factory=MonitorParams)
     deploy: DeployParams = Field(default_factory=DeployParams)
+    serve: ServeParams = Field(default_factory=ServeParams)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with the `params.yaml` key names (aliases)."""

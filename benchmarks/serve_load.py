@@ -1,0 +1,704 @@
+"""Benchmark: `detops serve` under bounded loopback load, next to its anchors, on one machine.
+
+For each image set (the demo's sample images; BCCD photos from ../shared when present) and each concurrency
+(1, 8, 32): a fixed number of requests per cell (then it stops), sent by an async httpx client over loopback;
+throughput (images/s), p50 / p95 / p99 latency and failed requests, for
+  (a) `detops serve` of the champion, batching on (serve.max_batch_size, default 8) and off (max batch 1);
+  (b) `mlflow models serve` of the same registered version (the anchor: --env-manager local, one worker);
+  (c) the in-process predictor (`detops.inference.load_predictor`) on the very file the server serves, batch 1 and 8;
+  (d) a no-op LitServe endpoint (same payloads, no model: the framework's own ceiling on this machine).
+Then, on the batching server under load at concurrency 8: a promotion (champion -> a second version) and a
+rollback (`detops registry rollback`, in process): failed requests (target 0), the seconds from each alias move to
+the first answer by the new version, and which versions answered. Server RSS per process. Prints markdown tables,
+the machine and its CPU flags.
+
+It needs a workspace where the demo ran (`make demo` in the repository leaves mlflow.db, mlartifacts/, models/ and
+reports/export.json there; or any copy where `python -m flows.retrain` ran) and a registered champion:
+
+    make demo                                            # once: the workspace is the repository
+    .venv/bin/python benchmarks/serve_load.py [--workspace DIR] [--requests 200] [--images 40]
+
+The workspace's registry is never changed: the benchmark works on a copy of its mlflow.db in a temporary folder
+(the artifacts stay where they are, read only), registers the second version there and moves the aliases there.
+Client and servers share the machine's cores: on a small CPU the client's own cost is part of every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+             "amx_bf16")
+
+
+# ---------------------------------------------------------------------------------------------------- load driver
+@dataclass(frozen=True)
+class Payload:
+    """One request body, encoded once up front so the client spends nothing per request on encoding."""
+
+    body: bytes
+    content_type: str
+    images: int = 1
+
+
+def multipart_payload(data: bytes, filename: str, field_name: str = "image") -> Payload:
+    """`multipart/form-data` with one file field, as `curl -F image=@a.jpg` sends it."""
+    boundary = uuid.uuid4().hex
+    mime = "image/png" if filename.lower().endswith(".png") else "image/jpeg"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; filename="{filename}"\r\n'
+            f"Content-Type: {mime}\r\n\r\n").encode()
+    return Payload(head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}")
+
+
+def json_payload(data: bytes) -> Payload:
+    """`{"image": base64}`."""
+    return Payload(json.dumps({"image": base64.b64encode(data).decode()}).encode(), "application/json")
+
+
+def mlflow_payload(images: Sequence[bytes]) -> Payload:
+    """MLflow's scoring protocol: a DataFrame with one binary column `image`, base64 in `dataframe_split`."""
+    rows = [[base64.b64encode(data).decode()] for data in images]
+    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": rows}}).encode()
+    return Payload(body, "application/json", images=len(images))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between closest ranks (numpy's default); nan if empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class LoadResult:
+    """What one cell of load did: every request sent is either ok (2xx) or failed (any other status, or no answer)."""
+
+    concurrency: int
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    images: int = 0  # images answered (a request may carry several)
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)  # of the ok requests
+    statuses: collections.Counter[str] = field(default_factory=collections.Counter)  # "200", "503", "ConnectError"
+    versions: collections.Counter[str] = field(default_factory=collections.Counter)  # X-Model-Version of ok answers
+    max_in_flight: int = 0
+
+    @property
+    def throughput(self) -> float:
+        """Images answered per second of the cell's wall time."""
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies_ms, q)
+
+
+Answer = Callable[[float, float, int, "str | None"], None]  # (started, finished, status, version): perf_counter s
+
+
+async def drive(url: str, payloads: Sequence[Payload], *, concurrency: int, requests: int,
+                headers: dict[str, str] | None = None, timeout: float = 120.0, deadline_s: float | None = None,
+                stop: threading.Event | None = None, on_answer: Answer | None = None,
+                version_header: str = "X-Model-Version") -> LoadResult:
+    """POST `requests` requests to `url`, at most `concurrency` in flight, cycling through `payloads`; then stop.
+
+    Bounded three ways: the request count, `deadline_s` seconds of wall time, and `stop` (set from another thread).
+    A request that gets no answer (refused, reset, timed out) counts as failed, like a non-2xx status.
+    """
+    import httpx
+
+    if concurrency < 1 or requests < 0 or not payloads:
+        raise ValueError("concurrency >= 1, requests >= 0 and at least one payload are needed")
+    result = LoadResult(concurrency=concurrency)
+    issued = 0
+    in_flight = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    started = time.perf_counter()
+    end = None if deadline_s is None else started + deadline_s
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal issued, in_flight
+        while issued < requests and (end is None or time.perf_counter() < end) and not (stop and stop.is_set()):
+            payload = payloads[issued % len(payloads)]
+            issued += 1
+            result.sent += 1
+            in_flight += 1
+            result.max_in_flight = max(result.max_in_flight, in_flight)
+            t0 = time.perf_counter()
+            version = None
+            try:
+                response = await client.post(url, content=payload.body,
+                                             headers={"Content-Type": payload.content_type, **(headers or {})})
+                status = response.status_code
+                key = str(status)
+                version = response.headers.get(version_header)
+            except httpx.HTTPError as exc:
+                status, key = 0, type(exc).__name__
+            finally:
+                in_flight -= 1
+            t1 = time.perf_counter()
+            result.statuses[key] += 1
+            if 200 <= status < 300:
+                result.ok += 1
+                result.images += payload.images
+                result.latencies_ms.append((t1 - t0) * 1000)
+                if version is not None:
+                    result.versions[version] += 1
+            else:
+                result.failed += 1
+            if on_answer is not None:
+                on_answer(t0, t1, status, version)
+
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def run_load(url: str, payloads: Sequence[Payload], *, concurrency: int, requests: int, warmup: int = 0,
+             **options: Any) -> LoadResult:
+    """`drive` in a fresh event loop, after `warmup` requests that are not counted (connections, first batches)."""
+    if warmup:
+        asyncio.run(drive(url, payloads, concurrency=concurrency, requests=warmup,
+                          **{k: v for k, v in options.items() if k in ("headers", "timeout")}))
+    return asyncio.run(drive(url, payloads, concurrency=concurrency, requests=requests, **options))
+
+
+# ------------------------------------------------------------------------------------------------------- servers
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A server process started here in its own process group, ready once `ready_url` answers 200; stopped (the
+    whole group: its workers too) on exit."""
+
+    def __init__(self, name: str, command: list[str], ready_url: str, *, env: dict[str, str] | None = None,
+                 cwd: Path | None = None, log: Path, timeout: float = 300.0) -> None:
+        self.name, self.command, self.ready_url, self.env, self.cwd = name, command, ready_url, env, cwd
+        self.log_path, self.timeout = log, timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_s = 0.0
+
+    def __enter__(self) -> Server:
+        import httpx
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        started = time.perf_counter()
+        self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = started + self.timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode} before it was ready; its "
+                                   f"log ({self.log_path}) ends:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.ready_url, timeout=5).status_code == 200:
+                    self.started_s = time.perf_counter() - started
+                    return self
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{self.name} was not ready within {self.timeout:.0f} s; its log ends:\n{self.log_tail()}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGINT to the group (LitServe and uvicorn shut down gracefully on it), SIGKILL to what is left."""
+        process = self.process
+        if process is None:
+            return
+        self.process = None
+        for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout=wait)
+                # The leader is gone; its group may still hold workers: give them the same signal's chance.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, 0)
+                    time.sleep(1.0)
+                    continue
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def rss(self) -> list[tuple[int, str, float]]:
+        """(pid, role, RSS MiB) of the server and every process under it."""
+        import psutil
+
+        if self.process is None:
+            return []
+        root = psutil.Process(self.process.pid)
+        out = []
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                out.append((proc.pid, process_role(proc, root), proc.memory_info().rss / 2**20))
+        return out
+
+
+def process_role(proc: Any, root: Any) -> str:
+    """A readable name for one process of a server's tree (multiprocessing children share their parent's name)."""
+    cmdline = " ".join(proc.cmdline())
+    if proc.pid == root.pid:
+        return "main"
+    if "resource_tracker" in cmdline:
+        return "resource tracker"
+    if "multiprocessing.spawn" in cmdline or "spawn_main" in cmdline:
+        return "spawned child (inference worker or manager)"
+    if cmdline == " ".join(root.cmdline()):
+        return "forked child (API server or manager)"
+    return cmdline[:60]
+
+
+def noop_command(port: int) -> list[str]:
+    """The no-op LitServe endpoint (benchmarks/noop_litserve.py) on `port`."""
+    return [sys.executable, str(Path(__file__).resolve().parent / "noop_litserve.py"), str(port)]
+
+
+# ------------------------------------------------------------------------------------------------------- machine
+def cpu_flags() -> list[str]:
+    """The vector and matrix extensions this CPU has, from /proc/cpuinfo (they decide INT8 speed)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return [f for f in CPU_FLAGS if f in flags]
+
+
+def machine_line() -> str:
+    from detops.export.report import machine
+
+    return (f"{machine()}; CPU flags: {' '.join(cpu_flags()) or 'none of ' + ', '.join(CPU_FLAGS)}; "
+            f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+# --------------------------------------------------------------------------------------------------------- images
+def image_sets(workspace: Path, source: str, shared: Path, count: int) -> dict[str, list[tuple[str, bytes]]]:
+    """name -> [(file name, bytes)]: the demo's sample images; BCCD photos where ../shared has them."""
+    sets: dict[str, list[tuple[str, bytes]]] = {}
+    demo = sorted(p for p in (workspace / source).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not demo:
+        raise SystemExit(f"no images under {workspace / source} (import.source): run the demo in {workspace} first")
+    sets["demo sample"] = [(p.name, p.read_bytes()) for p in demo[:count]]
+    bccd = shared / "datasets" / "bccd" / "BCCD" / "JPEGImages"
+    if bccd.is_dir():
+        photos = sorted(p for p in bccd.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        sets["BCCD photos"] = [(p.name, p.read_bytes()) for p in photos[:count]]
+    else:
+        print(f"BCCD photos skipped: {bccd} is absent (only the developers' checkout has ../shared; DETOPS_SHARED "
+              "names another place)")
+    return sets
+
+
+# --------------------------------------------------------------------------------------------- the registry copy
+@dataclass
+class Registry:
+    """A copy of the workspace's MLflow store: the benchmark registers and moves aliases here, never there."""
+
+    root: Path
+    uri: str
+    name: str
+    champion: str
+    params_file: Path
+
+    def workspace(self) -> Any:
+        from detops.config import load_params
+        from detops.workspace import Workspace
+
+        return Workspace.at(self.root, load_params(self.params_file, [f"mlflow.tracking_uri={self.uri}"]))
+
+    def client(self) -> Any:
+        from detops.tracking import mlflow_client
+
+        return mlflow_client(self.workspace())
+
+
+def copy_registry(workspace: Path, root: Path) -> Registry:
+    from detops.config import load_params
+
+    db = workspace / "mlflow.db"
+    if not db.is_file():
+        raise SystemExit(f"no {db}: run the demo in {workspace} first (`make demo` there), or pass --workspace")
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(db, root / "mlflow.db")
+    shutil.copy(workspace / "params.yaml", root / "params.yaml")
+    params = load_params(root / "params.yaml", [])
+    registry = Registry(root, f"sqlite:///{root / 'mlflow.db'}", params.mlflow.registered_model, "",
+                        root / "params.yaml")
+    client = registry.client()
+    try:
+        registry.champion = str(client.get_model_version_by_alias(registry.name, params.promote.alias).version)
+    except Exception as exc:  # an MlflowException of any kind: no model, no alias
+        raise SystemExit(f"no {params.promote.alias!r} of {registry.name!r} in {db}: the demo's promote step "
+                         f"registers one ({exc})") from exc
+    return registry
+
+
+def add_version(registry: Registry) -> str:
+    """A second version of the champion's own files (another version number, same model): a promotion the
+    server must follow all the same (download, load, warm-up, switch)."""
+    client = registry.client()
+    champion = client.get_model_version(registry.name, registry.champion)
+    version = client.create_model_version(registry.name, champion.source, run_id=champion.run_id,
+                                          description="serve_load benchmark: the champion's files again")
+    return str(version.version)
+
+
+def served_file(registry: Registry, dst: Path) -> Path:
+    """The file the registered champion serves (the deployable variant), as `detops serve` downloads it."""
+    from detops.registry.files import download_version_file
+
+    return download_version_file(registry.client(), registry.name, registry.champion, None, dst)
+
+
+# ------------------------------------------------------------------------------------------------------- results
+@dataclass
+class Row:
+    server: str
+    images: str
+    setting: str  # "c=8", "batch 8"
+    result: LoadResult
+
+    def cells(self) -> list[str]:
+        r = self.result
+        return [self.server, self.images, self.setting, str(r.sent), str(r.failed), f"{r.throughput:.1f}",
+                f"{r.p(50):.1f}", f"{r.p(95):.1f}", f"{r.p(99):.1f}"]
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    head = "| server | images | concurrency | requests | failed | img/s | p50 ms | p95 ms | p99 ms |\n" \
+           "|---|---|---|---|---|---|---|---|---|\n"
+    return head + "\n".join("| " + " | ".join(row.cells()) + " |" for row in rows)
+
+
+def find(rows: Sequence[Row], server: str, images: str, setting: str) -> LoadResult | None:
+    return next((r.result for r in rows if (r.server, r.images, r.setting) == (server, images, setting)), None)
+
+
+def targets(rows: Sequence[Row], sets: Sequence[str]) -> list[str]:
+    """The issue's targets, each with its measured ratio."""
+    out = []
+    for images in sets:
+        serve8 = find(rows, SERVE_BATCH, images, "c=8")
+        serve1 = find(rows, SERVE_BATCH, images, "c=1")
+        pred8 = find(rows, PREDICTOR, images, "batch 8")
+        pred1 = find(rows, PREDICTOR, images, "batch 1")
+        mlflow8 = find(rows, MLFLOW, images, "c=8")
+        if serve8 and pred8:
+            share = serve8.throughput / pred8.throughput
+            out.append(f"{images}: detops serve at c=8 is {share:.0%} of the in-process predictor's batch-8 img/s "
+                       f"(target >= 70 %): {'met' if share >= 0.7 else 'NOT met'}")
+        if serve8 and mlflow8:
+            ratio = serve8.throughput / mlflow8.throughput
+            goal = 1.3 if "demo" in images else 1.0
+            out.append(f"{images}: detops serve at c=8 is {ratio:.2f}x `mlflow models serve` (target >= 1.3x on the "
+                       f"demo images, ahead on photos): {'met' if ratio >= goal else 'NOT met'}")
+        if serve1 and pred1:
+            bound = pred1.p(50) + 10
+            out.append(f"{images}: detops serve p99 at c=1 {serve1.p(99):.1f} ms vs the predictor's batch-1 p50 + 10 ms"
+                       f" = {bound:.1f} ms: {'met' if serve1.p(99) <= bound else 'NOT met'}")
+    return out
+
+
+SERVE_BATCH, SERVE_NOBATCH = "detops serve, batching on", "detops serve, batching off"
+MLFLOW, PREDICTOR, NOOP = "mlflow models serve", "in-process predictor", "no-op LitServe"
+
+
+# ---------------------------------------------------------------------------------------------------------- parts
+def server_env(registry: Registry) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DETOPS_SERVE_API_KEY", "MLFLOW_TRACKING_URI")}
+    return {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "MLFLOW_TRACKING_URI": registry.uri,
+            "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
+
+
+def detops_command(workspace: Path, registry: Registry, port: int, overrides: Sequence[str]) -> list[str]:
+    sets = [f"mlflow.tracking_uri={registry.uri}", *overrides]
+    return [str(BIN / "detops"), "-w", str(workspace), *[a for s in sets for a in ("--set", s)],
+            "serve", "--model", "champion", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def load_cells(server: str, url: str, sets: dict[str, list[Payload]], levels: Sequence[int], requests: int,
+               rows: list[Row]) -> None:
+    for images, payloads in sets.items():
+        for c in levels:
+            result = run_load(url, payloads, concurrency=c, requests=requests, warmup=2 * c)
+            rows.append(Row(server, images, f"c={c}", result))
+            print(f"  {server} | {images} | c={c}: {result.throughput:.1f} img/s, p50 {result.p(50):.1f} ms, "
+                  f"failed {result.failed}", flush=True)
+
+
+def predictor_cells(model: Path, sets: dict[str, list[tuple[str, bytes]]], requests: int, threads: int,
+                    rows: list[Row]) -> None:
+    from detops.inference import load_predictor
+
+    predictor = load_predictor(model, threads=threads)
+    for images, files in sets.items():
+        data = [d for _, d in files]
+        for batch in (1, 8):
+            predictor.predict(data[:batch], batch_size=batch)  # warm-up
+            result = LoadResult(concurrency=1)
+            started = time.perf_counter()
+            i = 0
+            while result.images < requests:
+                chunk = [data[(i + k) % len(data)] for k in range(batch)]
+                i += batch
+                t0 = time.perf_counter()
+                predictor.predict(chunk, batch_size=batch)
+                result.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                result.sent += 1
+                result.ok += 1
+                result.images += batch
+            result.seconds = time.perf_counter() - started
+            rows.append(Row(PREDICTOR, images, f"batch {batch}", result))
+            print(f"  {PREDICTOR} | {images} | batch {batch}: {result.throughput:.1f} img/s", flush=True)
+
+
+@dataclass
+class Swap:
+    what: str
+    to_version: str
+    moved_at: float = 0.0
+    first_new_s: float | None = None  # alias move -> first answer by the new version
+    all_new_s: float | None = None  # alias move -> the start of a run of `settle` answers all by the new version
+
+
+def swap_under_load(url: str, payloads: Sequence[Payload], registry: Registry, new_version: str, poll_seconds: float,
+                    concurrency: int = 8, settle: int = 40) -> tuple[LoadResult, list[Swap]]:
+    """Load at `concurrency` while the champion moves to `new_version` (a promotion, as `detops promote` moves the
+    aliases) and back (`detops registry rollback`); bounded by a deadline of a few poll periods per move."""
+    old_version = registry.champion
+    answers: list[tuple[float, float, str | None]] = []
+    lock = threading.Lock()
+
+    def on_answer(t0: float, t1: float, status: int, version: str | None) -> None:
+        with lock:
+            answers.append((t0, t1, version if 200 <= status < 300 else None))
+
+    stop = threading.Event()
+    per_move = 4 * poll_seconds + 120
+    box: dict[str, LoadResult] = {}
+
+    def load() -> None:
+        box["result"] = asyncio.run(drive(url, payloads, concurrency=concurrency, requests=10**9,
+                                          deadline_s=2 * per_move + 30, stop=stop, on_answer=on_answer))
+
+    thread = threading.Thread(target=load, name="swap-load")
+    thread.start()
+    swaps = [Swap("promotion", new_version), Swap("rollback (detops registry rollback)", old_version)]
+    try:
+        time.sleep(3.0)
+        for swap in swaps:
+            swap.moved_at = move_alias(registry, swap)
+            deadline = swap.moved_at + per_move
+            while time.perf_counter() < deadline and thread.is_alive():
+                time.sleep(0.2)
+                with lock:
+                    after = [(t0, t1, v) for t0, t1, v in answers if t1 >= swap.moved_at]
+                first = next((t1 for _, t1, v in after if v == swap.to_version), None)
+                if first is not None and swap.first_new_s is None:
+                    swap.first_new_s = first - swap.moved_at
+                settled = settled_at([(t1, v) for _, t1, v in after], swap.to_version, settle)
+                if settled is not None:
+                    swap.all_new_s = settled - swap.moved_at
+                    break
+    finally:
+        stop.set()
+        thread.join()
+    return box["result"], swaps
+
+
+def settled_at(answers: Sequence[tuple[float, str | None]], version: str, settle: int) -> float | None:
+    """The finish time of the first answer of the first `settle` answers in a row all by `version` (ok answers only;
+    a failed one breaks the run)."""
+    run = 0
+    for i, (_, v) in enumerate(sorted(answers)):
+        run = run + 1 if v == version else 0
+        if run == settle:
+            return sorted(answers)[i - settle + 1][0]
+    return None
+
+
+def move_alias(registry: Registry, swap: Swap) -> float:
+    """Move the champion; return the perf_counter time the move was done."""
+    from detops.registry.names import previous_alias
+
+    ws = registry.workspace()
+    alias = ws.params.promote.alias
+    if swap.what == "promotion":
+        client = registry.client()
+        client.set_registered_model_alias(registry.name, previous_alias(alias), registry.champion)
+        client.set_registered_model_alias(registry.name, alias, swap.to_version)
+    else:
+        from detops.registry.commands import rollback_registry
+
+        change = rollback_registry(ws, reason="serve_load benchmark")
+        if str(change.champion) != swap.to_version:
+            raise RuntimeError(f"rollback moved the champion to {change.champion}, not {swap.to_version}")
+    return time.perf_counter()
+
+
+def poll_seconds(workspace: Path) -> float:
+    from detops.config import load_params
+
+    params = load_params(workspace / "params.yaml", [])
+    serve = getattr(params, "serve", None)
+    return float(getattr(serve, "poll_seconds", 10.0))
+
+
+# ----------------------------------------------------------------------------------------------------------- main
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workspace", type=Path, default=REPO, help="where the demo ran (default: the repository)")
+    parser.add_argument("--shared", type=Path, default=Path(os.environ.get("DETOPS_SHARED", REPO.parent / "shared")))
+    parser.add_argument("--requests", type=int, default=200, help="requests per cell (images for the predictor)")
+    parser.add_argument("--images", type=int, default=40, help="images per set")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--max-batch-size", type=int, default=0, help="batching on: serve.max_batch_size (0: params)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="in-process predictor's threads (0: the usable CPUs, as one serve worker takes them)")
+    parser.add_argument("--only", default="serve,mlflow,predictor,noop,swap",
+                        help="parts to run, comma-separated: serve, mlflow, predictor, noop, swap")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    levels = [int(c) for c in args.concurrency.split(",")]
+    workspace = args.workspace.resolve()
+    rows: list[Row] = []
+    rss: dict[str, list[tuple[int, str, float]]] = {}
+    notes: list[str] = []
+    swap_result: tuple[LoadResult, list[Swap]] | None = None
+
+    from detops.config import load_params
+
+    params = load_params(workspace / "params.yaml", [])
+    with tempfile.TemporaryDirectory(prefix="detops-serve-load-") as tmp:
+        root = Path(tmp)
+        registry = copy_registry(workspace, root / "registry")
+        files = image_sets(workspace, params.import_.source, args.shared, args.images)
+        model = served_file(registry, root / "model")
+        print(f"workspace {workspace}: {registry.name} champion version {registry.champion} serves {model.name}")
+        multipart = {k: [multipart_payload(d, n) for n, d in v] for k, v in files.items()}
+        env = server_env(registry)
+        batch_on = [f"serve.max_batch_size={args.max_batch_size}"] if args.max_batch_size else []
+        second = add_version(registry) if "swap" in parts else None
+
+        if "predictor" in parts:
+            from detops.cpus import usable_cpus
+
+            predictor_cells(model, files, args.requests, args.threads or usable_cpus(), rows)
+        if "serve" in parts or "swap" in parts:
+            port = free_port()
+            with Server(SERVE_BATCH, detops_command(workspace, registry, port, batch_on),
+                        f"http://127.0.0.1:{port}/health", env=env, cwd=root, log=root / "serve.log") as server:
+                notes.append(f"{SERVE_BATCH}: ready in {server.started_s:.1f} s; /model: {model_info(port)}")
+                if "serve" in parts:
+                    load_cells(SERVE_BATCH, f"http://127.0.0.1:{port}/predict", multipart, levels, args.requests, rows)
+                rss[SERVE_BATCH] = server.rss()
+                if second is not None:
+                    first_set = next(iter(multipart.values()))
+                    swap_result = swap_under_load(f"http://127.0.0.1:{port}/predict", first_set, registry, second,
+                                                  poll_seconds(workspace))
+        if "serve" in parts:
+            port = free_port()
+            with Server(SERVE_NOBATCH, detops_command(workspace, registry, port, ["serve.max_batch_size=1"]),
+                        f"http://127.0.0.1:{port}/health", env=env, cwd=root, log=root / "serve1.log") as server:
+                load_cells(SERVE_NOBATCH, f"http://127.0.0.1:{port}/predict", multipart, levels, args.requests, rows)
+                rss[SERVE_NOBATCH] = server.rss()
+        if "mlflow" in parts:
+            port = free_port()
+            command = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{registry.name}/{registry.champion}",
+                       "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+            with Server(MLFLOW, command, f"http://127.0.0.1:{port}/ping", env=env, cwd=root,
+                        log=root / "mlflow.log") as server:
+                notes.append(f"{MLFLOW}: ready in {server.started_s:.1f} s")
+                mlflow_sets = {k: [mlflow_payload([d]) for _, d in v] for k, v in files.items()}
+                load_cells(MLFLOW, f"http://127.0.0.1:{port}/invocations", mlflow_sets, levels, args.requests, rows)
+                rss[MLFLOW] = server.rss()
+        if "noop" in parts:
+            port = free_port()
+            with Server(NOOP, noop_command(port), f"http://127.0.0.1:{port}/health", env=env, cwd=root,
+                        log=root / "noop.log") as server:
+                load_cells(NOOP, f"http://127.0.0.1:{port}/predict", multipart, levels, args.requests, rows)
+                rss[NOOP] = server.rss()
+
+    print(f"\n## serve_load ({time.strftime('%Y-%m-%d %H:%M')})\n\nmachine: {machine_line()}\n")
+    print(f"model: {registry.name} version {registry.champion}, served file {model.name}; {args.requests} requests "
+          f"per cell (images for the predictor), {args.images} images per set, loopback, async httpx client\n")
+    print(markdown(rows))
+    if rows:
+        print("\n" + "\n".join(f"- {line}" for line in targets(rows, list(files))))
+    if swap_result is not None:
+        result, swaps = swap_result
+        print(f"\n| under load (c=8, {next(iter(files))}) | requests | failed | answers by version |\n"
+              "|---|---|---|---|")
+        print(f"| promotion + rollback | {result.sent} | {result.failed} | "
+              f"{', '.join(f'v{k}: {n}' for k, n in sorted(result.versions.items()))} |")
+        print(f"\n| alias move (serve.poll_seconds {poll_seconds(workspace):g}) | to version | first answer by it | "
+              "all answers by it |\n|---|---|---|---|")
+        for s in swaps:
+            print(f"| {s.what} | {s.to_version} | {fmt_s(s.first_new_s)} | {fmt_s(s.all_new_s)} |")
+    if rss:
+        print("\n| server | process | RSS MiB |\n|---|---|---|")
+        for name, procs in rss.items():
+            for pid, role, mib in procs:
+                print(f"| {name} | {role} (pid {pid}) | {mib:.0f} |")
+            print(f"| {name} | **total** | **{sum(m for _, _, m in procs):.0f}** |")
+    for note in notes:
+        print(f"\n{note}")
+    return 0
+
+
+def fmt_s(value: float | None) -> str:
+    return "not seen" if value is None else f"{value:.1f} s"
+
+
+def model_info(port: int) -> str:
+    import httpx
+
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/model", timeout=10)
+        return response.text[:300]
+    except httpx.HTTPError as exc:
+        return f"unavailable ({exc})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

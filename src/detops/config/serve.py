@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from detops.config.base import Section
+
+
+class ServeParams(Section):
+    """Model server (`detops serve`): the champion behind an HTTP API (LitServe: dynamic batching, worker processes),
+    following its registry alias with zero-downtime hot swaps; optional canary and shadow traffic to the challenger.
+    The API key is never a param: set DETOPS_SERVE_API_KEY. Detections keep predict.score_threshold."""
+
+    model: str = Field("champion", min_length=1, description=(
+        "What to serve: an alias of mlflow.registered_model (followed: a moved alias is hot-swapped in), "
+        "models:/<name>@<alias> (followed), models:/<name>/<version> or a model file (fixed)."))
+    host: Literal["127.0.0.1", "0.0.0.0", "::"] = Field(
+        "127.0.0.1", description="Interface to bind: loopback unless you mean it (0.0.0.0 or :: for a container).")
+    port: int = Field(8000, ge=1024, le=65535, description="TCP port of the HTTP API.")
+    workers: int = Field(1, ge=1, le=64, description=(
+        "Inference worker processes, each holding the model (per GPU on a GPU machine)."))
+    api_servers: int = Field(1, ge=1, le=64, description="HTTP server processes in front of the workers.")
+    threads: int = Field(0, ge=0, description="ONNX Runtime threads per worker; 0 = the cores shared among workers.")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description=(
+        "auto: the version's deployable GPU variant where an NVIDIA GPU can run it, else its CPU variant."))
+    max_batch_size: int = Field(8, ge=1, le=256, description="Most requests one inference call batches.")
+    batch_timeout: float = Field(0.005, gt=0, le=1, description=(
+        "Seconds a worker waits to fill a batch (> 0: at 0 LitServe's batching loop spins on an empty queue)."))
+    timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a worker before a 504.")
+    poll_seconds: float = Field(10.0, ge=0, description=(
+        "How often each worker re-reads the aliases it follows; 0 = load once, never swap."))
+    challenger: str = Field("challenger", min_length=1, max_length=200, pattern=r"^[\w\-]+$", description=(
+        "Registry alias that canary and shadow traffic go to."))
+    canary_share: float = Field(0.0, ge=0, le=1, description=(
+        "Share of requests answered by the challenger, chosen by a hash of the request id (X-Request-Id)."))
+    shadow_share: float = Field(0.0, ge=0, le=1, description=(
+        "Share of champion-answered requests also run on the challenger after the response, when no request "
+        "waits; their agreement goes to /metrics, never into a response."))
+    max_body_mb: float = Field(16.0, gt=0, le=1024, description="Largest request body in MiB (413 above).")
+    max_pixels: int = Field(40_000_000, ge=1, description=(
+        "Largest image, width x height, read from its header before decoding (413 above: decompression bombs)."))

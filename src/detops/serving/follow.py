@@ -1,0 +1,235 @@
+"""Hot swap: a worker keeps each role (champion, challenger) on the version its source names.
+
+A thread per role re-reads the alias every `serve.poll_seconds`. When it moves, the new version is downloaded,
+loaded beside the served one and warmed up; only then does one reference assignment switch to it. A batch that
+started on the old model finishes on it (it holds its own reference). A version that fails to download, load or
+warm up is never switched to: the served one stays, the failure is counted (`detops_serve_model_load_failures`)
+and logged, and that version is tried again only after `retry_seconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from detops.serving.fetch import Fetched
+from detops.serving.loaded import LoadedModel, file_version, load, warm_up
+from detops.serving.metrics import metrics
+from detops.serving.source import ModelSource
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from detops.serving.settings import ServeSettings
+
+log = logging.getLogger("detops.serve")
+MIN_RETRY_SECONDS = 30.0
+
+
+class LoadFailed(Exception):
+    """A version could not be made ready; `stage` says where (download, load, warmup)."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"{stage} failed: {_message(cause)}")
+        self.stage = stage
+
+
+class AliasMissing(Exception):
+    """The followed alias is not set (any more): the champion keeps what it serves, a challenger stops serving."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the source names right now."""
+
+    version: str
+    path: Path | None = None  # a file source's file
+
+
+class Follower:
+    """One role of one worker: the model it serves now (`current`), and the thread that keeps it current."""
+
+    def __init__(self, role: str, source: ModelSource, settings: ServeSettings, worker: int,
+                 on_change: Callable[[], None]) -> None:
+        self.role = role
+        self.source = source
+        self.settings = settings
+        self.worker = worker
+        self.on_change = on_change
+        self.current: LoadedModel | None = None
+        self.error: str | None = None  # why nothing or not the newest version is served, for /health and logs
+        self._client: MlflowClient | None = None
+        self._retry_at: dict[str, float] = {}  # failed version -> when it may be tried again
+        self._folders: dict[str, Path] = {}  # version -> its download folder
+        self._sleep = threading.Event()  # never set: an interruptible sleep
+        self._thread = threading.Thread(target=self._run, name=f"detops-follow-{role}", daemon=True)
+
+    @property
+    def poll_seconds(self) -> float:
+        return self.settings.serve.poll_seconds
+
+    @property
+    def retry_seconds(self) -> float:
+        return max(MIN_RETRY_SECONDS, 10 * self.poll_seconds)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.check()
+            if self.current is not None and (not self.source.follows or self.poll_seconds == 0):
+                return  # a fixed version or a file never changes; poll_seconds 0 turns following off
+            wait = self.poll_seconds if self.current is not None else min(self.poll_seconds or 5.0, 5.0)
+            self._sleep.wait(wait)
+
+    def check(self) -> None:
+        """One look at the source: load and switch to what it names if that is new (and not failed lately)."""
+        try:
+            target = self._target()
+        except AliasMissing as exc:
+            if self.role != "champion" and self.current is not None:
+                log.info("worker %d: %s no longer set; its traffic goes to the champion", self.worker, exc)
+                self._retire(self.current)
+                self.current = None
+            self._set_error(f"{exc} in the registry")
+            return
+        except Exception as exc:  # a registry that is down
+            self._set_error(f"cannot resolve {self.source}: {_message(exc)}")
+            return
+        if self.current is not None and self.current.info.version == target.version:
+            if self.error is not None:  # e.g. an alias rolled back from a broken version to the served one
+                self.error = None
+                self.on_change()
+            return
+        if time.monotonic() < self._retry_at.get(target.version, 0.0):
+            return
+        try:
+            model = self._prepare(target)
+        except LoadFailed as exc:
+            self._retry_at[target.version] = time.monotonic() + self.retry_seconds
+            metrics().load_failures.labels(self.role, target.version, exc.stage).inc()
+            serving = f"; still serving version {self.current.info.version}" if self.current else ""
+            log.error("worker %d: %s version %s of %s not served: %s%s", self.worker, self.role, target.version,
+                      self.source, exc, serving)
+            self._set_error(f"version {target.version}: {exc}{serving}")
+            return
+        self._switch(model)
+
+    def _target(self) -> Target:
+        if self.source.kind == "file":
+            path = Path(self.source.ref)
+            return Target(file_version(path), path)
+        if self.source.kind == "version":
+            return Target(self.source.ref)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client().get_model_version_by_alias(self.source.name, str(self.source.alias))
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise AliasMissing(f"alias {self.source.alias!r} of {self.source.name!r} is not set") from None
+            raise
+        return Target(str(found.version))
+
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            from detops.registry.client import connect
+
+            self._client = connect(self.settings.ws)  # detops.tracking.mlflow_client: bounded requests
+        return self._client
+
+    def _prepare(self, target: Target) -> LoadedModel:
+        """Download, load and warm `target` beside the served model; the served one is untouched."""
+        unique = f"{self.role}-{target.version.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
+        folder = self.settings.models_dir / f"worker-{self.worker}" / unique
+        example: bytes | None = None
+        try:
+            if target.path is not None:
+                fetched = Fetched(target.path, target.path.suffix.lstrip(".") or "file")
+            else:
+                from detops.serving.fetch import fetch_version, input_example
+
+                try:
+                    fetched = fetch_version(self.client(), self.source.name, target.version, folder,
+                                            gpu=self.settings.gpu)
+                    example = input_example(self.client(), self.source.name, target.version, folder / "example")
+                except Exception as exc:
+                    raise LoadFailed("download", exc) from exc
+            try:
+                model = self._load(fetched, target)
+            except Exception as exc:
+                raise LoadFailed("load", exc) from exc
+            try:
+                warm_up(model, example, self.settings.serve.max_batch_size)
+            except Exception as exc:
+                raise LoadFailed("warmup", exc) from exc
+        except LoadFailed:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._folders[target.version] = folder
+        return model
+
+    def _load(self, fetched: Fetched, target: Target) -> LoadedModel:
+        """The fetched file, or its CPU fallback when the GPU variant cannot run in this worker."""
+        if fetched.fallback is None:
+            return self._load_file(fetched, target, "auto" if self.settings.gpu else "cpu")
+        try:
+            model = self._load_file(fetched, target, "cuda")
+            if model.predictor.kind == "onnx" and "CUDA" not in model.predictor.runtime_name:
+                raise RuntimeError(f"ONNX Runtime runs it on {model.predictor.runtime_name}, not CUDA")
+            return model
+        except Exception as exc:
+            log.warning("worker %d: GPU variant %s of version %s cannot run here (%s); serving the CPU variant %s",
+                        self.worker, fetched.variant, target.version, _message(exc), fetched.fallback.variant)
+            return self._load(fetched.fallback, target)
+
+    def _load_file(self, fetched: Fetched, target: Target, device: str) -> LoadedModel:
+        return load(fetched.path, role=self.role, name=self.source.name or fetched.path.name, version=target.version,
+                    alias=self.source.alias, variant=fetched.variant, device=device, threads=self.settings.threads,
+                    score_threshold=self.settings.score_threshold)
+
+    def _switch(self, model: LoadedModel) -> None:
+        old, self.current = self.current, model  # the swap: one reference assignment
+        self.error = None
+        gauge = metrics().loaded
+        info = model.info
+        gauge.labels(self.role, info.name, info.version, info.alias or "", info.variant, str(self.worker)).set(1)
+        if old is not None:
+            self._retire(old)
+            metrics().swaps.labels(self.role).inc()
+            log.info("worker %d: %s swapped from version %s to %s (%s)", self.worker, self.role, old.info.version,
+                     info.version, info.variant)
+        else:
+            log.info("worker %d: %s version %s of %s ready (%s, %s)", self.worker, self.role, info.version,
+                     self.source, info.variant, info.runtime)
+        self.on_change()
+
+    def _retire(self, old: LoadedModel) -> None:
+        """The replaced model's gauge to 0 and its files deleted (its session stays in memory while a batch
+        still holds it)."""
+        o = old.info
+        metrics().loaded.labels(self.role, o.name, o.version, o.alias or "", o.variant, str(self.worker)).set(0)
+        folder = self._folders.pop(o.version, None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _set_error(self, message: str) -> None:
+        changed = message != self.error
+        self.error = message
+        if changed:
+            if not message.startswith("version "):
+                log.warning("worker %d: %s: %s", self.worker, self.role, message)
+            self.on_change()
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:500] if text else type(exc).__name__

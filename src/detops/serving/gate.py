@@ -1,0 +1,216 @@
+"""The API process's front door, an ASGI middleware around LitServe's app.
+
+Every request: the API key (all routes but /health), a request id (`X-Request-Id`, checked, or made; echoed on
+every response), and the request counter and latency histogram. `POST /predict` also: content type (415), body
+size (413, checked on Content-Length and again while reading), the body parsed (multipart field `image`, JSON
+`{"image": base64}`, or a raw `image/*` body; 400 when malformed or empty), and the image header (400 when it is
+no image, 413 above `serve.max_pixels`), all before anything is decoded. LitServe's handler then gets one
+canonical JSON body, `{"image": base64, "request_id": ...}`: it would answer a 500 to a raw image itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from detops.serving.images import Rejected, read_header
+from detops.serving.keys import OPEN_PATHS, key_problem
+from detops.serving.metrics import metrics
+from detops.serving.multipart import form_fields
+from detops.serving.routing import REQUEST_ID_HEADER, BadRequestId, request_id
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PREDICT = "/predict"
+ROUTES = frozenset({"/predict", "/health", "/model", "/metrics", "/docs", "/openapi.json"})
+ACCEPTED = "multipart/form-data (field `image`), application/json ({\"image\": \"<base64>\"}) or image/*"
+THREAD_ABOVE = 256 * 1024  # parse bodies larger than this in a thread, off the event loop
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived."""
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    max_body: int  # bytes
+    max_pixels: int
+
+
+class Gate:
+    """Pure ASGI (no BaseHTTPMiddleware): the body is read once, here, and replayed to LitServe canonical."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], limits: GateLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = str(scope.get("path", ""))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        status = [500]
+        try:
+            rid = request_id(headers.get(REQUEST_ID_HEADER))
+            bad_id = None
+        except BadRequestId as exc:
+            rid, bad_id = uuid.uuid4().hex, str(exc)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (REQUEST_ID_HEADER.encode(), rid.encode())]}
+            await send(message)
+
+        async def refuse(code: int, detail: str) -> None:
+            from starlette.responses import JSONResponse
+
+            extra = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+            await JSONResponse({"detail": detail, "request_id": rid}, status_code=code, headers=extra)(
+                scope, receive, send_with_id)
+
+        try:
+            problem = None if path in OPEN_PATHS else key_problem(headers)
+            if problem:
+                await refuse(401, problem)
+            elif bad_id:
+                await refuse(400, bad_id)
+            elif path == PREDICT and scope.get("method") == "POST":
+                try:
+                    body = await self.canonical_body(headers, receive, rid)
+                except Rejected as exc:
+                    await refuse(exc.status, exc.detail)
+                else:
+                    await self.app(_json_scope(scope, len(body)), _replay(body, receive), send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        except ClientGone:
+            status[0] = 499  # nginx's code for it: nothing was sent
+        finally:
+            route = path if path in ROUTES else "other"
+            metrics().requests.labels(route, str(status[0])).inc()
+            metrics().latency.labels(route).observe(time.perf_counter() - started)
+
+    async def canonical_body(self, headers: dict[str, str], receive: Receive, rid: str) -> bytes:
+        """The request as LitServe's JSON body, or Rejected with the status the client should get."""
+        content_type = headers.get("content-type", "").strip()
+        media = content_type.split(";", 1)[0].strip().lower()
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.limits.max_body:
+            raise Rejected(413, self._too_large(int(length)))
+        if media and not _accepted(media):
+            raise Rejected(415, f"Content-Type {media!r} is not accepted; send {ACCEPTED}.")
+        body = await self._read(receive)
+        if not body:
+            raise Rejected(400, f"the request body is empty; send {ACCEPTED}.")
+        if not media:
+            raise Rejected(415, f"the request has no Content-Type; send {ACCEPTED}.")
+        if len(body) > THREAD_ABOVE:
+            import anyio.to_thread
+
+            return await anyio.to_thread.run_sync(self._canonical, media, content_type, body, rid)
+        return self._canonical(media, content_type, body, rid)
+
+    def _canonical(self, media: str, content_type: str, body: bytes, rid: str) -> bytes:
+        if media == "application/json" or media.endswith("+json"):
+            encoded, data = _json_image(body)
+        else:
+            if media == "multipart/form-data":
+                fields = form_fields(body, content_type)
+                if "image" not in fields:
+                    names = ", ".join(sorted(fields)) or "none"
+                    raise Rejected(400, f"the multipart body has no `image` field (fields: {names}).")
+                data = fields["image"]
+            else:
+                data = body
+            encoded = base64.b64encode(data).decode("ascii")
+        read_header(data, self.limits.max_pixels)
+        # Both strings are JSON-safe as they are (the base64 alphabet, a checked request id): no json.dumps scan
+        # of a long string per request.
+        return f'{{"image": "{encoded}", "request_id": "{rid}"}}'.encode("ascii")
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limits.max_body:
+                raise Rejected(413, self._too_large(None))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _too_large(self, size: int | None) -> str:
+        what = f"{size:,} bytes" if size is not None else "larger"
+        return (f"the request body is {what}, more than the {self.limits.max_body:,} allowed (serve.max_body_mb); "
+                "send a smaller image.")
+
+
+def _accepted(media: str) -> bool:
+    return media in ("multipart/form-data", "application/json") or media.startswith("image/") or media.endswith(
+        "+json")
+
+
+def _json_image(body: bytes) -> tuple[str, bytes]:
+    """(base64 text, bytes) of the `image` member of a JSON object body; a data URL prefix is allowed."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Rejected(400, f"malformed JSON body ({exc}); send {{\"image\": \"<base64>\"}}.") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
+        raise Rejected(400, "the JSON body must be an object with an `image` string (the file, base64-encoded).")
+    text: str = payload["image"]
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]  # data:image/png;base64,....
+    for candidate in (text, "".join(text.split())):  # as sent, then unwrapped from lines
+        try:
+            return candidate, strict_b64decode(candidate)
+        except (binascii.Error, ValueError):
+            continue
+    raise Rejected(400, "`image` is not valid base64.")
+
+
+def strict_b64decode(text: str) -> bytes:
+    """base64 with nothing outside the alphabet, at C speed: the lenient decoder skips stray characters and
+    stops at padding, so any of them makes the output shorter than a clean string's (`validate=True` runs a
+    regular expression over the whole string instead)."""
+    if len(text) % 4:
+        raise ValueError("base64 length is not a multiple of 4")
+    data = base64.b64decode(text)
+    if len(data) != len(text) // 4 * 3 - (len(text) - len(text.rstrip("="))):
+        raise ValueError("characters outside the base64 alphabet")
+    return data
+
+
+def _json_scope(scope: Scope, length: int) -> Scope:
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in (b"content-type", b"content-length")]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(length).encode())]
+    return {**scope, "headers": headers}
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: the disconnect, when it comes
+
+    return replay

@@ -1,0 +1,91 @@
+"""A model a worker can answer with: the predictor, loaded and warmed, and what `/model` says about it.
+
+Immutable, so a swap is one reference assignment: a batch that picked a model keeps it to the end, whatever
+the follower switches to meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from detops.inference.predictor import Detections, Predictor
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model this is, as `/model`, `/health` and every answer name it."""
+
+    role: str  # champion | challenger
+    name: str  # registered model, or the file's name
+    version: str  # registry version, or `sha256:<12 hex>` of a file
+    alias: str | None
+    variant: str  # export variant (onnx-int8, tensorrt-fp16, ...) or the file's suffix
+    run_id: str | None
+    runtime: str
+    classes: tuple[tuple[int, str], ...]
+    thresholds: dict[str, float | int]
+    image_size: int
+
+    def answer(self) -> dict[str, Any]:
+        """The `model` block of a prediction."""
+        return {"name": self.name, "version": self.version, "alias": self.alias}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "name": self.name, "version": self.version, "alias": self.alias,
+                "variant": self.variant, "run_id": self.run_id, "runtime": self.runtime,
+                "classes": [{"id": i, "name": n} for i, n in self.classes], "thresholds": self.thresholds,
+                "image_size": self.image_size}
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    info: ModelInfo
+    predictor: Predictor
+
+    def predict(self, images: list[Any]) -> list[Detections]:
+        return self.predictor.predict_arrays(images)
+
+
+def load(path: Path, *, role: str, name: str, version: str, alias: str | None, variant: str, device: str,
+         threads: int, score_threshold: float) -> LoadedModel:
+    """`load_predictor` on the file, decoding with the serving score threshold (`predict.score_threshold`)."""
+    from detops.inference.loading import load_predictor
+
+    predictor = load_predictor(path, device=device, threads=threads).with_thresholds(score_threshold=score_threshold)
+    meta = predictor.meta
+    info = ModelInfo(role=role, name=name, version=version, alias=alias, variant=variant, run_id=meta.run_id,
+                     runtime=predictor.runtime_name, classes=tuple(zip(meta.class_ids, meta.class_names, strict=True)),
+                     thresholds=predictor.thresholds.to_dict(), image_size=meta.image_size)
+    return LoadedModel(info, predictor)
+
+
+def file_version(path: Path) -> str:
+    """A file has no registry version: its content hash names it instead."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()[:12]}"
+
+
+def warm_up(model: LoadedModel, example: bytes | None, max_batch_size: int) -> None:
+    """Run the model once on one image and once on a full batch, so the first requests after a swap pay no
+    first-run allocation; any error (or an answer of the wrong shape) means the version must not serve."""
+    from detops.inference.predictor import load_image
+
+    image = load_image(example) if example else blank_image(model.info.image_size)
+    for size in sorted({1, max_batch_size}):
+        answers = model.predict([image] * size)
+        if len(answers) != size:
+            raise RuntimeError(f"warm-up on {size} image(s) returned {len(answers)} answers")
+
+
+def blank_image(size: int) -> Any:
+    """A grey PNG-like array of the model's input size, for versions without an input example."""
+    import numpy as np
+
+    return np.full((size, size, 3), 114, dtype=np.uint8)
+

@@ -1,0 +1,77 @@
+"""Everything a server's processes need, resolved once in the main process and handed to each worker (picklable:
+LitServe spawns its workers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from detops.config.serve import ServeParams
+from detops.errors import ParamsError
+from detops.serving.source import ModelSource, challenger_source, parse_source
+from detops.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    ws: Workspace
+    champion: ModelSource
+    challenger: ModelSource | None  # None: canary and shadow are off
+    runtime: Path  # this run's folder: state/, metrics/, models/
+    gpu: bool  # serve the GPU variant (LitServe accelerator cuda), where a worker can run it
+    threads: int  # ONNX Runtime threads per worker
+
+    @property
+    def serve(self) -> ServeParams:
+        return self.ws.params.serve
+
+    @property
+    def score_threshold(self) -> float:
+        """Detections are kept from the serving threshold, as `detops predict` keeps them."""
+        return self.ws.params.predict.score_threshold
+
+    @property
+    def state_dir(self) -> Path:
+        return self.runtime / "state"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.runtime / "metrics"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.runtime / "models"
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.serve.max_body_mb * 1024 * 1024)
+
+
+def settings_for(ws: Workspace, runtime: Path) -> ServeSettings:
+    """Parse `serve.model`, check that a registry reference names something that exists (a typo fails here, not
+    in every worker), pick the device and the threads."""
+    from detops.cpus import usable_cpus
+
+    serve = ws.params.serve
+    champion = parse_source(ws, serve.model)
+    challenger = challenger_source(ws, champion)
+    if champion.kind != "file":
+        check_reference(ws, champion)
+    gpu = False
+    if serve.device != "cpu":
+        from detops.inference.tensorrt import gpu_name
+
+        gpu = gpu_name() is not None
+        if serve.device == "gpu" and not gpu:
+            raise ParamsError("serve.device is gpu but nvidia-smi finds no NVIDIA GPU here; use auto or cpu.")
+    threads = serve.threads or max(1, usable_cpus() // serve.workers)
+    return ServeSettings(ws, champion, challenger, runtime, gpu, threads)
+
+
+def check_reference(ws: Workspace, source: ModelSource) -> str:
+    """The version `source` names now (RegistryError naming the fix when the model, version or alias is missing)."""
+    from detops.registry.client import connect
+    from detops.registry.resolve import Reference, resolve_version
+
+    reference = Reference(source.name, alias=source.alias) if source.follows else Reference(source.name, source.ref)
+    return resolve_version(connect(ws), reference)

@@ -1,0 +1,88 @@
+"""Shadow traffic: some champion-answered requests also run on the challenger, only to measure how much the two
+agree. A shadow never touches a response: it is held until the responses of its batch are queued, then run in a
+thread of the worker, and dropped (counted as skipped) whenever a request is waiting, because on a small CPU a
+shadow always takes time from real requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from detops.inference.predictor import Detections
+from detops.serving.agreement import agreement
+from detops.serving.loaded import LoadedModel
+from detops.serving.metrics import metrics
+
+log = logging.getLogger("detops.serve")
+MAX_PENDING = 64  # shadows waiting for an idle moment; more are dropped (skipped)
+
+
+@dataclass(frozen=True)
+class ShadowJob:
+    image: np.ndarray
+    champion: Detections  # what the champion answered
+    challenger: LoadedModel  # the challenger as it was when the request was answered
+
+
+class ShadowRunner:
+    """Holds shadows offered during a batch, releases them once the batch's responses are queued, runs them when
+    no request waits (`requests_waiting`)."""
+
+    def __init__(self, requests_waiting: Callable[[], bool]) -> None:
+        self.requests_waiting = requests_waiting
+        self._held: list[ShadowJob] = []
+        self._ready: deque[ShadowJob] = deque()
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="detops-shadow", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def offer(self, job: ShadowJob) -> None:
+        """Called while the batch is answered: nothing runs yet."""
+        self._held.append(job)
+
+    def release(self) -> None:
+        """Called once every response of the batch is queued."""
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        with self._wake:
+            for job in held:
+                if len(self._ready) >= MAX_PENDING:
+                    metrics().shadows.labels("skipped").inc()
+                    continue
+                self._ready.append(job)
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._ready:
+                    self._wake.wait()
+                job = self._ready.popleft()
+            if self._busy():
+                metrics().shadows.labels("skipped").inc()
+                continue
+            try:
+                started = time.perf_counter()
+                (answer,) = job.challenger.predict([job.image])
+                metrics().shadow_seconds.observe(time.perf_counter() - started)
+                metrics().agreement.observe(agreement(job.champion, answer))
+                metrics().shadows.labels("run").inc()
+            except Exception:  # a shadow's failure is the challenger's problem, never the caller's
+                log.exception("shadow request on the challenger failed")
+                metrics().shadows.labels("failed").inc()
+
+    def _busy(self) -> bool:
+        try:
+            return self.requests_waiting()
+        except Exception:  # the queue is gone: the server is stopping
+            return True

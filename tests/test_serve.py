@@ -1,0 +1,605 @@
+"""`detops serve`: real server processes on loopback, a real MLflow registry (local SQLite store) holding the
+tiny model three times: v1 (champion), v2, and v3 whose artifacts are deleted.
+
+- hot swap under load: a promotion, a `detops registry rollback` and a broken version, with no failed request;
+- canary by request id, shadow traffic that changes no answer;
+- bad input: every refusal a JSON error with its status, and the next good request answered;
+- no process of a server of an ONNX file has torch loaded.
+The parsing, routing and agreement rules also have quick tests of their own (no server).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from _serve_server import ServeProcess
+
+from detops.inference.predictor import Detections
+from detops.serving.agreement import agreement
+from detops.serving.images import Rejected
+from detops.serving.multipart import form_fields
+from detops.serving.routing import BadRequestId, assign, request_id
+from detops.workspace import Workspace
+
+SERVE = ("predict.score_threshold=0.05", "serve.batch_timeout=0.005")
+KEY = "s3cret-key-for-tests"
+
+
+# --- quick rules, no server ----------------------------------------------------------------------------------
+
+def test_canary_assignment_is_a_stable_hash_of_the_request_id() -> None:
+    assert assign("client-7", 0.5, 0.0) == assign("client-7", 0.5, 0.0)
+    share = np.mean([assign(f"r{i}", 0.3, 0.0).canary for i in range(20_000)])
+    assert 0.28 < share < 0.32
+    shadowed = [assign(f"r{i}", 0.3, 0.5) for i in range(20_000)]
+    assert not any(a.canary and a.shadow for a in shadowed)  # a canary is answered by the challenger: no shadow
+    assert 0.33 < np.mean([a.shadow for a in shadowed]) < 0.37  # half of the 70 % the champion answers
+    assert not any(assign(f"r{i}", 0.0, 0.0).canary for i in range(1000))
+    assert all(assign(f"r{i}", 1.0, 0.0).canary for i in range(1000))
+    assert request_id("abc-1.2:3") == "abc-1.2:3" and len(request_id(None)) == 32
+    for bad in ("", "a b", "x" * 129, "é"):
+        with pytest.raises(BadRequestId):
+            request_id(bad)
+
+
+def _det(boxes: list[list[float]], labels: list[int], scores: list[float] | None = None) -> Detections:
+    return Detections(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(scores or [0.9] * len(labels)),
+                      np.asarray(labels, dtype=np.int64))
+
+
+def test_agreement_is_f1_of_boxes_matched_at_iou_half() -> None:
+    a = _det([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1])
+    assert agreement(a, a) == 1.0
+    assert agreement(_det([], []), _det([], [])) == 1.0
+    assert agreement(a, _det([], [])) == 0.0
+    assert agreement(a, _det([[0, 0, 10, 10], [20, 20, 30, 30]], [1, 0])) == 0.0  # right boxes, wrong classes
+    assert agreement(a, _det([[1, 0, 11, 10]], [0])) == pytest.approx(2 / 3)  # IoU 0.82: one of two found
+    assert agreement(a, _det([[5, 0, 15, 10], [20, 20, 30, 30]], [0, 1])) == pytest.approx(0.5)  # IoU 1/3 misses
+    twice = _det([[0, 0, 10, 10], [0, 0, 10, 10]], [0, 0], [0.9, 0.8])
+    assert agreement(_det([[0, 0, 10, 10]], [0]), twice) == pytest.approx(2 / 3)  # one to one: a duplicate is extra
+
+
+def test_multipart_bodies_are_parsed_exactly() -> None:
+    data = bytes(range(256)) * 3 + b"\r\n--not-the-boundary\r\n\r\n"
+    request = httpx.Request("POST", "http://x/predict", files={"image": ("a.png", data, "image/png")},
+                            data={"note": "hi"})
+    body, content_type = request.read(), request.headers["content-type"]
+    fields = form_fields(body, content_type)
+    assert fields == {"image": data, "note": b"hi"}
+    with pytest.raises(Rejected, match="ends before its closing boundary") as err:
+        form_fields(body[: len(body) // 2], content_type)
+    assert err.value.status == 400
+    with pytest.raises(Rejected, match="no boundary"):
+        form_fields(body, "multipart/form-data")
+    quoted = content_type.replace("boundary=", 'boundary="') + '"'
+    assert form_fields(body, quoted)["image"] == data
+
+
+class _NoMetrics:
+    def labels(self, *args: Any) -> _NoMetrics:
+        return self
+
+    def inc(self, *args: Any) -> None: ...
+
+    def observe(self, *args: Any) -> None: ...
+
+
+@pytest.fixture
+def gate_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The gate around an app that echoes the body LitServe would get."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from detops.serving import gate
+
+    stub = _NoMetrics()
+    monkeypatch.setattr(gate, "metrics", lambda: type("M", (), {"requests": stub, "latency": stub})())
+    monkeypatch.setenv("DETOPS_SERVE_API_KEY", KEY)
+
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"type": request.headers["content-type"], "body": await request.json()})
+
+    async def ok(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ready"})
+
+    app = Starlette(routes=[Route("/predict", echo, methods=["POST"]), Route("/health", ok, methods=["GET"])])
+    with TestClient(gate.Gate(app, gate.GateLimits(max_body=100_000, max_pixels=10_000))) as client:
+        yield client
+
+
+def _png(width: int = 32, height: int = 24) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 200, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_gate_hands_litserve_one_canonical_json_body(gate_client: Any) -> None:
+    png, auth = _png(), {"X-API-Key": KEY}
+    encoded = base64.b64encode(png).decode()
+    for kwargs in ({"files": {"image": ("a.png", png, "image/png")}},
+                   {"json": {"image": encoded}},
+                   {"json": {"image": "data:image/png;base64," + encoded}},
+                   {"content": png, "headers": {"content-type": "image/png"}}):
+        headers = {**auth, "X-Request-Id": "fixed-1", **kwargs.pop("headers", {})}
+        response = gate_client.post("/predict", headers=headers, **kwargs)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"type": "application/json", "body": {"image": encoded, "request_id": "fixed-1"}}
+        assert response.headers["x-request-id"] == "fixed-1"
+    bearer = gate_client.post("/predict", content=png, headers={"content-type": "image/png",
+                                                                 "Authorization": f"Bearer {KEY}"})
+    assert bearer.status_code == 200
+    assert gate_client.get("/health").status_code == 200  # probes need no key
+
+
+@pytest.mark.parametrize(("kwargs", "status", "fragment"), [
+    ({"content": b"\x89PNG but not", "headers": {"content-type": "image/png"}}, 400, "not an image"),
+    ({"content": b"", "headers": {"content-type": "application/json"}}, 400, "body is empty"),
+    ({"content": b'{"image": ', "headers": {"content-type": "application/json"}}, 400, "malformed JSON"),
+    ({"json": {"img": "x"}}, 400, "`image` string"),
+    ({"json": {"image": "%%%"}}, 400, "not valid base64"),
+    ({"files": {"other": ("a.png", b"x", "image/png")}}, 400, "no `image` field (fields: other)"),
+    ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "'text/plain' is not accepted"),
+    ({"content": b"hello"}, 415, "no Content-Type"),
+    ({"content": b"x" * 100_001, "headers": {"content-type": "image/png"}}, 413, "more than the 100,000 allowed"),
+    ({"content": _png(101, 100), "headers": {"content-type": "image/png"}}, 413, "10,100 pixels, more than"),
+    ({"content": _png(), "headers": {"content-type": "image/png", "X-Request-Id": "a b"}}, 400, "X-Request-Id"),
+])
+def test_gate_refusals(gate_client: Any, kwargs: dict[str, Any], status: int, fragment: str) -> None:
+    kwargs = {**kwargs, "headers": {"X-API-Key": KEY, **kwargs.get("headers", {})}}
+    response = gate_client.post("/predict", **kwargs)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["detail"] and response.json()["request_id"]
+
+
+def test_gate_refuses_without_the_key(gate_client: Any) -> None:
+    for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+        response = gate_client.post("/predict", content=_png(), headers={"content-type": "image/png", **headers})
+        assert response.status_code == 401 and "key" in response.json()["detail"]
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_what_to_serve(tmp_path: Path) -> None:
+    from detops.config import load_params
+    from detops.errors import DataError, ParamsError
+    from detops.serving.source import challenger_source, parse_source
+
+    ws = Workspace.at(tmp_path, load_params(None))
+    champion = parse_source(ws, "champion")
+    assert (champion.kind, champion.ref, champion.follows, str(champion)) == (
+        "alias", "champion", True, "models:/detops-detector@champion")
+    assert str(parse_source(ws, "models:/other/4")) == "models:/other/4" and not parse_source(ws, "models:/o/4").follows
+    assert parse_source(ws, "models:/other@staging").alias == "staging"
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    assert parse_source(ws, "m.onnx").ref == str(tmp_path / "m.onnx")
+    with pytest.raises(DataError, match="model file not found"):
+        parse_source(ws, "missing/m.onnx")
+    assert challenger_source(ws, champion) is None  # canary and shadow off: no challenger followed
+    canary = Workspace.at(tmp_path, load_params(None, ["serve.canary_share=0.1"]))
+    assert str(challenger_source(canary, champion)) == "models:/detops-detector@challenger"
+    with pytest.raises(ParamsError, match="need a registered model"):
+        challenger_source(canary, parse_source(ws, "m.onnx"))
+
+
+def test_serve_params_and_help() -> None:
+    from typer.testing import CliRunner
+
+    from detops.cli import app
+    from detops.config import load_params
+    from detops.errors import ParamsError
+
+    assert load_params(None).serve.host == "127.0.0.1"  # loopback unless told otherwise
+    with pytest.raises(ParamsError, match=r"serve\.host"):
+        load_params(None, ["serve.host=192.168.1.4"])
+    with pytest.raises(ParamsError, match=r"serve\.batch_timeout"):
+        load_params(None, ["serve.batch_timeout=0"])
+    result = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for option in ("--model", "--host", "--port", "--workers"):
+        assert option in result.output
+    code = ("import sys\nfrom detops.cli import app\ntry:\n    app(['serve', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('LOADED=' + ','.join(m for m in ('mlflow', 'litserve', 'prometheus_client', 'onnxruntime', 'torch')"
+            " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "LOADED="  # `detops --help` stays fast
+
+
+# --- a registry with three versions of the tiny model ----------------------------------------------------------
+
+@dataclass
+class Registry:
+    ws: Workspace
+    name: str
+
+    def client(self) -> Any:
+        from detops.registry.client import connect
+
+        return connect(self.ws)
+
+    def set_aliases(self, **aliases: str | None) -> float:
+        """Point (or remove, with None) aliases; returns when, on the monotonic clock."""
+        client = self.client()
+        for alias, version in aliases.items():
+            alias = alias.replace("_", "-")
+            if version is None:
+                if alias in client.get_registered_model(self.name).aliases:
+                    client.delete_registered_model_alias(self.name, alias)
+            else:
+                client.set_registered_model_alias(self.name, alias, version)
+        return time.monotonic()
+
+    def images(self) -> list[bytes]:
+        return [p.read_bytes() for p in sorted((self.ws.root / "data" / "raw" / "tiny" / "images").glob("*.png"))]
+
+
+def _register_copy(ws: Workspace) -> str:
+    """Another version of the trained run's model (the same files), as `detops promote` packages it."""
+    from detops.registry.client import connect
+    from detops.registry.package import log_model, model_files
+    from detops.tracking import configure, read_run_id
+
+    configure(ws)  # MLflow resolves a version's `models:/m-...` source through its global tracking URI
+    run_id = str(read_run_id(ws))
+    model_id = log_model(ws, run_id, model_files(ws, run_id))
+    version = connect(ws).create_model_version(ws.params.mlflow.registered_model, source=f"models:/{model_id}",
+                                               run_id=run_id, model_id=model_id)
+    return str(version.version)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """Train, evaluate, export and promote the tiny model once (v1 champion), then register v2 and v3 from the
+    same run and delete v3's files."""
+    import mlflow
+    from test_promote import FAST
+    from test_train import make_workspace, run_train
+
+    from detops.steps import evaluate, export, promote
+
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ws = make_workspace(tmp_path_factory.mktemp("serve") / "ws", *FAST)
+    run_train(ws)
+    evaluate.run(ws)
+    export.run(ws)
+    assert promote.run(ws).metrics["decision"] == "promoted"
+    served = json.loads((ws.reports / "export.json").read_text(encoding="utf-8"))["deployable"]["cpu"]
+    assert served.startswith("onnx"), f"the served variant must be an ONNX file, export chose {served}"
+    assert [_register_copy(ws), _register_copy(ws)] == ["2", "3"]
+    registry = Registry(ws, ws.params.mlflow.registered_model)
+    files = Path(registry.client().get_model_version_download_uri(registry.name, "3").removeprefix("file://"))
+    assert (files / "MLmodel").is_file()
+    shutil.rmtree(files)
+    mp.undo()
+    yield registry
+    mlflow.set_tracking_uri(None)
+
+
+# --- helpers for a running server --------------------------------------------------------------------------
+
+@dataclass
+class Answer:
+    sent: float
+    received: float
+    status: int
+    version: str | None
+    header: str | None
+    alias: str | None = None
+
+
+def _answer(client: httpx.Client, url: str, image: bytes, rid: str | None = None,
+            headers: dict[str, str] | None = None) -> tuple[Answer, dict[str, Any]]:
+    sent = time.monotonic()
+    extra = {**({"X-Request-Id": rid} if rid else {}), **(headers or {})}
+    response = client.post(f"{url}/predict", files={"image": ("i.png", image, "image/png")}, headers=extra)
+    body = response.json()
+    model = body.get("model") or {}
+    return Answer(sent, time.monotonic(), response.status_code, model.get("version"),
+                  response.headers.get("x-model-version"), model.get("alias")), body
+
+
+class Load:
+    """Bounded loopback load: `clients` threads send requests one after another until `stop` (or `limit` s)."""
+
+    def __init__(self, url: str, images: list[bytes], clients: int = 3, limit: float = 150.0) -> None:
+        self.url, self.images, self.limit = url, images, limit
+        self.answers: list[Answer] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def _run(self, index: int) -> None:
+        deadline = time.monotonic() + self.limit
+        with httpx.Client(timeout=30) as client:
+            i = index
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    answer, _ = _answer(client, self.url, self.images[i % len(self.images)])
+                    self.answers.append(answer)
+                except (httpx.HTTPError, ValueError) as exc:
+                    self.errors.append(repr(exc))
+                i += 1
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+
+def _model(server: ServeProcess, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    return dict(httpx.get(f"{server.url}/model", timeout=5, headers=headers).json())
+
+
+def _wait_workers(server: ServeProcess, role: str, version: str | None, timeout: float = 60.0) -> float:
+    """When every worker serves `version` in `role` (monotonic clock)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = _model(server)["workers"]
+        if workers and all(w[role] == version for w in workers.values()):
+            return time.monotonic()
+        time.sleep(0.1)
+    raise AssertionError(f"workers did not all reach {role} {version}: {_model(server)}\n{server.log()}")
+
+
+def _metrics(server: ServeProcess, headers: dict[str, str] | None = None) -> dict[str, float]:
+    text = httpx.get(f"{server.url}/metrics", timeout=5, headers=headers).text
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def _wait_metric(server: ServeProcess, name: str, at_least: float, timeout: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = _metrics(server).get(name, 0.0)
+        if value >= at_least:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{name} did not reach {at_least}: {_metrics(server)}\n{server.log()}")
+
+
+def _assert_no_torch(server: ServeProcess) -> None:
+    """Every process of the server (main, LitServe's manager, API servers, workers): no libtorch mapped."""
+    pids = server.pids()
+    assert len(pids) >= 4, pids  # main, manager, an API server, a worker at least
+    for pid in pids:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "libtorch" not in maps, f"process {pid} of the server has torch loaded"
+    assert all(w["pid"] in pids for w in _model(server)["workers"].values())
+
+
+# --- hot swap under load -----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_hot_swap_under_load_promotion_rollback_and_a_broken_version(registry: Registry, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from detops.cli import app
+
+    registry.set_aliases(champion="1", previous_champion=None, challenger=None)
+    images = registry.images()[:6]
+    sets = (*SERVE, "serve.poll_seconds=0.5", "serve.max_batch_size=4")
+    with ServeProcess(registry.ws.root, *sets, workers=2, log_dir=tmp_path) as server:
+        assert server.wait_ready()["model"]["version"] == "1"
+        _assert_no_torch(server)
+        with Load(server.url, images) as load:
+            time.sleep(1.5)
+            moved = registry.set_aliases(champion="2", previous_champion="1")  # what a promotion of v2 does
+            swapped = _wait_workers(server, "champion", "2")
+            time.sleep(1.5)
+            rolled = time.monotonic()
+            result = CliRunner().invoke(app, ["--workspace", str(registry.ws.root), "registry", "rollback",
+                                              "--reason", "v2 under load test"])
+            assert result.exit_code == 0 and "champion -> version 1" in result.output, result.output
+            back = _wait_workers(server, "champion", "1")
+            time.sleep(1.5)
+            broken = registry.set_aliases(champion="3")  # its files are gone
+            failures = _wait_metric(server, 'detops_serve_model_load_failures_total{role="champion",stage="download",'
+                                            'version="3"}', at_least=2)  # each of the two workers, once
+            time.sleep(1.5)
+            health = httpx.get(f"{server.url}/health", timeout=5)
+        metrics = _metrics(server)
+        model = _model(server)
+        _assert_no_torch(server)
+
+    answers = load.answers
+    assert not load.errors and all(a.status == 200 for a in answers), (load.errors, server.log())
+    assert {a.version for a in answers} == {"1", "2"} and all(a.header == a.version for a in answers)
+    assert all(a.version == "1" for a in answers if a.received < moved)
+    assert all(a.version == "2" for a in answers if swapped < a.sent and a.received < rolled)
+    assert all(a.version == "1" for a in answers if a.sent > back)
+    after_broken = [a for a in answers if a.sent > broken]
+    assert after_broken and all(a.version == "1" for a in after_broken)  # v3 is never served
+    assert health.status_code == 200 and health.json()["model"]["version"] == "1"
+    assert failures >= 2 and metrics['detops_serve_model_swaps_total{role="champion"}'] == 4  # 2 workers x 2
+    assert all(w["champion"] == "1" and "version 3" in w["error"] for w in model["workers"].values())
+    first_v2 = min(a.received for a in answers if a.version == "2")
+    print(f"\nhot swap: {len(answers)} requests, 0 failed; alias move -> first v2 answer {first_v2 - moved:.2f} s, "
+          f"-> every worker on v2 {swapped - moved:.2f} s; rollback -> every worker on v1 {back - rolled:.2f} s")
+    assert swapped - moved < 20
+
+
+# --- canary and shadow -------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_canary_share_follows_the_request_id(registry: Registry, tmp_path: Path) -> None:
+    registry.set_aliases(champion="1", challenger="2")
+    image = min(registry.images(), key=len)
+    sets = (*SERVE, "serve.canary_share=0.5", "serve.poll_seconds=1")
+    with ServeProcess(registry.ws.root, *sets, log_dir=tmp_path) as server:
+        server.wait_ready()
+        _wait_workers(server, "challenger", "2")
+        with httpx.Client(timeout=30) as client:
+            for rid in ("client-a", "client-b", "client-c"):
+                seen = {_answer(client, server.url, image, rid)[0].version for _ in range(4)}
+                expected = "2" if assign(rid, 0.5, 0.0).canary else "1"
+                assert seen == {expected}
+
+        def send(first: int) -> list[tuple[int, Answer]]:
+            with httpx.Client(timeout=30) as client:
+                return [(i, _answer(client, server.url, image, f"id-{i}")[0]) for i in range(first, 1000, 8)]
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = [a for _, a in sorted(pair for part in pool.map(send, range(8)) for pair in part)]
+        canary_id = next(f"id-{i}" for i in range(1000) if assign(f"id-{i}", 0.5, 0.0).canary)
+        registry.set_aliases(challenger=None)  # no challenger any more: its share goes back to the champion
+        _wait_workers(server, "challenger", None)
+        with httpx.Client(timeout=30) as client:
+            assert _answer(client, server.url, image, canary_id)[0].version == "1"
+    assert all(a.status == 200 for a in answers)
+    share = sum(a.version == "2" for a in answers) / len(answers)
+    assert 0.45 <= share <= 0.55, share
+    assert all((a.version == "2") == assign(f"id-{i}", 0.5, 0.0).canary for i, a in enumerate(answers))
+    assert all(a.alias == ("challenger" if a.version == "2" else "champion") for a in answers)
+
+
+@pytest.fixture(scope="module")
+def fixed_server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """Version 1 pinned (models:/NAME/1: no alias followed), an API key, a 1 MiB body limit, and no batching
+    (LitServe then hands `predict` one request, not a list)."""
+    sets = (*SERVE, f"serve.model=models:/{registry.name}/1", "serve.max_body_mb=1", "serve.max_batch_size=1")
+    with ServeProcess(registry.ws.root, *sets, env={"DETOPS_SERVE_API_KEY": KEY},
+                      log_dir=tmp_path_factory.mktemp("fixed")) as server:
+        server.wait_ready()
+        yield server
+
+
+def _detections(server: ServeProcess, images: list[bytes], headers: dict[str, str] | None = None
+                ) -> list[dict[str, Any]]:
+    out = []
+    with httpx.Client(timeout=30) as client:
+        for image in images:
+            answer, body = _answer(client, server.url, image, headers=headers)
+            assert answer.status == 200, body
+            out.append({"version": answer.version, "detections": body["detections"]})
+            time.sleep(0.05)  # an idle moment: the shadow runs when no request waits
+    return out
+
+
+@pytest.mark.slow
+def test_shadow_changes_no_answer_and_measures_agreement(registry: Registry, fixed_server: ServeProcess,
+                                                         tmp_path: Path) -> None:
+    registry.set_aliases(champion="1", challenger="2")
+    images = registry.images()
+    expected = _detections(fixed_server, images, {"X-API-Key": KEY})
+    assert sum(len(e["detections"]) for e in expected) > 0, "the comparison needs some detections"
+    with ServeProcess(registry.ws.root, *SERVE, "serve.shadow_share=1.0", log_dir=tmp_path) as server:
+        server.wait_ready()
+        _wait_workers(server, "challenger", "2")
+        assert _detections(server, images) == expected
+        _wait_metric(server, 'detops_serve_shadow_requests_total{outcome="run"}', at_least=1)
+        time.sleep(0.5)
+        metrics = _metrics(server)
+    run = metrics['detops_serve_shadow_requests_total{outcome="run"}']
+    skipped = metrics.get('detops_serve_shadow_requests_total{outcome="skipped"}', 0.0)
+    assert run + skipped == len(images) and run >= len(images) // 2
+    assert metrics["detops_serve_shadow_agreement_count"] == run
+    assert metrics["detops_serve_shadow_agreement_sum"] == pytest.approx(run)  # the same weights agree fully
+    assert metrics["detops_serve_shadow_seconds_count"] == run
+    assert metrics['detops_serve_answers_total{role="champion",version="1"}'] == len(images)
+    assert not any(name.startswith('detops_serve_answers_total{role="challenger"') for name in metrics)
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels: a valid header and a tiny IDAT, never decoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def _truncated_jpeg() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+BAD = {
+    "not an image": ({"files": {"image": ("a.png", b"GIF? no, plain text", "image/png")}}, 400, "not an image"),
+    "truncated jpeg": ({"files": {"image": ("a.jpg", _truncated_jpeg(), "image/jpeg")}}, 400, "truncated"),
+    "empty body": ({"content": b"", "headers": {"content-type": "image/jpeg"}}, 400, "body is empty"),
+    "malformed json": ({"content": b'{"image": "abc', "headers": {"content-type": "application/json"}}, 400,
+                       "malformed JSON"),
+    "30000x30000 png header": ({"content": _png_header(30000, 30000), "headers": {"content-type": "image/png"}},
+                               413, "too large"),
+    "body over the limit": ({"content": b"\xff" * (1024 * 1024 + 1), "headers": {"content-type": "image/jpeg"}},
+                            413, "serve.max_body_mb"),
+    "wrong content type": ({"content": b"<xml/>", "headers": {"content-type": "application/xml"}}, 415,
+                           "is not accepted"),
+    "missing api key": ({"files": {"image": ("a.png", _png(), "image/png")}, "key": None}, 401, "needs an API key"),
+    "wrong api key": ({"files": {"image": ("a.png", _png(), "image/png")}, "key": "nope"}, 401, "wrong API key"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_a_clear_json_error_and_the_server_goes_on(fixed_server: ServeProcess, registry: Registry,
+                                                                case: str) -> None:
+    request, status, fragment = BAD[case]
+    request = dict(request)
+    key = request.pop("key", KEY)
+    headers = {**request.pop("headers", {}), **({"X-API-Key": key} if key else {})}
+    response = httpx.post(f"{fixed_server.url}/predict", headers=headers, timeout=30, **request)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert fragment in body["detail"] and body["request_id"] == response.headers["x-request-id"]
+    good = httpx.post(f"{fixed_server.url}/predict", files={"image": ("a.png", registry.images()[0], "image/png")},
+                      headers={"X-API-Key": KEY}, timeout=30)
+    assert good.status_code == 200 and good.json()["model"] == {"name": registry.name, "version": "1", "alias": None}
+
+
+@pytest.mark.slow
+def test_routes_health_model_metrics_docs_and_the_key(fixed_server: ServeProcess, registry: Registry) -> None:
+    url, auth = fixed_server.url, {"X-API-Key": KEY}
+    health = httpx.get(f"{url}/health", timeout=5)  # open: probes carry no key
+    assert health.status_code == 200 and health.json()["status"] == "ready"
+    for path in ("/model", "/metrics", "/docs", "/openapi.json", "/litserve/info"):
+        assert httpx.get(f"{url}{path}", timeout=5).status_code == 401, path
+        assert httpx.get(f"{url}{path}", timeout=5, headers=auth).status_code == 200, path
+    model = _model(fixed_server, auth)
+    assert (model["name"], model["version"], model["alias"]) == (registry.name, "1", None)
+    assert model["variant"].startswith("onnx") and model["run_id"] and model["thresholds"]["score_threshold"] == 0.05
+    assert model["classes"] == [{"id": 3, "name": "box"}, {"id": 7, "name": "disc"}]
+    schema = httpx.get(f"{url}/openapi.json", timeout=5, headers=auth).json()["paths"]["/predict"]["post"]
+    assert {"multipart/form-data", "application/json", "image/*"} <= set(schema["requestBody"]["content"])
+    metrics = _metrics(fixed_server, auth)
+    assert any(re.match(r'detops_serve_requests_total\{route="/predict",status="200"\}', k) for k in metrics)
+    loaded = f'alias="",name="{registry.name}",role="champion",variant="{model["variant"]}",version="1",worker="0"'
+    assert metrics[f"detops_serve_model_loaded{{{loaded}}}"] == 1
+    assert metrics['detops_serve_request_seconds_count{route="/predict"}'] >= 1

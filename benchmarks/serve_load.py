@@ -46,12 +46,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
-             "amx_bf16")
+CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+             "amx_int8", "amx_bf16")
 
 
 # ---------------------------------------------------------------------------------------------------- load driver
@@ -122,34 +123,35 @@ class LoadResult:
 Answer = Callable[[float, float, int, "str | None"], None]  # (started, finished, status, version): perf_counter s
 
 
-async def drive(url: str, payloads: Sequence[Payload], *, concurrency: int, requests: int,
+async def drive(url: str, payloads: Sequence[Payload], *, concurrency: int, requests: int, warmup: int = 0,
                 headers: dict[str, str] | None = None, timeout: float = 120.0, deadline_s: float | None = None,
                 stop: threading.Event | None = None, on_answer: Answer | None = None,
                 version_header: str = "X-Model-Version") -> LoadResult:
     """POST `requests` requests to `url`, at most `concurrency` in flight, cycling through `payloads`; then stop.
 
-    Bounded three ways: the request count, `deadline_s` seconds of wall time, and `stop` (set from another thread).
-    A request that gets no answer (refused, reset, timed out) counts as failed, like a non-2xx status.
+    `warmup` requests go first on the same connections and are not counted. Bounded three ways: the request count,
+    `deadline_s` seconds of wall time, and `stop` (set from another thread). A request that gets no answer
+    (refused, reset, timed out) counts as failed, like a non-2xx status.
     """
     import httpx
 
-    if concurrency < 1 or requests < 0 or not payloads:
-        raise ValueError("concurrency >= 1, requests >= 0 and at least one payload are needed")
+    if concurrency < 1 or requests < 0 or warmup < 0 or not payloads:
+        raise ValueError("concurrency >= 1, requests >= 0, warmup >= 0 and at least one payload are needed")
     result = LoadResult(concurrency=concurrency)
     issued = 0
     in_flight = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    started = time.perf_counter()
-    end = None if deadline_s is None else started + deadline_s
+    end: float | None = None
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: httpx.AsyncClient, count: int, record: bool) -> None:
         nonlocal issued, in_flight
-        while issued < requests and (end is None or time.perf_counter() < end) and not (stop and stop.is_set()):
+        while issued < count and (end is None or time.perf_counter() < end) and not (stop and stop.is_set()):
             payload = payloads[issued % len(payloads)]
             issued += 1
-            result.sent += 1
             in_flight += 1
-            result.max_in_flight = max(result.max_in_flight, in_flight)
+            if record:
+                result.sent += 1
+                result.max_in_flight = max(result.max_in_flight, in_flight)
             t0 = time.perf_counter()
             version = None
             try:
@@ -163,6 +165,8 @@ async def drive(url: str, payloads: Sequence[Payload], *, concurrency: int, requ
             finally:
                 in_flight -= 1
             t1 = time.perf_counter()
+            if not record:
+                continue
             result.statuses[key] += 1
             if 200 <= status < 300:
                 result.ok += 1
@@ -176,18 +180,33 @@ async def drive(url: str, payloads: Sequence[Payload], *, concurrency: int, requ
                 on_answer(t0, t1, status, version)
 
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        if warmup:
+            await asyncio.gather(*(worker(client, warmup, False) for _ in range(concurrency)))
+            issued = 0
+        started = time.perf_counter()
+        end = None if deadline_s is None else started + deadline_s
+        await asyncio.gather(*(worker(client, requests, True) for _ in range(concurrency)))
     result.seconds = time.perf_counter() - started
     return result
 
 
-def run_load(url: str, payloads: Sequence[Payload], *, concurrency: int, requests: int, warmup: int = 0,
-             **options: Any) -> LoadResult:
-    """`drive` in a fresh event loop, after `warmup` requests that are not counted (connections, first batches)."""
-    if warmup:
-        asyncio.run(drive(url, payloads, concurrency=concurrency, requests=warmup,
-                          **{k: v for k, v in options.items() if k in ("headers", "timeout")}))
-    return asyncio.run(drive(url, payloads, concurrency=concurrency, requests=requests, **options))
+def run_load(url: str, payloads: Sequence[Payload], **options: Any) -> LoadResult:
+    """`drive` in a fresh event loop."""
+    return asyncio.run(drive(url, payloads, **options))
+
+
+def merge(results: Sequence[LoadResult]) -> LoadResult:
+    """Several runs of one cell (rounds) as one: counts and wall time added, latencies pooled."""
+    out = LoadResult(concurrency=results[0].concurrency)
+    for r in results:
+        out.sent, out.ok, out.failed, out.images = out.sent + r.sent, out.ok + r.ok, out.failed + r.failed, \
+            out.images + r.images
+        out.seconds += r.seconds
+        out.latencies_ms.extend(r.latencies_ms)
+        out.statuses.update(r.statuses)
+        out.versions.update(r.versions)
+        out.max_in_flight = max(out.max_in_flight, r.max_in_flight)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------- servers
@@ -205,6 +224,7 @@ class Server:
                  cwd: Path | None = None, log: Path, timeout: float = 300.0) -> None:
         self.name, self.command, self.ready_url, self.env, self.cwd = name, command, ready_url, env, cwd
         self.log_path, self.timeout = log, timeout
+        self.port = urlsplit(ready_url).port
         self.process: subprocess.Popen[bytes] | None = None
         self.started_s = 0.0
 
@@ -245,6 +265,7 @@ class Server:
         process = self.process
         if process is None:
             return
+        self.resume()
         self.process = None
         for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError):
@@ -260,6 +281,18 @@ class Server:
             except subprocess.TimeoutExpired:
                 continue
 
+    def pause(self) -> None:
+        """SIGSTOP the whole group: an idle server costs no CPU while another is measured (LitServe's batching loop
+        and the alias watch poll even when no request comes)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGCONT)
+
     def rss(self) -> list[tuple[int, str, float]]:
         """(pid, role, RSS MiB) of the server and every process under it."""
         import psutil
@@ -268,23 +301,27 @@ class Server:
             return []
         root = psutil.Process(self.process.pid)
         out = []
-        for proc in [root, *root.children(recursive=True)]:
+        forked = 0
+        for proc in [root, *sorted(root.children(recursive=True), key=lambda p: p.create_time())]:
             with contextlib.suppress(psutil.Error):
-                out.append((proc.pid, process_role(proc, root), proc.memory_info().rss / 2**20))
+                role = process_role(proc, root, forked)
+                forked += role.endswith("(forked)")
+                out.append((proc.pid, role, proc.memory_info().rss / 2**20))
         return out
 
 
-def process_role(proc: Any, root: Any) -> str:
-    """A readable name for one process of a server's tree (multiprocessing children share their parent's name)."""
+def process_role(proc: Any, root: Any, forked_before: int) -> str:
+    """A readable name for one process of a server's tree (multiprocessing children share their parent's command
+    line). LitServe forks its manager before its API servers, so the first forked child is the manager."""
     cmdline = " ".join(proc.cmdline())
     if proc.pid == root.pid:
         return "main"
     if "resource_tracker" in cmdline:
         return "resource tracker"
     if "multiprocessing.spawn" in cmdline or "spawn_main" in cmdline:
-        return "spawned child (inference worker or manager)"
+        return "inference worker (spawned)"
     if cmdline == " ".join(root.cmdline()):
-        return "forked child (API server or manager)"
+        return "manager (forked)" if forked_before == 0 else "API server (forked)"
     return cmdline[:60]
 
 
@@ -308,7 +345,7 @@ def machine_line() -> str:
     from detops.export.report import machine
 
     return (f"{machine()}; CPU flags: {' '.join(cpu_flags()) or 'none of ' + ', '.join(CPU_FLAGS)}; "
-            f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+            f"load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 # --------------------------------------------------------------------------------------------------------- images
@@ -364,6 +401,9 @@ def copy_registry(workspace: Path, root: Path) -> Registry:
     params = load_params(root / "params.yaml", [])
     registry = Registry(root, f"sqlite:///{root / 'mlflow.db'}", params.mlflow.registered_model, "",
                         root / "params.yaml")
+    # This process works on the copy only; MLflow's registry store also builds default clients of its own
+    # (create_model_version of a logged model), which read the environment.
+    os.environ["MLFLOW_TRACKING_URI"] = registry.uri
     client = registry.client()
     try:
         registry.champion = str(client.get_model_version_by_alias(registry.name, params.promote.alias).version)
@@ -405,7 +445,7 @@ class Row:
 
 
 def markdown(rows: Sequence[Row]) -> str:
-    head = "| server | images | concurrency | requests | failed | img/s | p50 ms | p95 ms | p99 ms |\n" \
+    head = "| server | images | concurrency | requests (calls) | failed | img/s | p50 ms | p95 ms | p99 ms |\n" \
            "|---|---|---|---|---|---|---|---|---|\n"
     return head + "\n".join("| " + " | ".join(row.cells()) + " |" for row in rows)
 
@@ -414,7 +454,7 @@ def find(rows: Sequence[Row], server: str, images: str, setting: str) -> LoadRes
     return next((r.result for r in rows if (r.server, r.images, r.setting) == (server, images, setting)), None)
 
 
-def targets(rows: Sequence[Row], sets: Sequence[str]) -> list[str]:
+def target_lines(rows: Sequence[Row], sets: Sequence[str]) -> list[str]:
     """The issue's targets, each with its measured ratio."""
     out = []
     for images in sets:
@@ -456,40 +496,84 @@ def detops_command(workspace: Path, registry: Registry, port: int, overrides: Se
             "serve", "--model", "champion", "--host", "127.0.0.1", "--port", str(port)]
 
 
-def load_cells(server: str, url: str, sets: dict[str, list[Payload]], levels: Sequence[int], requests: int,
-               rows: list[Row]) -> None:
-    for images, payloads in sets.items():
-        for c in levels:
-            result = run_load(url, payloads, concurrency=c, requests=requests, warmup=2 * c)
-            rows.append(Row(server, images, f"c={c}", result))
-            print(f"  {server} | {images} | c={c}: {result.throughput:.1f} img/s, p50 {result.p(50):.1f} ms, "
-                  f"failed {result.failed}", flush=True)
+@dataclass
+class Target:
+    """One thing measured in turn with the others: a server (paused while the others run) or the predictor."""
+
+    name: str
+    sets: dict[str, list[Payload]] | dict[str, list[bytes]]
+    settings: list[str]
+    run: Callable[[str, str, int], LoadResult]  # (image set, setting, requests) -> one run of the cell
+    server: Server | None = None
 
 
-def predictor_cells(model: Path, sets: dict[str, list[tuple[str, bytes]]], requests: int, threads: int,
-                    rows: list[Row]) -> None:
+def server_target(name: str, server: Server, path: str, sets: dict[str, list[Payload]],
+                  levels: Sequence[int]) -> Target:
+    url = f"http://127.0.0.1:{server.port}{path}"
+
+    def run(images: str, setting: str, requests: int) -> LoadResult:
+        c = int(setting.removeprefix("c="))
+        return run_load(url, sets[images], concurrency=c, requests=requests, warmup=c)
+
+    return Target(name, sets, [f"c={c}" for c in levels], run, server)
+
+
+def predictor_target(model: Path, files: dict[str, list[tuple[str, bytes]]], threads: int) -> Target:
+    """The in-process predictor on the served file, on encoded bytes as the server gets them (decode included)."""
     from detops.inference import load_predictor
 
     predictor = load_predictor(model, threads=threads)
-    for images, files in sets.items():
-        data = [d for _, d in files]
-        for batch in (1, 8):
-            predictor.predict(data[:batch], batch_size=batch)  # warm-up
-            result = LoadResult(concurrency=1)
-            started = time.perf_counter()
-            i = 0
-            while result.images < requests:
-                chunk = [data[(i + k) % len(data)] for k in range(batch)]
-                i += batch
-                t0 = time.perf_counter()
-                predictor.predict(chunk, batch_size=batch)
-                result.latencies_ms.append((time.perf_counter() - t0) * 1000)
-                result.sent += 1
-                result.ok += 1
-                result.images += batch
-            result.seconds = time.perf_counter() - started
-            rows.append(Row(PREDICTOR, images, f"batch {batch}", result))
-            print(f"  {PREDICTOR} | {images} | batch {batch}: {result.throughput:.1f} img/s", flush=True)
+    data = {k: [d for _, d in v] for k, v in files.items()}
+
+    def run(images: str, setting: str, requests: int) -> LoadResult:
+        batch = int(setting.removeprefix("batch "))
+        pool = data[images]
+        predictor.predict(pool[:batch], batch_size=batch)  # warm-up
+        result = LoadResult(concurrency=1)
+        started = time.perf_counter()
+        i = 0
+        while result.images < requests:
+            chunk = [pool[(i + k) % len(pool)] for k in range(batch)]
+            i += batch
+            t0 = time.perf_counter()
+            predictor.predict(chunk, batch_size=batch)
+            result.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            result.sent += 1
+            result.ok += 1
+            result.images += batch
+        result.seconds = time.perf_counter() - started
+        return result
+
+    return Target(PREDICTOR, data, ["batch 1", "batch 8"], run)
+
+
+def measure(targets: Sequence[Target], image_names: Sequence[str], requests: int, rounds: int) -> list[Row]:
+    """Every cell of every target, in `rounds` interleaved rounds of requests/rounds each (a slow drift in the
+    machine's background load then hits every target alike); each cell's rounds merged. Only the target being
+    measured runs: the other servers are paused."""
+    runs: dict[tuple[str, str, str], list[LoadResult]] = collections.defaultdict(list)
+    per_round = max(1, math.ceil(requests / rounds))
+    for t in targets:
+        if t.server is not None:
+            t.server.pause()
+    for r in range(rounds):
+        for images in image_names:
+            for t in targets:
+                if images not in t.sets:
+                    continue
+                if t.server is not None:
+                    t.server.resume()
+                try:
+                    for setting in t.settings:
+                        result = t.run(images, setting, per_round)
+                        runs[(t.name, images, setting)].append(result)
+                        print(f"  round {r + 1}/{rounds} | {t.name} | {images} | {setting}: "
+                              f"{result.throughput:.1f} img/s, p50 {result.p(50):.1f} ms, failed {result.failed}",
+                              flush=True)
+                finally:
+                    if t.server is not None:
+                        t.server.pause()
+    return [Row(name, images, setting, merge(results)) for (name, images, setting), results in runs.items()]
 
 
 @dataclass
@@ -591,6 +675,7 @@ def main() -> int:
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("DETOPS_SHARED", REPO.parent / "shared")))
     parser.add_argument("--requests", type=int, default=200, help="requests per cell (images for the predictor)")
     parser.add_argument("--images", type=int, default=40, help="images per set")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds the requests of a cell are split in")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--max-batch-size", type=int, default=0, help="batching on: serve.max_batch_size (0: params)")
     parser.add_argument("--threads", type=int, default=0,
@@ -609,6 +694,7 @@ def main() -> int:
     from detops.config import load_params
 
     params = load_params(workspace / "params.yaml", [])
+    notes.append(f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="detops-serve-load-") as tmp:
         root = Path(tmp)
         registry = copy_registry(workspace, root / "registry")
@@ -620,51 +706,68 @@ def main() -> int:
         batch_on = [f"serve.max_batch_size={args.max_batch_size}"] if args.max_batch_size else []
         second = add_version(registry) if "swap" in parts else None
 
-        if "predictor" in parts:
-            from detops.cpus import usable_cpus
+        with contextlib.ExitStack() as stack:
+            targets: list[Target] = []
+            if "predictor" in parts:
+                from detops.cpus import usable_cpus
 
-            predictor_cells(model, files, args.requests, args.threads or usable_cpus(), rows)
-        if "serve" in parts or "swap" in parts:
-            port = free_port()
-            with Server(SERVE_BATCH, detops_command(workspace, registry, port, batch_on),
-                        f"http://127.0.0.1:{port}/health", env=env, cwd=root, log=root / "serve.log") as server:
-                notes.append(f"{SERVE_BATCH}: ready in {server.started_s:.1f} s; /model: {model_info(port)}")
+                targets.append(predictor_target(model, files, args.threads or usable_cpus()))
+
+            def start(name: str, command: list[str], port: int, ready: str, log: str) -> Server:
+                server = stack.enter_context(Server(name, command, f"http://127.0.0.1:{port}{ready}", env=env,
+                                                    cwd=root, log=root / log))
+                server.pause()  # measured one at a time
+                return server
+
+            batching = None
+            if "serve" in parts or "swap" in parts:
+                port = free_port()
+                batching = start(SERVE_BATCH, detops_command(workspace, registry, port, batch_on), port, "/health",
+                                 "serve.log")
+                batching.resume()
+                notes.append(f"{SERVE_BATCH}: ready in {batching.started_s:.1f} s; serves {model_info(port)}")
+                batching.pause()
                 if "serve" in parts:
-                    load_cells(SERVE_BATCH, f"http://127.0.0.1:{port}/predict", multipart, levels, args.requests, rows)
-                rss[SERVE_BATCH] = server.rss()
-                if second is not None:
-                    first_set = next(iter(multipart.values()))
-                    swap_result = swap_under_load(f"http://127.0.0.1:{port}/predict", first_set, registry, second,
-                                                  poll_seconds(workspace))
-        if "serve" in parts:
-            port = free_port()
-            with Server(SERVE_NOBATCH, detops_command(workspace, registry, port, ["serve.max_batch_size=1"]),
-                        f"http://127.0.0.1:{port}/health", env=env, cwd=root, log=root / "serve1.log") as server:
-                load_cells(SERVE_NOBATCH, f"http://127.0.0.1:{port}/predict", multipart, levels, args.requests, rows)
-                rss[SERVE_NOBATCH] = server.rss()
-        if "mlflow" in parts:
-            port = free_port()
-            command = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{registry.name}/{registry.champion}",
-                       "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-            with Server(MLFLOW, command, f"http://127.0.0.1:{port}/ping", env=env, cwd=root,
-                        log=root / "mlflow.log") as server:
+                    targets.append(server_target(SERVE_BATCH, batching, "/predict", multipart, levels))
+            if "serve" in parts:
+                port = free_port()
+                server = start(SERVE_NOBATCH, detops_command(workspace, registry, port, ["serve.max_batch_size=1"]),
+                               port, "/health", "serve1.log")
+                targets.append(server_target(SERVE_NOBATCH, server, "/predict", multipart, levels))
+            if "mlflow" in parts:
+                port = free_port()
+                command = [str(BIN / "mlflow"), "models", "serve", "-m",
+                           f"models:/{registry.name}/{registry.champion}", "--env-manager", "local",
+                           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+                server = start(MLFLOW, command, port, "/ping", "mlflow.log")
                 notes.append(f"{MLFLOW}: ready in {server.started_s:.1f} s")
                 mlflow_sets = {k: [mlflow_payload([d]) for _, d in v] for k, v in files.items()}
-                load_cells(MLFLOW, f"http://127.0.0.1:{port}/invocations", mlflow_sets, levels, args.requests, rows)
-                rss[MLFLOW] = server.rss()
-        if "noop" in parts:
-            port = free_port()
-            with Server(NOOP, noop_command(port), f"http://127.0.0.1:{port}/health", env=env, cwd=root,
-                        log=root / "noop.log") as server:
-                load_cells(NOOP, f"http://127.0.0.1:{port}/predict", multipart, levels, args.requests, rows)
-                rss[NOOP] = server.rss()
+                targets.append(server_target(MLFLOW, server, "/invocations", mlflow_sets, levels))
+            if "noop" in parts:
+                port = free_port()
+                server = start(NOOP, noop_command(port), port, "/health", "noop.log")
+                # JSON with base64: what LitServe itself parses in `detops serve` too (its gate turns a multipart
+                # upload into that before LitServe's handler), and no python-multipart needed.
+                as_json = {k: [json_payload(d) for _, d in v] for k, v in files.items()}
+                targets.append(server_target(NOOP, server, "/predict", as_json, levels))
+
+            rows = measure(targets, list(files), args.requests, args.rounds)
+            for t in targets:
+                if t.server is not None:
+                    rss[t.name] = t.server.rss()
+            if batching is not None and second is not None:
+                batching.resume()
+                first_set = next(iter(multipart.values()))
+                swap_result = swap_under_load(f"http://127.0.0.1:{batching.port}/predict", first_set, registry,
+                                              second, poll_seconds(workspace))
+                rss.setdefault(SERVE_BATCH, batching.rss())
 
     print(f"\n## serve_load ({time.strftime('%Y-%m-%d %H:%M')})\n\nmachine: {machine_line()}\n")
     print(f"model: {registry.name} version {registry.champion}, served file {model.name}; {args.requests} requests "
           f"per cell (images for the predictor), {args.images} images per set, loopback, async httpx client\n")
     print(markdown(rows))
     if rows:
-        print("\n" + "\n".join(f"- {line}" for line in targets(rows, list(files))))
+        print("\n" + "\n".join(f"- {line}" for line in target_lines(rows, list(files))))
     if swap_result is not None:
         result, swaps = swap_result
         print(f"\n| under load (c=8, {next(iter(files))}) | requests | failed | answers by version |\n"
@@ -691,13 +794,14 @@ def fmt_s(value: float | None) -> str:
 
 
 def model_info(port: int) -> str:
+    """What /model says the server runs: version, variant, runtime."""
     import httpx
 
     try:
-        response = httpx.get(f"http://127.0.0.1:{port}/model", timeout=10)
-        return response.text[:300]
-    except httpx.HTTPError as exc:
-        return f"unavailable ({exc})"
+        info = httpx.get(f"http://127.0.0.1:{port}/model", timeout=10).json()
+        return f"version {info.get('version')} as {info.get('variant')} on {info.get('runtime')}"
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        return f"(/model unavailable: {exc})"
 
 
 if __name__ == "__main__":

@@ -126,6 +126,27 @@ def test_no_server_is_every_request_failed_not_a_crash() -> None:
     assert result.latencies_ms == [] and result.throughput == 0.0
 
 
+def test_rounds_interleave_targets_and_merge_into_one_cell() -> None:
+    calls: list[tuple[str, str, str, int]] = []
+
+    def fake(name: str, ms: float) -> serve_load.Target:
+        def run(images: str, setting: str, requests: int) -> serve_load.LoadResult:
+            calls.append((name, images, setting, requests))
+            return serve_load.LoadResult(concurrency=1, sent=requests, ok=requests, images=requests, seconds=1.0,
+                                         latencies_ms=[ms] * requests)
+
+        return serve_load.Target(name, {"demo": [], "photos": []}, ["c=1", "c=8"], run)
+
+    rows = serve_load.measure([fake("a", 1.0), fake("b", 2.0)], ["demo", "photos"], requests=10, rounds=2)
+    assert [c[:2] for c in calls[:8]] == [("a", "demo")] * 2 + [("b", "demo")] * 2 + [("a", "photos")] * 2 + [
+        ("b", "photos")] * 2  # round 1 visits every target before round 2 starts
+    assert len(calls) == 16 and {c[3] for c in calls} == {5}
+    assert len(rows) == 8
+    row = next(r for r in rows if (r.server, r.images, r.setting) == ("b", "photos", "c=8"))
+    assert (row.result.sent, row.result.images, row.result.seconds) == (10, 10, 2.0)
+    assert row.result.throughput == 5.0 and row.result.p(99) == 2.0
+
+
 def test_settled_at_needs_a_run_of_answers_by_the_new_version() -> None:
     answers = [(1.0, "1"), (2.0, "2"), (3.0, "1"), (4.0, "2"), (5.0, "2"), (6.0, None), (7.0, "2"), (8.0, "2"),
                (9.0, "2")]
@@ -144,6 +165,13 @@ def test_driver_against_the_noop_litserve_endpoint(tmp_path: Path) -> None:
                                      warmup=4)
         assert (result.sent, result.ok, result.failed) == (24, 24, 0), server.log_tail()
         assert dict(result.versions) == {} and result.p(99) > 0
+        server.pause()  # stopped: the request times out, counted as failed
+        paused = serve_load.run_load(f"http://127.0.0.1:{port}/predict", payloads, concurrency=1, requests=1,
+                                     timeout=1.0)
+        assert (paused.sent, paused.failed) == (1, 1) and set(paused.statuses) <= {"ReadTimeout", "ConnectTimeout"}
+        server.resume()
+        resumed = serve_load.run_load(f"http://127.0.0.1:{port}/predict", payloads, concurrency=2, requests=4)
+        assert (resumed.ok, resumed.failed) == (4, 0)
         processes = server.rss()
         assert len(processes) >= 2 and all(mib > 0 for _, _, mib in processes)
         pid = server.process.pid if server.process else 0

@@ -6,7 +6,10 @@ throughput (images/s), p50 / p95 / p99 latency and failed requests, for
   (a) `detops serve` of the champion, batching on (serve.max_batch_size, default 8) and off (max batch 1);
   (b) `mlflow models serve` of the same registered version (the anchor: --env-manager local, one worker);
   (c) the in-process predictor (`detops.inference.load_predictor`) on the very file the server serves, batch 1 and 8;
-  (d) a no-op LitServe endpoint (same payloads, no model: the framework's own ceiling on this machine).
+  (d) a no-op LitServe endpoint (benchmarks/noop_litserve.py; the same images as JSON base64, which is what LitServe
+      itself parses in `detops serve` too; no model: the framework's own ceiling on this machine).
+The cells run in interleaved rounds (--rounds: every target in turn, the idle servers paused with SIGSTOP), so a
+drift in the machine's background load hits every target alike; each cell's rounds are merged.
 Then, on the batching server under load at concurrency 8: a promotion (champion -> a second version) and a
 rollback (`detops registry rollback`, in process): failed requests (target 0), the seconds from each alias move to
 the first answer by the new version, and which versions answered. Server RSS per process. Prints markdown tables,
@@ -42,7 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -501,7 +504,7 @@ class Target:
     """One thing measured in turn with the others: a server (paused while the others run) or the predictor."""
 
     name: str
-    sets: dict[str, list[Payload]] | dict[str, list[bytes]]
+    sets: Mapping[str, Sequence[Any]]  # image set -> what one run of it sends (payloads, or image bytes)
     settings: list[str]
     run: Callable[[str, str, int], LoadResult]  # (image set, setting, requests) -> one run of the cell
     server: Server | None = None
@@ -693,6 +696,9 @@ def main() -> int:
 
     from detops.config import load_params
 
+    if not (workspace / "params.yaml").is_file():
+        raise SystemExit(f"{workspace} is not a detops workspace (no params.yaml): pass --workspace DIR of one where "
+                         "the demo ran (`make demo` in the repository, the default)")
     params = load_params(workspace / "params.yaml", [])
     notes.append(f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="detops-serve-load-") as tmp:

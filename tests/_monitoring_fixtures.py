@@ -105,3 +105,18 @@ def tiny_checkpoint(path: Path, classes: list[str]) -> Path:
         "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
     }, path)
     return path
+
+
+def count_reference_loads(monkeypatch: Any) -> list[str]:
+    """A list that gets one entry each time the monitor step loads its reference (the real load still runs)."""
+    import detops.steps.monitor as monitor_step
+
+    loads: list[str] = []
+    real = monitor_step.load_reference
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        loads.append("reference")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(monitor_step, "load_reference", counting)
+    return loads

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _monitoring_fixtures import batch_from, darker, sample
+from _monitoring_fixtures import batch_from, count_reference_loads, darker, sample
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["monitor.screenshot=false", "monitor.min_batch_size=20", "validate.data_docs=false",
@@ -74,16 +74,7 @@ def test_drift_is_announced_once_then_retraining_takes_the_batch(
         real(ws, check)
 
     monkeypatch.setattr(drift_flow, "announce", counting)
-    import detops.steps.monitor as monitor_step
-
-    loads: list[str] = []
-    real_load = monitor_step.load_reference
-
-    def counting_loads(*args: Any, **kwargs: Any) -> Any:
-        loads.append("reference")
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(monitor_step, "load_reference", counting_loads)
+    loads = count_reference_loads(monkeypatch)
     first = drift_check(workspace=str(drifted))
     assert set(first) == {"dark-labelled", "dark-unlabelled"}  # the half-copied batch is not read
     assert loads == ["reference"]  # one load for the tick, however many batches arrived

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _monitoring_fixtures import NO_SCREENSHOT, batch_from, sample, workspace, write_train_split
+from _monitoring_fixtures import NO_SCREENSHOT, batch_from, count_reference_loads, sample, workspace, write_train_split
 from typer.testing import CliRunner
 
 from detops.cli import app
@@ -85,14 +85,7 @@ def test_the_reference_is_loaded_once_however_many_batches_arrive(
 ) -> None:
     """One run checks every new batch against one load of the reference: the landing folder's (a tick of the drift
     check) and the batches named (the flow's call)."""
-    loads: list[str] = []
-    real = monitor.load_reference
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        loads.append("reference")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(monitor, "load_reference", counting)
+    loads = count_reference_loads(monkeypatch)
     ws = workspace(root, *NO_SCREENSHOT)
     for name in ("b1", "b2", "b3"):
         batch_from(root / "seed1", landing, name)

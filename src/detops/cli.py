@@ -404,3 +404,10 @@ def registry_prune(
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+
+
+label_app = typer.Typer(
+    help="The labelling loop: what to label next, the Label Studio round trip, the label audit.",
+    no_args_is_help=True,
+)
+app.add_typer(label_app, name="label")

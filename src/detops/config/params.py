@@ -11,6 +11,8 @@ from detops.config.deploy import DeployParams
 from detops.config.evaluate import EvaluateParams
 from detops.config.export import ExportParams
 from detops.config.import_ import ImportParams
+from detops.config.label import LabelParams
+from detops.config.label_studio import LabelStudioParams
 from detops.config.mlflow import MlflowParams
 from detops.config.monitor import MonitorParams
 from detops.config.paths import PathsParams
@@ -44,6 +46,8 @@ class Params(Section):
     monitor: MonitorParams = Field(default_factory=MonitorParams)
     deploy: DeployParams = Field(default_factory=DeployParams)
     serve: ServeParams = Field(default_factory=ServeParams)
+    label: LabelParams = Field(default_factory=LabelParams)
+    label_studio: LabelStudioParams = Field(default_factory=LabelStudioParams)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with the `params.yaml` key names (aliases)."""

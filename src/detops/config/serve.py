@@ -40,3 +40,9 @@ class ServeParams(Section):
     max_body_mb: float = Field(16.0, gt=0, le=1024, description="Largest request body in MiB (413 above).")
     max_pixels: int = Field(40_000_000, ge=1, description=(
         "Largest image, width x height, read from its header before decoding (413 above: decompression bombs)."))
+    capture_share: float = Field(0.0, ge=0, le=1, description=(
+        "Share of served images saved with the champion's answers into a batch under monitor.landing (one open "
+        "batch per worker process) for the drift check and labelling; 0 = off."))
+    capture_batch_size: int = Field(200, ge=1, description="Images after which a capture batch is sealed.")
+    capture_max_minutes: float = Field(60.0, gt=0, description=(
+        "Minutes after its first image at which a capture batch is sealed, full or not."))

@@ -214,7 +214,7 @@ def test_serve_params_and_help() -> None:
     with pytest.raises(ParamsError, match=r"serve\.host"):
         load_params(None, ["serve.host=192.168.1.4"])
     with pytest.raises(ParamsError, match=r"serve\.batch_timeout"):
-        load_params(None, ["serve.batch_timeout=0"])
+        load_params(None, ["serve.batch_timeout=-0.001"])
     result = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
     assert result.exit_code == 0
     for option in ("--model", "--host", "--port", "--workers"):

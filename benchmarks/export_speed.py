@@ -8,8 +8,11 @@ Part 3 (--backbones): random-weight detectors at 416 px, FP32 vs INT8 graph late
 which backbones INT8 pays on (depthwise convolutions barely speed up in ONNX Runtime's int8 kernels).
 Part 4 (--recipes): other quantization recipes for the BCCD model (depthwise convs left float, Conv only,
 per-tensor weights, uint8 weights) against detops' own, each with its speed-up and test mAP drop.
+Part 5 (--runtimes FOLDER): the graph latency of ONNX Runtime and OpenVINO on an export folder's FP32 and INT8
+files at batch 1 and 8, interleaved, as speed-ups over ONNX Runtime FP32 (any exported model: the demo's too).
 
     .venv/bin/python benchmarks/export_speed.py [--workspace /tmp/detops-bench/bccd] [--backbones] [--recipes]
+        [--runtimes models/export]
 """
 
 from __future__ import annotations
@@ -53,6 +56,13 @@ def bccd_export(workspace: Path, threads: int, runs: int) -> None:
           f"{ratio('onnx-fp32', 'onnx-int8', 'e2e_p50_ms')} |")
     print(f"| FP32 ORT vs torch eager (speed-up) | {ratio('torch', 'onnx-fp32', 'graph_p50_ms')} | "
           f"{ratio('torch', 'onnx-fp32', 'e2e_p50_ms')} |")
+    deployed = report["deployable"]["cpu"]
+    print(f"| deployable CPU ({deployed}) vs FP32 ORT (speed-up) | {ratio('onnx-fp32', deployed, 'graph_p50_ms')} | "
+          f"{ratio('onnx-fp32', deployed, 'e2e_p50_ms')} |")
+    batch = rows[deployed]["latency"]["throughput_batch"]
+    print(f"| deployable CPU vs FP32 ORT, images/s at batch {batch} | - | "
+          f"{rows[deployed]['latency']['throughput_ips'] / rows['onnx-fp32']['latency']['throughput_ips']:.2f}x |")
+    print(f"\nCPU: {report.get('cpu')}; ranked by {report.get('ranked_by')}: {report.get('ranking', {}).get('cpu')}")
     drop = rows["onnx-int8"]["drop"]
     print(f"\nINT8 mAP drop vs the checkpoint: {drop:+.4f} (target <= 0.01)")
     from detops.inference import load_predictor
@@ -202,6 +212,42 @@ def recipes(workspace: Path, threads: int, runs: int = 30) -> None:
         print(f"| {name} | {ms:.2f} | {medians[0] / ms:.2f}x | {score:.4f} | {scores[0] - score:+.4f} |")
 
 
+def runtimes(folder: Path, threads: int, runs: int) -> None:
+    """ONNX Runtime and OpenVINO (f32 hint) on the FP32 and INT8 files, graph only, batch 1 and 8, interleaved."""
+    from detops.export.openvino import VARIANTS, write_openvino_variants
+    from detops.inference import load_predictor
+
+    with tempfile.TemporaryDirectory(prefix="detops-runtimes-") as tmp:
+        work = Path(tmp)
+        for name in ("model.onnx", "model.int8.onnx"):
+            (work / name).write_bytes((folder / name).read_bytes())
+        write_openvino_variants(tuple(v for v in VARIANTS if v.hint == "f32"), work)
+        files = {"ORT FP32": "model.onnx", "ORT INT8": "model.int8.onnx", "OV FP32 (f32 hint)": "model.openvino.onnx",
+                 "OV INT8 (f32 hint)": "model.int8.openvino.onnx"}
+        predictors = {label: load_predictor(work / name, threads=threads) for label, name in files.items()}
+        size = next(iter(predictors.values())).meta.image_size
+        rng = np.random.default_rng(0)
+        medians: dict[int, list[float]] = {}
+        for batch in (1, 8):
+            x = rng.random((batch, 3, size, size), dtype=np.float32)
+            times: list[list[float]] = [[] for _ in predictors]
+            per_round = max(3, runs // (3 * batch))
+            for _ in range(3):
+                for i, predictor in enumerate(predictors.values()):
+                    for _ in range(3):
+                        predictor.runtime(x)
+                    for _ in range(per_round):
+                        start = time.perf_counter()
+                        predictor.runtime(x)
+                        times[i].append(time.perf_counter() - start)
+            medians[batch] = [float(np.median(t) * 1000) for t in times]
+    print(f"\n| runtime ({size} px, {threads} threads, graph p50) | batch 1 ms | batch 8 ms | vs ORT FP32 b1 / b8 |"
+          "\n|---|---|---|---|")
+    for i, label in enumerate(predictors):
+        print(f"| {label} | {medians[1][i]:.2f} | {medians[8][i]:.2f} | {medians[1][0] / medians[1][i]:.2f} / "
+              f"{medians[8][0] / medians[8][i]:.2f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/detops-bench/bccd"))
@@ -209,7 +255,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--backbones", action="store_true", help="also compare backbones (random weights)")
     parser.add_argument("--recipes", action="store_true", help="also compare INT8 recipes on the BCCD model")
+    parser.add_argument("--runtimes", type=Path, metavar="FOLDER",
+                        help="only compare ONNX Runtime and OpenVINO on this export folder's FP32 and INT8 files")
     args = parser.parse_args()
+    if args.runtimes:
+        runtimes(args.runtimes, args.threads, args.runs)
+        return 0
     bccd_export(args.workspace, args.threads, args.runs)
     if args.backbones:
         backbones(args.threads)

@@ -24,7 +24,7 @@ from detops.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["export.latency_runs=3", "export.warmup_runs=1", "export.calibration_images=6", "export.batch_sizes=[1,2]",
-        "export.threads=2", "train.epochs=6"]
+        "export.threads=2", "train.epochs=6", "export.openvino=false"]
 VARIANTS = ["torch", "onnx-fp32", "onnx-fp16", "onnx-int8", "onnx-int8-trt"]
 
 

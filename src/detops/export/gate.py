@@ -1,5 +1,6 @@
 """The accuracy gate: every exported variant is scored like the checkpoint and must stay within
-`export.max_map_drop` of it; the fastest accepted variant per target is the one to deploy."""
+`export.max_map_drop` of it; the fastest accepted variant per target (per image, at the served batch) is the
+one to deploy."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 class Variant:
     """One artifact as measured: its scores, speed and verdict."""
 
-    name: str  # torch | onnx-fp32 | onnx-fp16 | onnx-int8 | onnx-int8-trt | tensorrt-fp16 | tensorrt-int8
+    name: str  # torch | onnx-fp32 | onnx-fp16 | onnx-int8 | onnx-int8-trt | openvino-* | tensorrt-fp16 | tensorrt-int8
     file: str
     precision: str
     runtime: str
@@ -52,16 +53,29 @@ def apply_gate(baseline: Variant, variants: list[Variant], metric: str, max_drop
 PREFERENCE = ("tensorrt-int8", "tensorrt-fp16", "onnx-fp16", "onnx-int8-trt", "onnx-int8", "onnx-fp32", "torch")
 
 
+def ranking(variants: list[Variant], target: str) -> list[str]:
+    """The accepted variants for `target` timed on it, fastest first: milliseconds per image at the served batch
+    (the largest benchmarked), ties broken by the batch-1 latency."""
+    timed = [v for v in variants if v.accepted and v.target == target and v.latency is not None
+             and v.timed_on == target]
+    return [v.name for v in sorted(timed, key=_served_cost)]
+
+
+def _served_cost(v: Variant) -> tuple[float, float]:
+    assert v.latency is not None
+    return 1000.0 / float(v.latency["throughput_ips"]), float(v.latency["e2e_p50_ms"])
+
+
 def deployable(variants: list[Variant]) -> dict[str, str | None]:
-    """Per target, the accepted variant with the lowest end-to-end p50 latency measured on that target;
-    where nothing was timed on the target (no GPU here), the first accepted one in `PREFERENCE`."""
+    """Per target, the first of its `ranking`; where nothing was timed on the target (no GPU here), the first
+    accepted one in `PREFERENCE`."""
     out: dict[str, str | None] = {}
     for target in ("cpu", "gpu"):
-        accepted = [v for v in variants if v.accepted and v.target == target]
-        timed = [v for v in accepted if v.latency is not None and v.timed_on == target]
-        if timed:
-            out[target] = min(timed, key=lambda v: float(v.latency["e2e_p50_ms"]) if v.latency else 0.0).name
+        ranked = ranking(variants, target)
+        if ranked:
+            out[target] = ranked[0]
         else:
-            ranked = sorted(accepted, key=lambda v: PREFERENCE.index(v.name) if v.name in PREFERENCE else 99)
-            out[target] = ranked[0].name if ranked else None
+            accepted = [v for v in variants if v.accepted and v.target == target]
+            preferred = sorted(accepted, key=lambda v: PREFERENCE.index(v.name) if v.name in PREFERENCE else 99)
+            out[target] = preferred[0].name if preferred else None
     return out

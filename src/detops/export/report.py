@@ -28,6 +28,35 @@ def machine() -> str:
     return f"{cpu} ({os.cpu_count()} cores)" + (f", {gpu}" if gpu else "")
 
 
+# The /proc/cpuinfo flags that decide which CPU kernels run (and so which variant is fastest).
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_info() -> dict[str, list[str]]:
+    """The CPU's kernel-deciding flags and, where openvino is installed, its OPTIMIZATION_CAPABILITIES: a latency
+    ranking holds only where these match (an `openvino-bf16` variant needs BF16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    first = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
+    present = set(first.partition(":")[2].split())
+    out = {"flags": [flag for flag in KERNEL_FLAGS if flag in present]}
+    from detops.inference.openvino_runtime import cpu_capabilities, openvino_installed
+
+    if openvino_installed():
+        out["openvino_capabilities"] = list(cpu_capabilities())
+    return out
+
+
+def cpu_line(cpu: dict[str, list[str]]) -> str:
+    line = f"CPU flags: {', '.join(cpu['flags']) or 'none of ' + ', '.join(KERNEL_FLAGS)}"
+    if "openvino_capabilities" in cpu:
+        line += f"; OpenVINO capabilities: {', '.join(cpu['openvino_capabilities'])}"
+    return line
+
+
 def report_dict(variants: list[Variant], deploy: dict[str, str | None], context: dict[str, Any]) -> dict[str, Any]:
     return {**context, "deployable": deploy, "variants": {v.name: v.to_dict() for v in variants}}
 
@@ -61,8 +90,10 @@ def markdown(variants: list[Variant], deploy: dict[str, str | None], context: di
     lines = [f"### detops export ({context['machine']}, {context['threads']} threads)", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(variants, metric)]
-    lines += ["", f"Deployable: CPU **{deploy.get('cpu')}**, GPU **{deploy.get('gpu')}**. Gate: {metric} drop "
-              f"≤ {context['max_map_drop']:g} against the checkpoint scored through the same predictor."]
+    ranked = f" (fastest accepted by {context['ranked_by']})" if "ranked_by" in context else ""
+    lines += ["", f"Deployable: CPU **{deploy.get('cpu')}**, GPU **{deploy.get('gpu')}**{ranked}. Gate: {metric} "
+              f"drop ≤ {context['max_map_drop']:g} against the checkpoint scored through the same predictor."]
+    lines += [cpu_line(context["cpu"])] if "cpu" in context else []
     lines += [f"- {v.name}: {v.reason}" for v in variants if v.reason and v.reason != "baseline"]
     lines += [f"- {note}" for note in context.get("notes", [])]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""The one way to run a trained detector, whatever the artifact: checkpoint, ONNX (any precision), TensorRT.
+"""The one way to run a trained detector, whatever the artifact: checkpoint, ONNX (any precision), OpenVINO, TensorRT.
 
 `load_predictor(path)` picks the runtime from the file; the ONNX path imports neither torch nor torchvision.
 """

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from detops.errors import DataError
 from detops.inference.decode import Thresholds
 from detops.inference.meta import ModelMeta
+from detops.inference.openvino_runtime import is_openvino_file
 from detops.inference.predictor import Predictor
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ ENGINE_SUFFIXES = (".engine", ".plan")
 
 def load_predictor(path: str | Path, thresholds: Thresholds | None = None, device: str = "auto",
                    threads: int = 0) -> Predictor:
-    """A predictor for a checkpoint, an `.onnx` file or a TensorRT engine.
+    """A predictor for a checkpoint, an `.onnx` file (`*.openvino.onnx`: OpenVINO) or a TensorRT engine.
 
     `thresholds` default to the file's own deployment thresholds; evaluation passes the `evaluate` params.
     `threads` > 0 pins the CPU threads (torch and ONNX Runtime alike, for fair comparisons).
@@ -28,6 +29,8 @@ def load_predictor(path: str | Path, thresholds: Thresholds | None = None, devic
     if not path.is_file():
         raise DataError(f"{path}: model file not found.")
     suffix = path.suffix.lower()
+    if is_openvino_file(path):
+        return _openvino_predictor(path, thresholds, threads)
     if suffix == ".onnx":
         from detops.inference.runtimes import OnnxRuntime
 
@@ -47,6 +50,24 @@ def load_predictor(path: str | Path, thresholds: Thresholds | None = None, devic
         return Predictor(path, "torch", torch_runtime, meta, thresholds or meta.deployment())
     raise DataError(f"{path}: unknown model file type {suffix!r}; expected a checkpoint "
                     f"({', '.join(CHECKPOINT_SUFFIXES)}), .onnx or a TensorRT engine ({', '.join(ENGINE_SUFFIXES)}).")
+
+
+def _openvino_predictor(path: Path, thresholds: Thresholds | None, threads: int) -> Predictor:
+    """An OpenVINO variant in OpenVINO; where openvino is not installed, the same ONNX graph in ONNX Runtime."""
+    from detops.inference.openvino_runtime import OpenVinoRuntime, openvino_installed
+
+    if openvino_installed():
+        runtime = OpenVinoRuntime(path, threads)
+        return Predictor(path, "openvino", runtime, runtime.meta, thresholds or runtime.meta.deployment())
+    import logging
+
+    from detops.inference.runtimes import OnnxRuntime
+
+    logging.getLogger("detops.inference").warning(
+        "%s: openvino is not installed (pip install 'detops[openvino]'); running it in ONNX Runtime instead.", path)
+    onnx_runtime = OnnxRuntime(path, "cpu", threads)
+    meta = onnx_runtime.metadata(path)
+    return Predictor(path, "onnx", onnx_runtime, meta, thresholds or meta.deployment())
 
 
 def checkpoint_meta(meta: dict[str, object]) -> ModelMeta:

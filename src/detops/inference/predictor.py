@@ -70,7 +70,7 @@ class Predictor:
     thresholds make another predictor (`with_thresholds`) over the same loaded runtime."""
 
     path: Path
-    kind: str  # torch | onnx | tensorrt
+    kind: str  # torch | onnx | openvino | tensorrt
     runtime: Runtime
     meta: ModelMeta
     thresholds: Thresholds

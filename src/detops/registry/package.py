@@ -25,6 +25,7 @@ EXPORT_REPORT = "export_report"
 # Distributions the inference path imports (cv2: letterbox; PIL: decoding bytes), and the checkpoint's extras.
 BASE_REQUIREMENTS = ("numpy", "pandas", "pillow", "opencv-python-headless")
 ONNX_REQUIREMENTS = ("onnxruntime",)
+OPENVINO_REQUIREMENTS = ("openvino",)  # an OpenVINO variant (`openvino-*`) runs in it; without it, in ONNX Runtime
 TORCH_REQUIREMENTS = ("torch", "torchvision", "timm")
 
 
@@ -89,6 +90,8 @@ def _check_exported_from(path: Path, run_id: str) -> None:
 def requirements(files: ModelFiles) -> list[str]:
     """Pinned pip requirements of the served artifact's inference path (mlflow adds itself)."""
     names = [*BASE_REQUIREMENTS, *(TORCH_REQUIREMENTS if files.serves_checkpoint else ONNX_REQUIREMENTS)]
+    if files.serve.startswith("openvino"):
+        names.extend(OPENVINO_REQUIREMENTS)
     out = []
     for name in names:
         try:

@@ -1,10 +1,12 @@
 """Step `export`: the best checkpoint as deployable files, each scored like `evaluate` scores the checkpoint.
 
 ONNX FP32 (the reference export), FP16 (the GPU file), INT8 QDQ for ONNX Runtime on CPU and a symmetric
-INT8 QDQ file for TensorRT, and TensorRT engines where a GPU and TensorRT exist. Every file, the checkpoint
-first, is scored by the one scorer (`detops.evaluation.scorer`) on the `evaluate` split; a variant more than
-`export.max_map_drop` below the checkpoint is rejected. Files are written to a temporary folder that replaces
-`models/export/` only when everything succeeded, so a failure leaves nothing half-written.
+INT8 QDQ file for TensorRT, OpenVINO variants of the FP32 and INT8 files where openvino is installed, and
+TensorRT engines where a GPU and TensorRT exist. Every file, the checkpoint first, is scored by the one scorer
+(`detops.evaluation.scorer`) on the `evaluate` split; a variant more than `export.max_map_drop` below the
+checkpoint is rejected, and so is an OpenVINO file OpenVINO cannot load (the other variants still ship). Files
+are written to a temporary folder that replaces `models/export/` only when everything succeeded, so a failure
+leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from detops.workspace import Workspace
 if TYPE_CHECKING:
     from detops.evaluation.scorer import Scorer
     from detops.export.gate import Variant
+    from detops.export.openvino import OpenVinoVariant
+    from detops.export.variants import VariantFile
     from detops.inference.predictor import Predictor
 
 TIMING_IMAGES = 8  # distinct test images cycled through the latency runs
@@ -62,13 +66,16 @@ def tensorrt_plan(ws: Workspace) -> tuple[bool, str | None]:
 
 def run(ws: Workspace) -> StepResult:
     from detops.evaluation.scorer import Scorer
+    from detops.export.openvino import plan
 
     scorer = Scorer.of(ws)
     checkpoint = ws.checkpoint()
     build_engines, skipped = tensorrt_plan(ws)
+    openvino = plan(ws.params.export.openvino, ws.params.export.int8)
     calibration, notes = calibration_files(ws, ws.params.export.calibration_images)
     notes += [skipped] if skipped else []
-    variants, deploy, context = _export(ws, checkpoint, scorer, calibration, build_engines, notes)
+    notes += openvino.notes
+    variants, deploy, context = _export(ws, checkpoint, scorer, calibration, build_engines, openvino.variants, notes)
 
     metric = context["metric"]
     metrics: dict[str, Any] = {}
@@ -81,14 +88,16 @@ def run(ws: Workspace) -> StepResult:
 
 
 def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[Path], build_engines: bool,
-            notes: list[str]) -> tuple[list[Any], dict[str, str | None], dict[str, Any]]:
+            openvino: tuple[OpenVinoVariant, ...], notes: list[str]
+            ) -> tuple[list[Any], dict[str, str | None], dict[str, Any]]:
     """Write, score, time and gate every variant; reports and the MLflow log only once all succeeded."""
     from detops.atomic import atomic_dir
     from detops.console import out_console
     from detops.evaluation.mlflow_log import log_evaluation
-    from detops.export.gate import apply_gate, deployable
+    from detops.export.gate import apply_gate, deployable, ranking
     from detops.export.latency import measure_all
-    from detops.export.report import machine, rich_table, write_reports
+    from detops.export.openvino import write_openvino_variants
+    from detops.export.report import cpu_info, machine, rich_table, write_reports
     from detops.export.variants import write_engines, write_onnx_variants
     from detops.inference.meta import detops_version
     from detops.inference.predictor import load_image
@@ -119,23 +128,36 @@ def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[P
         # A CPU copy: ONNX export traces on the CPU, while the baseline stays on its device for the latency table.
         model = copy.deepcopy(baseline.runtime.model).cpu()  # type: ignore[attr-defined]
         exported = write_onnx_variants(model, meta, folder, params, calibration_batches)
+        exported += write_openvino_variants(openvino, folder)
         if build_engines:
             from detops.inference.tensorrt import current_target
 
             slug = current_target().slug()
             cache = {slug: ws.root / ".cache" / "tensorrt" / f"{slug}.timing-cache"}  # outside DVC's outputs
             exported += write_engines(exported, meta, folder, params.batch_sizes, cache)
-        scored = [score(f.name, f.path, f.precision, f.target) for f in exported]
-        variants = apply_gate(reference, scored, metric, params.max_map_drop)
+        scored, unloadable = [], []
+        for f in exported:
+            try:
+                scored.append(score(f.name, f.path, f.precision, f.target))
+            except DataError as exc:
+                if f.name not in {v.name for v in openvino}:
+                    raise
+                label = ws.relative(files["folder"] / f.path.name)
+                unloadable.append(_unloadable(label, f, exc))
+                notes.append(f"{f.name} rejected: OpenVINO cannot load {label} (reason in the report)")
+        variants = apply_gate(reference, scored, metric, params.max_map_drop) + unloadable
         fp32 = next(v for v in variants if v.name == "onnx-fp32")
         if not fp32.accepted:
             raise ExportError(f"the FP32 ONNX export is broken: {fp32.reason}. Nothing was written.")
         timings = measure_all(predictors, timing, meta.deployment(), max(params.batch_sizes), params.latency_runs,
                               params.warmup_runs)
-        variants = [replace(v, latency=timings[v.name].to_dict()) for v in variants]
+        variants = [replace(v, latency=timings[v.name].to_dict()) if v.name in timings else v for v in variants]
     deploy = deployable(variants)
-    context = {"machine": machine(), "threads": threads, "metric": metric, "max_map_drop": params.max_map_drop,
-               "baseline": "torch", "checkpoint": ws.relative(checkpoint), "notes": notes}
+    served = max(params.batch_sizes)
+    context = {"machine": machine(), "cpu": cpu_info(), "threads": threads, "metric": metric,
+               "max_map_drop": params.max_map_drop, "baseline": "torch", "checkpoint": ws.relative(checkpoint),
+               "ranked_by": f"ms per image at batch {served} (the largest of export.batch_sizes), then batch-1 p50",
+               "ranking": {target: ranking(variants, target) for target in ("cpu", "gpu")}, "notes": notes}
     write_reports(variants, deploy, context, files)
     logged = log_evaluation(ws, _mlflow_metrics(variants, metric), {"export": [files["report"], files["markdown"]],
                                                                     "plots": [files["plot"]]})
@@ -157,7 +179,18 @@ def _variant(name: str, predictor: Predictor, metrics: dict[str, float | None], 
         name=name, file=file_label, precision=precision, runtime=predictor.runtime_name, target=target,
         size_mb=round(size / 2**20, 3), metrics={k: v for k, v in metrics.items() if "/ap/" not in k},
         latency=None, timed_on="gpu" if on_gpu else "cpu",
+        extra={k: v for k, v in predictor.meta.extra.items() if k == "openvino"},  # its precision hint, CPU needs
     )
+
+
+def _unloadable(file_label: str, f: VariantFile, error: DataError) -> Variant:
+    """The row of a variant whose file its runtime rejected: unscored, untimed, not accepted, the error said (naming
+    the file where it ends up, not the temporary folder it was written to)."""
+    from detops.export.gate import Variant
+
+    return Variant(name=f.name, file=file_label, precision=f.precision, runtime="-", target=f.target,
+                   size_mb=round(f.path.stat().st_size / 2**20, 3) if f.path.is_file() else 0.0, metrics={},
+                   latency=None, accepted=False, reason=str(error).replace(str(f.path), file_label))
 
 
 def _test_files(ws: Workspace, gt: Dataset) -> list[Path]:

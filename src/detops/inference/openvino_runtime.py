@@ -1,0 +1,130 @@
+"""OpenVINO on the CPU: the project's exported ONNX files, read unchanged, compiled with the precision hint their
+metadata names.
+
+An OpenVINO variant is an ONNX file named `*.openvino.onnx`: the graph of `model.onnx` or `model.int8.onnx` as
+exported, its detops metadata extended by an `openvino` entry (the `INFERENCE_PRECISION_HINT`, and the CPU
+capabilities that hint needs). One self-sufficient file per variant, like every other export, so the registry,
+`detops serve` and the MLflow model carry and load it as they do the others. The hint is always set: OpenVINO's
+default on a CPU with BF16 is bf16, not f32, which moves raw outputs. The decode stays numpy float32, as for
+every runtime; torch is never imported.
+
+A file whose hint needs a capability this CPU lacks (bf16 without BF16) runs with the f32 hint instead, which is
+the `openvino-fp32` variant's computation, with a warning. Where openvino is not installed the same file runs in
+ONNX Runtime (the graph is plain ONNX), with a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detops.errors import DataError
+from detops.inference.meta import INPUT_NAME, METADATA_KEY, ModelMeta
+
+log = logging.getLogger("detops.inference")
+
+SUFFIX = ".openvino.onnx"
+ENTRY = "openvino"  # key of the OpenVINO settings in ModelMeta.extra
+HINTS = {"f32": (), "bf16": ("BF16",)}  # precision hint -> the OPTIMIZATION_CAPABILITIES it needs
+
+
+def is_openvino_file(path: Path) -> bool:
+    return path.name.lower().endswith(SUFFIX)
+
+
+def openvino_settings(hint: str) -> dict[str, Any]:
+    """The metadata entry of a variant compiled with `hint`."""
+    if hint not in HINTS:
+        raise ValueError(f"unknown OpenVINO precision hint {hint!r}; expected one of {sorted(HINTS)}")
+    return {"precision_hint": hint, "requires": list(HINTS[hint])}
+
+
+def openvino_installed() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def cpu_capabilities() -> tuple[str, ...]:
+    """OpenVINO's `OPTIMIZATION_CAPABILITIES` of this CPU (FP32, INT8, BF16, ...); asked once per process."""
+    import openvino as ov
+
+    return tuple(str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+class OpenVinoRuntime:
+    """An ONNX file compiled by OpenVINO for the CPU: a static batch of one (a lone request's latency; static ran
+    1.1-1.3x faster than the dynamic axis here) and, on the first larger batch, the dynamic batch axis. A compile
+    took 4-6 s on this busy 2-core machine, so not one per batch size: serving warms both up before traffic."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        import openvino as ov
+
+        self.path = path
+        self._core = ov.Core()
+        try:
+            self._model = self._core.read_model(str(path))
+        except Exception as exc:  # OpenVINO raises its own untyped errors for unreadable files
+            raise DataError(f"{path}: OpenVINO cannot read this model ({_reason(exc)}). The file is corrupt or "
+                            "truncated: re-run `detops export`.") from None
+        self.meta = self._read_meta()
+        self.hint = self._usable_hint(self.meta.extra.get(ENTRY) or {})
+        self._config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.hint, "PERFORMANCE_HINT": "LATENCY"}
+        if threads > 0:
+            self._config["INFERENCE_NUM_THREADS"] = threads
+        self._single = self._compile(1)  # now: a file OpenVINO cannot compile fails at load, not at the first image
+        self._any: Any = None
+        self.name = f"openvino {ov.__version__.split('-')[0]} (CPU, {self.hint})"
+
+    def _read_meta(self) -> ModelMeta:
+        if not self._model.has_rt_info(["framework", METADATA_KEY]):
+            raise DataError(f"{self.path}: no detops metadata in this ONNX file; export it with `detops export`.")
+        return ModelMeta.from_json(self._model.get_rt_info(["framework", METADATA_KEY]).astype(str), str(self.path))
+
+    def _usable_hint(self, settings: dict[str, Any]) -> str:
+        hint = str(settings.get("precision_hint", "f32"))
+        if hint not in HINTS:
+            raise DataError(f"{self.path}: unknown OpenVINO precision hint {hint!r} in its metadata; re-export it.")
+        missing = [c for c in settings.get("requires", HINTS[hint]) if c not in cpu_capabilities()]
+        if missing:
+            log.warning("%s: its %s precision hint needs %s, which this CPU lacks (it has %s); running it with the "
+                        "f32 hint, as the openvino-fp32 variant.", self.path.name, hint, ", ".join(missing),
+                        ", ".join(cpu_capabilities()))
+            return "f32"
+        return hint
+
+    def _compile(self, batch: int | None) -> Any:
+        """An infer request for a static `batch`, or for any batch size (None)."""
+        model = self._model.clone()
+        size = self.meta.image_size
+        model.reshape({INPUT_NAME: [-1 if batch is None else batch, 3, size, size]})
+        try:
+            compiled = self._core.compile_model(model, "CPU", self._config)
+        except Exception as exc:
+            raise DataError(f"{self.path}: OpenVINO cannot compile this model ({_reason(exc)}); "
+                            "re-run `detops export`.") from None
+        return compiled.create_infer_request()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 1:
+            request = self._single
+        else:
+            if self._any is None:
+                self._any = self._compile(None)
+            request = self._any
+        request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32)  # a copy: the tensor is reused
+
+
+def _reason(exc: Exception) -> str:
+    """The line of an OpenVINO error that says what went wrong (its first lines name C++ source files)."""
+    lines = [line.strip() for line in str(exc).splitlines()
+             if line.strip() and not line.startswith(("Exception from ", "Check '"))]
+    return lines[-1][:300] if lines else type(exc).__name__

@@ -76,6 +76,7 @@ def retrain(workspace: str = ".", params: ParamsOverlay | None = None,
                 add(ws, outcome.accepted)
             notes.append(f"batch {batch}: {len(outcome.images)} labelled image(s) joined the dataset "
                          f"({ws.relative(outcome.accepted or ws.root)})")
+            notes.extend(outcome.notes)  # the label audit: its page, and what went back for review
         try:
             for verb in verbs:
                 logger.info("step %s", verb)

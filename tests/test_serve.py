@@ -286,7 +286,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     export.run(ws)
     assert promote.run(ws).metrics["decision"] == "promoted"
     served = json.loads((ws.reports / "export.json").read_text(encoding="utf-8"))["deployable"]["cpu"]
-    assert served.startswith("onnx"), f"the served variant must be an ONNX file, export chose {served}"
+    assert served.startswith(("onnx", "openvino")), f"the served variant must be an ONNX file, export chose {served}"
     assert [_register_copy(ws), _register_copy(ws)] == ["2", "3"]
     registry = Registry(ws, ws.params.mlflow.registered_model)
     files = Path(registry.client().get_model_version_download_uri(registry.name, "3").removeprefix("file://"))
@@ -594,7 +594,7 @@ def test_routes_health_model_metrics_docs_and_the_key(fixed_server: ServeProcess
         assert httpx.get(f"{url}{path}", timeout=5, headers=auth).status_code == 200, path
     model = _model(fixed_server, auth)
     assert (model["name"], model["version"], model["alias"]) == (registry.name, "1", None)
-    assert model["variant"].startswith("onnx") and model["run_id"] and model["thresholds"]["score_threshold"] == 0.05
+    assert model["variant"].startswith(("onnx", "openvino")) and model["run_id"] and model["thresholds"]["score_threshold"] == 0.05
     assert model["classes"] == [{"id": 3, "name": "box"}, {"id": 7, "name": "disc"}]
     schema = httpx.get(f"{url}/openapi.json", timeout=5, headers=auth).json()["paths"]["/predict"]["post"]
     assert {"multipart/form-data", "application/json", "image/*"} <= set(schema["requestBody"]["content"])
@@ -603,3 +603,25 @@ def test_routes_health_model_metrics_docs_and_the_key(fixed_server: ServeProcess
     loaded = f'alias="",name="{registry.name}",role="champion",variant="{model["variant"]}",version="1",worker="0"'
     assert metrics[f"detops_serve_model_loaded{{{loaded}}}"] == 1
     assert metrics['detops_serve_request_seconds_count{route="/predict"}'] >= 1
+
+
+def test_capture_that_cannot_write_stops_and_serving_goes_on(registry: Registry, tmp_path: Path) -> None:
+    """monitor.landing under a regular file: the capture writer's first folder fails (ENOTDIR, as a full disk's
+    ENOSPC would), capture stops and is counted in /metrics, and every request is still answered."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the landing folder's parent should be")
+    sets = (*SERVE, f"serve.model=models:/{registry.name}/1", "serve.capture_share=1.0",
+            f"monitor.landing={blocked / 'landing'}")
+    images = registry.images()[:6]
+    with ServeProcess(registry.ws.root, *sets, log_dir=tmp_path) as server:
+        server.wait_ready()
+        with httpx.Client(timeout=30) as client:
+            first, _ = _answer(client, server.url, images[0])
+            assert first.status == 200
+            _wait_metric(server, 'detops_serve_capture_failures_total{error="ENOTDIR"}', 1)
+            answers = [_answer(client, server.url, image)[0] for image in images[1:]]
+        assert all(a.status == 200 and a.version == "1" for a in answers)
+        metrics = _metrics(server)
+        assert metrics['detops_serve_capture_failures_total{error="ENOTDIR"}'] == 1
+        assert metrics['detops_serve_capture_images_total{outcome="stopped"}'] == len(images) - 1
+        assert "capture stopped" in server.log()

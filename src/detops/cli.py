@@ -402,8 +402,6 @@ def registry_prune(
         console.print(f"• {note}", highlight=False, markup=False)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
 
 
 label_app = typer.Typer(
@@ -411,3 +409,139 @@ label_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(label_app, name="label")
+
+
+def _typed_model(model: str | None) -> str | None:
+    """A model file typed on the command line is relative to the shell, not -w."""
+    return str(Path(model).resolve()) if model is not None and Path(model).exists() else model
+
+
+@label_app.command("select")
+def label_select(
+    batch: Annotated[str, typer.Argument(help="An unlabelled batch: a folder under monitor.landing.")],
+    budget: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--budget", min=1, help="Images to pick; default: label.budget.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help=(  # noqa: UP045
+        "Checkpoint or registry reference; default: label.model (empty: the champion)."))] = None,
+) -> None:
+    """Rank a batch's images for labelling: the champion's uncertainty times diversity over its embeddings."""
+    from detops.errors import DetopsError
+
+    try:
+        ws = _workspace(_set("label.model", _typed_model(model)))
+        from detops.labeling.select import select_batch
+
+        chosen = select_batch(ws, batch, budget)
+    except DetopsError as exc:
+        _exit_with(exc)
+    from detops.console import out_console
+
+    console = out_console()
+    console.print(f"batch {batch}: {len(chosen.selected)} of {chosen.images} image(s) selected -> "
+                  f"{ws.relative(chosen.file)}", highlight=False)
+    for image in chosen.selected[:10]:
+        console.print(f"{image.rank:>4}  {image.score:.4f}  {image.file_name}", highlight=False, markup=False)
+    for note in chosen.notes:
+        console.print(f"• {note}", highlight=False, markup=False)
+
+
+@label_app.command("audit")
+def label_audit(
+    split: Annotated[str, typer.Option("--split", help=(
+        "val or test (splits the champion never trained on), or a labelled batch under monitor.landing."))] = "val",
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help=(  # noqa: UP045
+        "Checkpoint or registry reference; default: label.model (empty: the champion)."))] = None,
+) -> None:
+    """cleanlab label audit: images ranked by label quality with their likely issue (reports/label_audit.html)."""
+    from detops.errors import DetopsError
+
+    try:
+        ws = _workspace(_set("label.model", _typed_model(model)))
+        from detops.labeling.audit import audit_files, audit_target, run_audit
+
+        dataset, source, batch = audit_target(ws, split)
+        audit = run_audit(ws, dataset, source, batch)
+    except DetopsError as exc:
+        _exit_with(exc)
+    from detops.console import out_console
+
+    summary = audit.to_dict()
+    out_console().print(f"{source}: {summary['flagged']} of {summary['images']} image(s) below label quality "
+                        f"{audit.threshold:g} {summary['issues']} -> {ws.relative(audit_files(ws, batch)[1])}",
+                        highlight=False, markup=False)
+
+
+@label_app.command("push")
+def label_push(
+    batch: Annotated[str, typer.Argument(help="An unlabelled batch: a folder under monitor.landing.")],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help=(  # noqa: UP045
+        "Checkpoint or registry reference whose boxes pre-annotate the tasks; default: label.model (empty: the "
+        "champion)."))] = None,
+) -> None:
+    """Create or update the batch's Label Studio project and import its selected images as pre-annotated tasks, in
+    ranked order; pushing again imports only images that have no task yet. Token: LABEL_STUDIO_API_KEY."""
+    from detops.errors import DetopsError
+
+    try:
+        ws = _workspace(_set("label.model", _typed_model(model)))
+        from detops.labeling.push import preannotator, push
+        from detops.labeling.studio import LabelStudio
+
+        settings = ws.params.label_studio
+        with LabelStudio.from_env(settings.url, settings.timeout_s) as studio:
+            studio.find_project("")  # a server down or a wrong token fails before the model is loaded
+            done = push(ws, batch, studio, preannotator(ws))
+    except DetopsError as exc:
+        _exit_with(exc)
+    from detops.console import out_console
+
+    out_console().print(f"batch {batch}: {done.imported} task(s) imported, {done.already} already in project "
+                        f"{done.project} (pre-annotations: model version {done.model_version}) -> {done.url}",
+                        highlight=False, markup=False)
+
+
+@label_app.command("pull")
+def label_pull(
+    batch: Annotated[str, typer.Argument(help="A batch pushed with `detops label push`.")],
+) -> None:
+    """Write the finished Label Studio annotations of a pushed batch as a labelled batch in monitor.landing, then
+    emit detops.batch.labelled (retrain-on-drift takes it) when PREFECT_API_URL names a server."""
+    import os
+
+    from detops.errors import DetopsError
+
+    try:
+        ws = _workspace()
+        from detops.labeling.pull import pull
+        from detops.labeling.studio import LabelStudio
+        from detops.locking import workspace_lock
+
+        settings = ws.params.label_studio
+        with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, workspace_lock(ws.root):
+            done = pull(ws, batch, studio)
+    except DetopsError as exc:
+        _exit_with(exc)
+    from detops.console import out_console
+
+    console = out_console()
+    if done.labelled is None:
+        console.print(f"batch {batch}: {done.finished} of {done.tasks} task(s) finished, {done.skipped} skipped in "
+                      f"project {done.project}; nothing written until every task is done", highlight=False)
+        return
+    console.print(f"batch {batch}: {done.images} image(s), {done.boxes} box(es) -> labelled batch {done.labelled}",
+                  highlight=False, markup=False)
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print(f"PREFECT_API_URL is not set: no event emitted; retrain with it: python -c 'from flows.retrain "
+                      f"import retrain; retrain(batch=\"{done.labelled}\")'", highlight=False, markup=False)
+        return
+    from prefect.events.worker import EventsWorker
+
+    from flows.events import emit_labelled_event
+
+    emit_labelled_event(ws, done)
+    EventsWorker.drain_all()
+    console.print(f"detops.batch.labelled emitted: retrain-on-drift takes {done.labelled}", highlight=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

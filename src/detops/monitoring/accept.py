@@ -1,18 +1,29 @@
 """What retraining on drift does with a batch: a labelled one joins the dataset (copied under
 import.batches, where `import` reads it), an unlabelled one gets a list of the images to label.
 
+Before a labelled batch is accepted its classes are checked against the dataset's (a class the dataset lacks is an
+error and nothing is accepted) and its labels are audited with the champion (`detops.labeling.audit`). Under
+`label.audit: review` the images the audit flags stay out of the accepted copy (then written as COCO, whatever the
+batch's format) and go to the batch's review list; under `warn` the audit only reports. With no champion yet there
+is nothing to audit with: `warn` says so and accepts, `review` refuses.
+
 The landing folder is the inbox and is never modified; the accepted copy is what DVC versions.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from detops.atomic import atomic_dir, write_text
-from detops.errors import DataError
+from detops.errors import DataError, RegistryError
 from detops.workspace import Workspace
+
+if TYPE_CHECKING:
+    from detops.labeling.audit import Audit
+    from detops.monitoring.batches import BatchData
 
 
 @dataclass(frozen=True)
@@ -24,6 +35,8 @@ class BatchOutcome:
     images: list[str]
     accepted: Path | None = None
     to_label: Path | None = None
+    review: list[str] = field(default_factory=list)  # flagged by the audit, left out (label.audit: review)
+    notes: list[str] = field(default_factory=list)
 
 
 def labels_needed_file(ws: Workspace, batch: str) -> Path:
@@ -43,9 +56,63 @@ def take_batch(ws: Workspace, name: str) -> BatchOutcome:
                              "".join(f"{data.batch.path / f}\n" for f in files))
         return BatchOutcome(name, False, files, to_label=listing)
     target = ws.resolve(ws.params.import_.batches) / name
-    if target.exists():
-        return BatchOutcome(name, True, files, accepted=target)  # accepted before: retraining again is enough
-    manifest = ws.params.monitor.manifest
+    from detops.labeling.audit import read_review_list, write_review_list
+
+    if target.exists():  # accepted before: retraining again is enough
+        left_out = {r.file_name for r in read_review_list(ws, name)}
+        return BatchOutcome(name, True, [f for f in files if f not in left_out], accepted=target)
+    check_classes(ws, data)
+    audit, notes = _audit(ws, data)
+    review = [i.file_name for i in audit.flagged] if audit is not None and ws.params.label.audit == "review" else []
+    if audit is not None and ws.params.label.audit == "review":
+        listing = write_review_list(ws, name, audit)
+        notes.append(f"{len(review)} image(s) sent back for review, left out: {ws.relative(listing)}")
+    if len(review) == len(files):
+        raise DataError(f"batch {name!r}: the label audit flagged all {len(files)} images (label.review_threshold="
+                        f"{ws.params.label.review_threshold}); nothing accepted. See {notes[0]}.")
     with atomic_dir(target) as tmp:
-        shutil.copytree(data.batch.path, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(manifest))
-    return BatchOutcome(name, True, files, accepted=target)
+        if review:
+            _copy_without(ws, data, set(review), tmp)
+        else:
+            shutil.copytree(data.batch.path, tmp, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(ws.params.monitor.manifest))
+    kept = [f for f in files if f not in set(review)]
+    return BatchOutcome(name, True, kept, accepted=target, review=review, notes=notes)
+
+
+def check_classes(ws: Workspace, data: BatchData) -> None:
+    """DataError naming the batch's classes the dataset (data/prepared/dataset.json) lacks; nothing is accepted."""
+    from detops.dataset.canonical import read_dataset
+
+    if not ws.dataset_json.is_file():
+        return  # no dataset yet: the champion's classes are checked by the audit
+    known = sorted(str(c["name"]) for c in read_dataset(ws.dataset_json)["categories"])
+    unknown = sorted({str(c["name"]) for c in data.dataset["categories"]} - set(known))
+    if unknown:
+        raise DataError(f"batch {data.batch.name!r}: classes {unknown} are not in the dataset's {known}. Relabel the "
+                        "batch with the dataset's class names, or add the classes to the dataset first; nothing was "
+                        "accepted.")
+
+
+def _audit(ws: Workspace, data: BatchData) -> tuple[Audit | None, list[str]]:
+    """The batch's label audit and where it was written; None (and why) with no champion under `warn`."""
+    from detops.labeling.audit import audit_files, run_audit
+
+    try:
+        audit = run_audit(ws, data.dataset, f"batch {data.batch.name}", data.batch.name)
+    except RegistryError as exc:
+        if ws.params.label.audit == "review":
+            raise
+        return None, [f"labels not audited: {exc}"]
+    page = ws.relative(audit_files(ws, data.batch.name)[1])
+    return audit, [f"label audit: {page} ({len(audit.flagged)} of {len(audit.images)} image(s) below "
+                   f"{audit.threshold:g})"]
+
+
+def _copy_without(ws: Workspace, data: BatchData, left_out: set[str], out: Path) -> None:
+    """The batch minus `left_out` as COCO (annotations.json and the images at their relative paths)."""
+    from detops.dataset.canonical import image_path, subset
+    from detops.formats.coco import write_coco
+
+    keep = subset(data.dataset, [im["id"] for im in data.dataset["images"] if im["file_name"] not in left_out])
+    write_coco(keep, {int(im["id"]): image_path(keep, im, ws.root) for im in keep["images"]}, out)

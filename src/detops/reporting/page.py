@@ -27,6 +27,7 @@ def build_run_page(ws: Workspace) -> Path:
     """Write `reports/index.html` from whatever reports the steps have left; returns its path."""
     from detops.reporting import data, drift, model, shipping
     from detops.reporting.header import header, mlflow_run, tools
+    from detops.reporting.labeling import labeling_section
 
     target = ws.reports / PAGE
     src = Sources(ws, target.parent)
@@ -47,6 +48,7 @@ def build_run_page(ws: Workspace) -> Path:
         _read("promotion", "Promotion", promote["decision"], "detops promote",
               lambda r: shipping.promotion(src, r, promote["summary"])),
         _read("drift", "Drift", verdict_file, "detops monitor", lambda r: drift.drift(src, r)),
+        labeling_section(src),
     ]
     validation, verdict = _optional(validate["report"]), _optional(verdict_file)
     mlflow = mlflow_run(src)

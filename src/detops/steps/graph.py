@@ -125,7 +125,16 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          # batch -> verdict, so each batch is checked and announced once (read back on the next run)
          Out("ledger", "${monitor.landing}/ledger.json", cache=False, persist=True),
          # <NAME>.txt per unlabelled drifted batch, written by the retraining it triggers (monitoring.accept)
-         Out("labels_needed", f"{REPORTS}/drift/labels_needed", cache=False)),
+         Out("labels_needed", f"{REPORTS}/drift/labels_needed", cache=False),
+         # the labelling loop (detops.labeling): <NAME>/selection.json per `label select`, <NAME>/ audit of a
+         # labelled batch before acceptance, <NAME>.json images sent back for review, the audit of a split
+         Out("selections", f"{REPORTS}/labeling/selections", cache=False),
+         Out("batch_audits", f"{REPORTS}/labeling/audits", cache=False),
+         Out("review", f"{REPORTS}/labeling/review", cache=False),
+         # <NAME>/label_studio.json: the batch's Label Studio project and each image's task id (`label push|pull`)
+         Out("label_studio", f"{REPORTS}/labeling/label_studio", cache=False),
+         Out("label_audit", f"{REPORTS}/label_audit.json", cache=False),
+         Out("label_audit_page", f"{REPORTS}/label_audit.html", cache=False)),
         cacheable=False,
         dvc=False,
     ),

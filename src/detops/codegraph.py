@@ -52,6 +52,7 @@ AMBIENT_MODULES = (
 AMBIENT_LIBRARIES = frozenset({
     "mlflow", "prefect", "rich", "typer", "click", "tqdm", "httpx", "requests", "pydantic", "yaml", "filelock",
     "typing_extensions", "dvc",
+    "psutil",  # sizes the training image cache: where images are held, never which pixels
 })
 
 

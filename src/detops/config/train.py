@@ -63,10 +63,30 @@ class TrainParams(Section):
     num_workers: int = Field(
         -1, ge=-1, le=64, description="DataLoader workers; -1 = sized to the machine (0 without a GPU)."
     )
-    cache_images: bool = Field(True, description="Decode (and resize) every image once, kept in RAM.")
+    cache_images: Literal["auto", "ram", "disk", "false"] = Field(
+        "auto", description="Decode (and resize) every image once. auto: in RAM when the decoded set fits in "
+        "cache_ram_share of the available memory (the cgroup limit in a container), else a memory-mapped file in "
+        "cache_dir, else decode every time; ram / disk force one; false: decode every time. true = ram."
+    )
+    cache_ram_share: float = Field(
+        0.5, gt=0, le=1, description="Share of the available memory the RAM cache may take under auto: the rest "
+        "is for the model, the batches and the workers, so a grown dataset goes to disk instead of being killed."
+    )
+    cache_dir: str = Field(
+        ".cache/detops/images", min_length=1, description="Disk image cache (workspace-relative), one file per "
+        "image list and size, reused across runs; delete it to reclaim the space."
+    )
     patience: int = Field(10, ge=0, description="EarlyStopping patience in epochs on val/map; 0 = off.")
     seed: int = Field(0, ge=0, description="Global seed (Lightning seed_everything).")
     augment: AugmentParams = Field(default_factory=AugmentParams)
+
+    @field_validator("cache_images", mode="before")
+    @classmethod
+    def _cache_images_bool(cls, value: object) -> object:
+        """YAML true/false (the earlier boolean form) mean ram / false."""
+        if isinstance(value, bool):
+            return "ram" if value else "false"
+        return value
 
     @field_validator("strides")
     @classmethod

@@ -58,7 +58,7 @@ def run(ws: Workspace, resume: bool = False, callbacks: Sequence[Any] = ()) -> S
         steps_per_epoch = -(-len(datamodule.train_set) // p.batch_size)
         trainer = build_trainer(p, files["best"], last_ckpt, logger, history, callbacks, steps_per_epoch)
         if trainer.is_global_zero:
-            _start_run_record(ws, logger, resume)
+            _start_run_record(ws, logger, resume, datamodule.cache_params)
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last_ckpt) if resume else None)
         wall = time.perf_counter() - started
@@ -99,6 +99,7 @@ def _module(ws: Workspace, model: dict[str, Any], classes: ClassMap, pretrained:
 
 
 def _datamodule(ws: Workspace, train_set: dict[str, Any], val_set: dict[str, Any], classes: ClassMap) -> Any:
+    from detops.console import err_console
     from detops.cpus import usable_cpus
     from detops.training.augment import eval_pipeline, train_pipeline
     from detops.training.data import (
@@ -113,12 +114,14 @@ def _datamodule(ws: Workspace, train_set: dict[str, Any], val_set: dict[str, Any
     train = DetectionDataset(build_records(train_set, ws.root, classes), p.image_size,
                              train_pipeline(p.image_size, p.augment), seed=p.seed)
     val = DetectionDataset(build_records(val_set, ws.root, classes), p.image_size, eval_pipeline(p.image_size))
-    if p.cache_images:
-        for dataset in (train, val):
-            dataset.preload(threads=usable_cpus())
+    cache_dir = ws.resolve(p.cache_dir)
+    plans = [dataset.cache(name, p.cache_images, cache_dir, p.cache_ram_share, usable_cpus(), err_console().print)
+             for name, dataset in (("train", train), ("val", val))]
     # Validation batches are sized like evaluation's: no gradients, so they can be larger than training's.
-    return DetectionDataModule(train, val, p.batch_size, resolve_workers(p.num_workers), uses_cuda(p), p.seed,
-                               val_batch_size=ws.params.evaluate.batch_size)
+    datamodule = DetectionDataModule(train, val, p.batch_size, resolve_workers(p.num_workers), uses_cuda(p), p.seed,
+                                     val_batch_size=ws.params.evaluate.batch_size)
+    datamodule.cache_params = {key: value for plan in plans for key, value in plan.params().items()}
+    return datamodule
 
 
 def _mlflow_logger(ws: Workspace, resume: bool) -> MLFlowLogger:
@@ -149,15 +152,16 @@ def _existing_run(ws: Workspace) -> str | None:
     return run_id
 
 
-def _start_run_record(ws: Workspace, logger: MLFlowLogger, resume: bool) -> None:
-    """Params and provenance go in at the start, and the run id is recorded, so --resume finds the run."""
+def _start_run_record(ws: Workspace, logger: MLFlowLogger, resume: bool, cache_params: dict[str, Any]) -> None:
+    """Params (with where the images were cached, and why) and provenance go in at the start, and the run id is
+    recorded, so --resume finds the run."""
     from detops import tracking
 
     run_id = logger.run_id
     if resume and run_id == tracking.read_run_id(ws):
         logger.experiment.set_tag(run_id, "detops.resumed", "true")
     else:
-        logger.log_hyperparams(ws.params.flat())
+        logger.log_hyperparams({**ws.params.flat(), **cache_params})
         tracking.log_data_inputs(ws, str(run_id))
     write_json(tracking.run_record(ws), {"run_id": run_id})
 

@@ -7,8 +7,7 @@ batches an uninterrupted run would have seen, whichever worker loads them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from detops.dataset.canonical import Dataset as CocoDataset
 from detops.dataset.canonical import dataset_root
 from detops.dataset.paths import resolve_inside
 from detops.model.preprocess import Letterbox, fit_longest_side, pad_offsets, read_rgb
+from detops.training.image_cache import CachePlan, ImageStore, Memory, build_store, file_identity
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class Record:
     image_id: int
     boxes: np.ndarray
     labels: np.ndarray
+    sha1: str | None = None  # content hash from the dataset, naming the image in the disk cache's key
 
 
 def build_records(dataset: CocoDataset, workspace_root: Path, classes: ClassMap) -> list[Record]:
@@ -70,7 +71,7 @@ def build_records(dataset: CocoDataset, workspace_root: Path, classes: ClassMap)
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)[keep]
         labels = np.array([label_of[int(a["category_id"])] for a in anns], dtype=np.int64)[keep]
         path = resolve_inside(root, str(image["file_name"]), f"image id {image['id']}")
-        records.append(Record(path, int(image["id"]), boxes, labels))
+        records.append(Record(path, int(image["id"]), boxes, labels, image.get("sha1")))
     return records
 
 
@@ -90,15 +91,20 @@ class DetectionDataset(Dataset[dict[str, Any]]):
         self.image_size = image_size
         self.pipeline = pipeline
         self.seed = seed
-        self._cache: list[tuple[np.ndarray, float, float, int, int] | None] | None = None
+        self.store: ImageStore | None = None
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def preload(self, threads: int) -> None:
-        """Decode and resize every image once (the RAM cache); DataLoader workers share it when forked."""
-        with ThreadPoolExecutor(max(1, threads)) as pool:
-            self._cache = list(pool.map(self._decode, range(len(self.records))))
+    def cache(self, name: str, mode: str, cache_dir: Path, ram_share: float, threads: int,
+              say: Callable[[str], None], memory: Memory | None = None) -> CachePlan:
+        """Decode and resize every image once, into RAM or a disk cache as `mode` says (`image_cache`)."""
+        def identities() -> list[str]:
+            return [file_identity(r.path, r.sha1) for r in self.records]
+
+        self.store, plan = build_store(name, mode, len(self.records), self.image_size, self._decode, identities,
+                                       cache_dir, ram_share, threads, say, memory)
+        return plan
 
     def _decode(self, index: int) -> tuple[np.ndarray, float, float, int, int]:
         image = read_rgb(self.records[index].path)
@@ -109,8 +115,7 @@ class DetectionDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, epoch = (key, 0) if isinstance(key, int) else key
         record = self.records[index]
-        cached = self._cache[index] if self._cache is not None else None
-        image, sx, sy, w, h = cached if cached is not None else self._decode(index)
+        image, sx, sy, w, h = self.store.get(index) if self.store is not None else self._decode(index)
         boxes = record.boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
         self.pipeline.set_random_seed(sample_seed(self.seed, epoch, index))
         out = self.pipeline(image=image, bboxes=boxes, labels=record.labels)
@@ -145,7 +150,7 @@ class EpochSampler(DistributedSampler):
 def resolve_workers(num_workers: int) -> int:
     """-1 = on a GPU machine one worker per spare core, at most 8 (more rarely helps a detector's input
     pipeline); on a CPU-only machine none: the model's math already uses every core, images are cached in
-    RAM, and forked workers under Prefect's threads were seen to die at teardown."""
+    RAM or memory-mapped, and forked workers under Prefect's threads were seen to die at teardown."""
     if num_workers >= 0:
         return num_workers
     import torch
@@ -176,6 +181,7 @@ class DetectionDataModule(pl.LightningDataModule):
         self.train_set, self.val_set = train, val
         self.batch_size, self.num_workers, self.pin_memory, self.seed = batch_size, num_workers, pin_memory, seed
         self.val_batch_size = val_batch_size or batch_size
+        self.cache_params: dict[str, Any] = {}  # where the image caches went, for the run's MLflow params
 
     def train_dataloader(self) -> DataLoader[Any]:
         trainer = self.trainer

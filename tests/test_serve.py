@@ -594,7 +594,8 @@ def test_routes_health_model_metrics_docs_and_the_key(fixed_server: ServeProcess
         assert httpx.get(f"{url}{path}", timeout=5, headers=auth).status_code == 200, path
     model = _model(fixed_server, auth)
     assert (model["name"], model["version"], model["alias"]) == (registry.name, "1", None)
-    assert model["variant"].startswith(("onnx", "openvino")) and model["run_id"] and model["thresholds"]["score_threshold"] == 0.05
+    assert model["variant"].startswith(("onnx", "openvino")) and model["run_id"]
+    assert model["thresholds"]["score_threshold"] == 0.05
     assert model["classes"] == [{"id": 3, "name": "box"}, {"id": 7, "name": "disc"}]
     schema = httpx.get(f"{url}/openapi.json", timeout=5, headers=auth).json()["paths"]["/predict"]["post"]
     assert {"multipart/form-data", "application/json", "image/*"} <= set(schema["requestBody"]["content"])

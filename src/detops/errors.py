@@ -53,3 +53,8 @@ class PromotionError(RegistryError):
 
 class DeployError(DetopsError):
     """No Prefect server to deploy to, or the server refused a work pool, deployment or automation."""
+
+
+class LabelStudioError(DetopsError):
+    """The Label Studio server is down, refuses the token, or answers something the label round trip cannot use;
+    nothing is written and the batch stays as it was."""

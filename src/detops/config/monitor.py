@@ -60,9 +60,17 @@ class MonitorParams(Section):
     drift_share: float = Field(0.5, gt=0, le=1, description="Share of drifted columns that is drift on its own.")
     critical_columns: list[str] = Field(
         ["brightness", "contrast", "saturation", "sharpness", "width", "height", "box_count", "box_area", "class_*",
-         "embedding"],
+         "embedding", "pred_count", "pred_score_mean", "pred_class_*"],
         description="Columns (names or globs) whose drift alone is drift; file_size (set by the encoder as much as "
-                    "by the content) and aspect_ratio (moves with width or height) only count towards the share.",
+                    "by the content) and aspect_ratio (moves with width or height) only count towards the share. "
+                    "pred_count, pred_score_mean and pred_class_* are the champion's answers themselves (fewer or "
+                    "less confident boxes, another class mix: the model is failing on this data, whatever the "
+                    "images look like); pred_score_median and pred_low_share move with pred_score_mean and only "
+                    "count towards the share.",
+    )
+    low_score: float = Field(
+        0.5, gt=0, lt=1, description="A kept prediction (at predict.score_threshold) scoring below this is low-score "
+                                     "in pred_low_share: the share of an image's boxes the model is unsure of."
     )
     embeddings: bool = Field(
         False, description="Also compare backbone embeddings (pooled last feature map, PCA fitted on the reference)."

@@ -25,8 +25,9 @@ class ServeParams(Section):
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description=(
         "auto: the version's deployable GPU variant where an NVIDIA GPU can run it, else its CPU variant."))
     max_batch_size: int = Field(8, ge=1, le=256, description="Most requests one inference call batches.")
-    batch_timeout: float = Field(0.005, gt=0, le=1, description=(
-        "Seconds a worker waits to fill a batch (> 0: at 0 LitServe's batching loop spins on an empty queue)."))
+    batch_timeout: float = Field(0.005, ge=0, le=1, description=(
+        "Seconds a worker waits for more requests after the first, only while the previous batch held more than one "
+        "(under load); light traffic never waits. 0 = take only what has already queued."))
     timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a worker before a 504.")
     poll_seconds: float = Field(10.0, ge=0, description=(
         "How often each worker re-reads the aliases it follows; 0 = load once, never swap."))
@@ -41,8 +42,13 @@ class ServeParams(Section):
     max_pixels: int = Field(40_000_000, ge=1, description=(
         "Largest image, width x height, read from its header before decoding (413 above: decompression bombs)."))
     capture_share: float = Field(0.0, ge=0, le=1, description=(
-        "Share of served images saved with the champion's answers into a batch under monitor.landing (one open "
-        "batch per worker process) for the drift check and labelling; 0 = off."))
-    capture_batch_size: int = Field(200, ge=1, description="Images after which a capture batch is sealed.")
+        "Share of served images saved with the champion's answers (predictions.jsonl) into a batch under "
+        "monitor.landing (one open batch per worker process), chosen by a hash of the request id, for the drift "
+        "check and labelling; written off the request path, and a write error stops capture, never serving. "
+        "0 = off."))
+    capture_batch_size: int = Field(200, ge=1, description=(
+        "Images after which a capture batch is sealed (its manifest written, so `detops monitor` reads it); at "
+        "least monitor.min_batch_size, or its check says insufficient data."))
     capture_max_minutes: float = Field(60.0, gt=0, description=(
-        "Minutes after its first image at which a capture batch is sealed, full or not."))
+        "Minutes after its first image at which a capture batch is sealed, full or not: quiet traffic still "
+        "reaches the drift check."))

@@ -144,16 +144,21 @@ def _with_embedding(reference: pd.DataFrame, current: pd.DataFrame, columns: lis
     if not theirs:
         raise DataError("monitor.embeddings is on but the reference feature table has no embedding columns; "
                         "recompute the reference with embeddings on, or set monitor.embeddings=false.")
-    models = {str(m) for m in reference[MODEL_COLUMN].unique()} | {str(m) for m in current[MODEL_COLUMN].unique()}
+    models = ({str(m) for m in reference[MODEL_COLUMN].dropna().unique()}
+              | {str(m) for m in current[MODEL_COLUMN].dropna().unique()})
     if ours != theirs or len(models) != 1:
         raise DataError(f"the reference and the current embeddings come from different models ({', '.join(models)});"
                         " recompute the reference with monitor.embedding_checkpoint, or compare without embeddings.")
+    import pandas as pd
     from sklearn.decomposition import PCA
 
-    n = min(params.embedding_components, len(reference), len(theirs))
-    pca = PCA(n_components=n, random_state=0).fit(reference[theirs].to_numpy())
+    embedded = reference[theirs].notna().all(axis=1)  # prediction rows past the image rows have none
+    vectors = reference.loc[embedded, theirs].to_numpy()
+    n = min(params.embedding_components, len(vectors), len(theirs))
+    pca = PCA(n_components=n, random_state=0).fit(vectors)
     names = [f"{EMBEDDING}_pc{i + 1}" for i in range(n)]
-    ref = ref.assign(**dict(zip(names, pca.transform(reference[theirs].to_numpy()).T, strict=True)))
+    components = pd.DataFrame(pca.transform(vectors), index=reference.index[embedded], columns=names)
+    ref = ref.join(components)
     cur = cur.assign(**dict(zip(names, pca.transform(current[ours].to_numpy()).T, strict=True)))
     return ref, cur, names
 

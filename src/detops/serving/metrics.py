@@ -42,6 +42,9 @@ class ServeMetrics:
     shadows: Any  # Counter: outcome (run, skipped)
     agreement: Any  # Histogram
     shadow_seconds: Any  # Histogram
+    captures: Any  # Counter: outcome (saved, dropped, stopped, failed)
+    capture_batches: Any  # Counter
+    capture_failures: Any  # Counter: error (ENOSPC, EACCES, ...)
 
 
 @functools.cache
@@ -73,6 +76,11 @@ def metrics() -> ServeMetrics:
                             "0.5 on shadowed requests.", buckets=AGREEMENT_BUCKETS),
         shadow_seconds=Histogram("detops_serve_shadow_seconds", "Seconds the challenger spent on a shadow request.",
                                  buckets=LATENCY_BUCKETS),
+        captures=Counter("detops_serve_capture_images", "Served images offered to capture: saved, dropped (the "
+                         "writer's queue was full), stopped (capture had stopped) or failed.", ["outcome"]),
+        capture_batches=Counter("detops_serve_capture_batches", "Capture batches sealed (the manifest written)."),
+        capture_failures=Counter("detops_serve_capture_failures", "Write errors that stopped capture in a worker "
+                                 "(serving went on), by errno name.", ["error"]),
     )
 
 

@@ -1,6 +1,7 @@
 """What an inference worker does with a batch: decode each request on its own (one bad image fails only its own
 request, with its own status), pick the model of each (champion, or the challenger for the canary share), run
-each model once on its share of the batch, and answer; shadows are offered to the shadow runner.
+each model once on its share of the batch, and answer; shadows are offered to the shadow runner, and the
+captured share of the champion's answers (with the request's image) to the capture writer.
 
 The worker also tells the API processes what it serves (`state`) whenever that changes.
 """
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from detops.inference.predictor import Detections
+from detops.serving.capture import Capture, CaptureWriter, captured
 from detops.serving.follow import Follower
 from detops.serving.images import Rejected, decode
 from detops.serving.loaded import LoadedModel
@@ -40,6 +42,7 @@ class Job:
     rejected: Rejected | None = None
     canary: bool = False
     shadow: bool = False
+    capture: bool = False  # keep the image's bytes: its answer goes to the capture writer
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Worker:
                            if settings.challenger else None)
         self.shadow = (ShadowRunner(self.requests_waiting)
                        if self.challenger is not None and settings.serve.shadow_share > 0 else None)
+        self.capture = capture_writer(settings)
         self._queue: Any = None
         self._pending_responses = 0
         self._pool: ThreadPoolExecutor | None = None
@@ -73,6 +77,8 @@ class Worker:
             self.challenger.start()
         if self.shadow is not None:
             self.shadow.start()
+        if self.capture is not None:
+            self.capture.start()
 
     # --- what the API processes read -------------------------------------------------------------------
     def publish(self) -> None:
@@ -113,6 +119,7 @@ class Worker:
             job.rejected = Rejected(400, "the request has no base64 image")
         route = assign(job.request_id, self.settings.serve.canary_share, self.settings.serve.shadow_share)
         job.canary, job.shadow = route.canary, route.shadow
+        job.capture = self.capture is not None and captured(job.request_id, self.settings.serve.capture_share)
         return job
 
     def _decode_all(self, jobs: list[Job]) -> None:
@@ -126,7 +133,8 @@ class Worker:
                 job.image = decode(job.data, self.settings.serve.max_pixels)
             except Rejected as exc:
                 job.rejected = exc
-            job.data = b""
+            if not job.capture or job.rejected is not None:
+                job.data = b""
 
         if len(todo) > 1 and self.settings.threads > 1:
             list(self._decoder().map(one, todo))
@@ -167,10 +175,23 @@ class Worker:
                 outcomes[i] = answer(model, det, jobs[i].request_id)
                 if jobs[i].shadow and role == "champion" and challenger is not None and self.shadow is not None:
                     self.shadow.offer(ShadowJob(jobs[i].image, det, challenger))  # type: ignore[arg-type]
+                if jobs[i].capture and self.capture is not None:
+                    if role == "champion":  # the champion's answers only: a canary's are the challenger's
+                        self.capture.offer(Capture(jobs[i].data, outcomes[i].body))  # type: ignore[union-attr]
+                    jobs[i].data = b""
         done = [o for o in outcomes if o is not None]
         assert len(done) == len(jobs), "every job gets exactly one outcome"
         self._pending_responses = len(jobs)
         return done
+
+
+def capture_writer(settings: ServeSettings) -> CaptureWriter | None:
+    """The capture writer of this worker process, when serve.capture_share is on."""
+    serve, ws = settings.serve, settings.ws
+    if serve.capture_share <= 0:
+        return None
+    return CaptureWriter(ws.resolve(ws.params.monitor.landing), ws.params.monitor.manifest, serve.capture_batch_size,
+                         serve.capture_max_minutes, settings.score_threshold)
 
 
 def answer(model: LoadedModel, det: Detections, request_id: str) -> Outcome:

@@ -117,7 +117,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step(
         # promote: with no monitor.reference, the reference is the table logged with the champion (its alias).
         # Not a DVC stage: it checks data delivered outside the pipeline, and its outputs nest in one folder.
-        "monitor", ("monitor", "promote"), (),
+        "monitor", ("monitor", "promote", "predict"), (),
         (Out("folder", f"{REPORTS}/drift", cache=False),
          Out("verdict", f"{REPORTS}/drift/verdict.json", "metric", cache=False),  # the whole run, one verdict
          Out("batches", f"{REPORTS}/drift/batches", cache=False),  # batches/<NAME>/: one folder per batch checked

@@ -8,11 +8,17 @@ chromium, `screenshot.png`; and logs an MLflow run named `monitor`. The `verdict
 each checked batch is recorded in the ledger so it is checked and announced once. Where each output lives is
 declared in `detops.steps.graph`. The run page is not rebuilt here: the flows and `detops report` build it.
 
+Beside the image features, the champion's answers on each image are tested (`monitoring.predictions`): the
+answers `detops serve` captured with the batch, else the champion run on it, against the prediction reference
+logged with the champion at its registration. Without a champion (or its reference) those columns are skipped,
+with a note.
+
 The reference is loaded once per run, however many batches it checks: pass `batches` to check several.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +29,16 @@ from detops.dataset.canonical import Dataset, read_dataset
 from detops.formats.source import listing
 from detops.monitoring.batches import find_batch, ledger, new_batches, read_batch
 from detops.monitoring.features import dataset_features, embedder_for
+from detops.monitoring.predictions import (
+    ChampionPredictions,
+    beside,
+    captured_frame,
+    champion_predictions,
+    predicted_frame,
+    read_captured,
+    reference_classes,
+    side_by_side,
+)
 from detops.monitoring.reference import load_reference
 from detops.monitoring.verdict import DRIFT, INSUFFICIENT, NO_DRIFT, decide
 from detops.steps.result import StepResult
@@ -43,6 +59,7 @@ class Target:
     dataset: Dataset
     format: str
     batch: str | None = None
+    root: Path | None = None  # the batch's folder (captured answers live there)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -61,7 +78,9 @@ def run(ws: Workspace, batch: str | None = None, batches: Sequence[str] = ()) ->
                           [message])
     embedder = embedder_for(ws)
     reference, reference_source = load_reference(ws, embedder)
-    checks = [_check(ws, t, reference, reference_source, embedder) for t in targets]
+    with tempfile.TemporaryDirectory(prefix="detops-monitor-") as tmp:
+        champion, skipped = champion_predictions(ws, Path(tmp))
+        checks = [_check(ws, t, reference, reference_source, embedder, champion, skipped) for t in targets]
     _record(ws, checks)
     verdicts = {c["verdict"] for c in checks}
     overall = next(v for v in (DRIFT, NO_DRIFT, INSUFFICIENT) if v in verdicts)
@@ -100,25 +119,32 @@ def _targets(ws: Workspace, batches: list[str]) -> list[Target]:
 def _batch_target(ws: Workspace, name: str) -> Target:
     data = read_batch(ws, find_batch(ws, name))
     return Target(ws.output("monitor", "batches") / name, ws.relative(data.batch.path), data.dataset,
-                  data.format, name, data.skipped, data.notes)
+                  data.format, name, data.batch.path, data.skipped, data.notes)
 
 
 def _check(ws: Workspace, target: Target, reference: pd.DataFrame, reference_source: str,
-           embedder: Embedder | None) -> dict[str, Any]:
+           embedder: Embedder | None, champion: ChampionPredictions | None, no_champion: str) -> dict[str, Any]:
     """Compare one target with the reference; write its folder, log its MLflow run."""
     from detops.monitoring.drift import compare
     from detops.monitoring.mlflow_log import log_check
 
     params = ws.params.monitor
     table = dataset_features(ws, target.dataset, embedder, f"Features of {target.source}")
+    predictions: dict[str, Any] = {"source": None, "reference": None, "note": no_champion}
+    if champion is not None and not table.frame.empty:
+        frame, predictions = _predictions(ws, target, champion)
+        table.frame = beside(table.frame, frame)
+        reference = side_by_side(reference, champion.reference)
     folder = target.folder
     check: dict[str, Any] = {
         "source": target.source, "batch": target.batch, "format": target.format, "labelled": table.labelled,
         "images": len(table.frame), "reference": {"source": reference_source, "images": len(reference)},
-        "skipped": target.skipped + table.skipped, "notes": list(target.notes),
+        "skipped": target.skipped + table.skipped, "notes": list(target.notes), "predictions": predictions,
         "rule": {"drift_share": params.drift_share, "critical_columns": params.critical_columns},
         "drifted_columns": [], "comparison": None, "reports": {},
     }
+    if predictions["note"]:
+        check["notes"].append(predictions["note"])
     with atomic_dir(folder) as tmp:
         if not table.frame.empty:
             table.frame.to_parquet(tmp / "features.parquet")
@@ -139,6 +165,30 @@ def _check(ws: Workspace, target: Target, reference: pd.DataFrame, reference_sou
         write_json(tmp / "check.json", check)
     check["mlflow_run_id"] = log_check(ws, check, folder)
     return check
+
+
+def _predictions(ws: Workspace, target: Target, champion: ChampionPredictions) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The prediction columns of the target's images: the answers captured with it when it has them (what the
+    server answered, no model run), else the champion's, run here. And where they came from."""
+    reference = f"{champion.label}, its test split at registration ({len(champion.reference)} images)"
+    answers = read_captured(target.root) if target.root is not None else None
+    if answers is None:
+        frame = predicted_frame(ws, champion.predictor(), target.dataset, f"{champion.label} on {target.source}")
+        return frame, {"source": f"{champion.label} run on the images", "reference": reference, "note": ""}
+    versions = sorted({a.version for a in answers})
+    classes = reference_classes(champion.reference)
+    frame = captured_frame(answers, classes, ws.params.monitor.low_score, ws.params.predict.score_threshold)
+    notes = []
+    if versions != [champion.version]:
+        notes.append(f"the captured answers come from version(s) {', '.join(versions)}, the reference from "
+                     f"{champion.label}: a prediction drift may be the change of model")
+    threshold = ws.params.predict.score_threshold
+    if any(a.score_threshold > threshold for a in answers):
+        notes.append(f"some answers were captured with a score threshold above today's predict.score_threshold "
+                     f"({threshold}): they lack the boxes in between, so pred_count reads low")
+    note = "; ".join(notes)
+    return frame, {"source": f"captured answers of version(s) {', '.join(versions)}", "reference": reference,
+                   "note": note}
 
 
 def _record(ws: Workspace, checks: list[dict[str, Any]]) -> None:

@@ -121,6 +121,7 @@ def register_and_gate(ws: Workspace, client: MlflowClient, run_: Run,
     version, registered = register_run(ws, client, run_, candidate.metrics, candidate.files)
     if registered:
         log_reference_table(ws, client, candidate.run_id)
+        log_prediction_reference(ws, client, candidate)
     promotion = promote_version(client, ws, str(version.version), candidate.metrics,
                                 score_champion=champion_scorer(ws, client, candidate.gt))
     return promotion, registered
@@ -139,6 +140,25 @@ def log_reference_table(ws: Workspace, client: MlflowClient, run_id: str) -> Non
         path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
         frame.to_parquet(path)
         client.log_artifact(run_id, str(path), str(Path(REFERENCE_ARTIFACT).parent))
+
+
+def log_prediction_reference(ws: Workspace, client: MlflowClient, candidate: Candidate) -> None:
+    """The served file's answers on the test split, one row per image (`monitoring.predictions`), logged with the
+    version: once it is champion, `detops monitor` compares the answers on new data with them."""
+    import tempfile
+
+    from detops.inference.loading import load_predictor
+    from detops.monitoring.predictions import PREDICTIONS_ARTIFACT, predicted_frame
+
+    predictor = load_predictor(candidate.files.artifacts[candidate.files.serve], device="cpu")
+    frame = predicted_frame(ws, predictor, candidate.gt, "Prediction reference")
+    if frame.empty:
+        raise DataError(f"none of the {len(candidate.gt['images'])} test images can be read, so the version has no"
+                        " prediction reference; fix the test split and promote again.")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(PREDICTIONS_ARTIFACT).name
+        frame.to_parquet(path)
+        client.log_artifact(candidate.run_id, str(path), str(Path(PREDICTIONS_ARTIFACT).parent))
 
 
 def report(ws: Workspace, candidate: Candidate, promotion: Promotion, registered: bool,

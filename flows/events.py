@@ -1,13 +1,19 @@
-"""Prefect events the retraining flow emits, for automations to act on (notifications, a deployment of the new
-champion): `detops.promotion.promoted` or `detops.promotion.rejected`, one per promote step."""
+"""Prefect events detops emits, for automations to act on: `detops.promotion.promoted` or
+`detops.promotion.rejected`, one per promote step of the retraining flow (notifications, a deployment of the new
+champion), and `detops.batch.labelled`, one per batch pulled from Label Studio in full (it starts
+`retrain-on-drift`)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
+from flows.deploy.spec import LABELLED_EVENT
+
+if TYPE_CHECKING:
+    from detops.labeling.pull import PullResult
 
 
 def emit_promotion_event(ws: Workspace, result: StepResult) -> None:
@@ -36,3 +42,21 @@ def promotion_payload(report: dict[str, Any]) -> dict[str, Any]:
     return {"model": report["model"], "version": report["version"], "model_uri": report["model_uri"],
             "run_id": report["run_id"], "champion_version": report["champion_version"],
             **{key: decision[key] for key in keys}}
+
+
+def emit_labelled_event(ws: Workspace, result: PullResult) -> None:
+    """Announce a batch pulled from Label Studio: `retrain-on-drift` takes the labelled batch as any labelled one.
+
+    The resource is the labelled batch (`detops.batch.<name>`, matched as the drift event is); the payload names the
+    unlabelled batch it came from and the Label Studio project.
+    """
+    from prefect.events import emit_event
+
+    assert result.labelled is not None, "only a written labelled batch is announced"
+    emit_event(
+        event=LABELLED_EVENT,
+        resource={"prefect.resource.id": f"detops.batch.{result.labelled}", "prefect.resource.name": result.labelled},
+        payload={"batch": result.labelled, "from_batch": result.batch, "workspace": str(ws.root),
+                 "images": result.images, "boxes": result.boxes, "skipped": result.skipped,
+                 "label_studio_project": result.project},
+    )

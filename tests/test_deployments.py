@@ -27,14 +27,22 @@ from typer.testing import CliRunner
 
 from detops.cli import app
 from detops.config import apply_override, load_params
-from flows.deploy.spec import DRIFT_CHECK, DRIFT_EVENT, RETRAIN, WORKSPACE_PLACEHOLDER, prefect_yaml
+from flows.deploy.spec import (
+    DRIFT_CHECK,
+    DRIFT_EVENT,
+    LABELLED_EVENT,
+    LABELS_SYNC,
+    RETRAIN,
+    WORKSPACE_PLACEHOLDER,
+    prefect_yaml,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Not the defaults: the deployments must take them from params.yaml. The drift check never comes due in a test.
 CRON, DRIFT_CRON, TIMEZONE = "17 4 * * 2", "0 4 1 1 *", "Europe/Paris"
 NAMES = ("retrain/retrain-scheduled", "retrain/retrain-on-demand", "drift_check/drift-check",
-         "retrain/retrain-on-drift")
+         "retrain/retrain-on-drift", "labels_sync/labels-sync")
 TINY = [
     "sample.num_images=36", "sample.image_size=96", "sample.max_object_size=48",
     "validate.data_docs=false",
@@ -43,7 +51,8 @@ TINY = [
     "export.latency_runs=3", "export.warmup_runs=0", "export.calibration_images=4",
     "promote.lock=prefect",  # the deploy command creates the global concurrency limit; the run acquires it
     "monitor.min_batch_size=10", "monitor.screenshot=false",
-    f"deploy.cron={CRON}", f"deploy.drift_cron={DRIFT_CRON}", f"deploy.timezone={TIMEZONE}",
+    f"deploy.cron={CRON}", f"deploy.drift_cron={DRIFT_CRON}", f"deploy.labels_cron={DRIFT_CRON}",
+    f"deploy.timezone={TIMEZONE}",
     "deploy.work_pool=detops-test",
 ]
 
@@ -57,11 +66,13 @@ def test_committed_prefect_yaml_is_generated_from_params_yaml() -> None:
     assert committed == prefect_yaml(load_params(REPO / "params.yaml"))
     spec = yaml.safe_load(committed)
     assert [d["name"] for d in spec["deployments"]] == [name.split("/")[1] for name in NAMES]
-    assert [d["entrypoint"] for d in spec["deployments"]] == [RETRAIN, RETRAIN, DRIFT_CHECK, RETRAIN]
+    assert [d["entrypoint"] for d in spec["deployments"]] == [RETRAIN, RETRAIN, DRIFT_CHECK, RETRAIN, LABELS_SYNC]
     assert spec["deployments"][0]["schedules"] == [{"cron": "0 3 * * 1", "timezone": "UTC"}]
     assert spec["deployments"][2]["schedules"] == [{"cron": "0 * * * *", "timezone": "UTC"}]
-    [trigger] = spec["deployments"][3]["triggers"]
-    assert trigger["expect"] == [DRIFT_EVENT] and trigger["parameters"] == {"batch": "{{ event.payload.batch }}"}
+    assert spec["deployments"][4]["schedules"] == [{"cron": "*/15 * * * *", "timezone": "UTC"}]
+    triggers = spec["deployments"][3]["triggers"]
+    assert [t["expect"] for t in triggers] == [[DRIFT_EVENT], [LABELLED_EVENT]]
+    assert all(t["parameters"] == {"batch": "{{ event.payload.batch }}"} for t in triggers)
 
 
 def test_deploy_help_and_the_errors_without_a_server(tmp_path: Path) -> None:
@@ -261,24 +272,28 @@ def test_deploy_creates_pool_lock_deployments_and_notifications(deployed: str, a
         pool = client.read_work_pool("detops-test")
         assert (pool.type, pool.concurrency_limit) == ("process", 1)
         assert client.read_global_concurrency_limit_by_name("detops-promote-detops-detector").limit == 1
-        scheduled, on_demand, drift_check, on_drift = (client.read_deployment_by_name(name) for name in NAMES)
+        scheduled, on_demand, drift_check, on_drift, labels_sync = (
+            client.read_deployment_by_name(name) for name in NAMES)
         automations = {a.name for a in client.read_automations()}
-        [drift_trigger] = client.read_resource_related_automations(f"prefect.deployment.{on_drift.id}")
-    for deployment in (scheduled, on_demand, drift_check, on_drift):
+        batch_triggers = client.read_resource_related_automations(f"prefect.deployment.{on_drift.id}")
+    for deployment in (scheduled, on_demand, drift_check, on_drift, labels_sync):
         assert deployment.work_pool_name == "detops-test"
         assert deployment.parameters == {"workspace": str(workspace)}
         assert deployment.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(workspace)}}]
         assert deployment.enforce_parameter_schema
-    assert [d.entrypoint for d in (scheduled, on_demand, drift_check, on_drift)] == [RETRAIN, RETRAIN, DRIFT_CHECK,
-                                                                                     RETRAIN]
+    assert [d.entrypoint for d in (scheduled, on_demand, drift_check, on_drift, labels_sync)] == [
+        RETRAIN, RETRAIN, DRIFT_CHECK, RETRAIN, LABELS_SYNC]
     assert "ParamsOverlay" in json.dumps(on_demand.parameter_openapi_schema)  # the UI's typed form
     assert [s.schedule for s in scheduled.schedules] == [CronSchedule(cron=CRON, timezone=TIMEZONE)]
     assert [s.schedule for s in drift_check.schedules] == [CronSchedule(cron=DRIFT_CRON, timezone=TIMEZONE)]
+    assert [s.schedule for s in labels_sync.schedules] == [CronSchedule(cron=DRIFT_CRON, timezone=TIMEZONE)]
     assert all(s.active for s in (*scheduled.schedules, *drift_check.schedules))
     assert on_demand.schedules == on_drift.schedules == []
-    assert drift_trigger.trigger.expect == {DRIFT_EVENT}  # type: ignore[union-attr]
-    assert drift_trigger.actions[0].parameters == {"batch": "{{ event.payload.batch }}"}  # type: ignore[union-attr]
+    assert sorted(next(iter(t.trigger.expect)) for t in batch_triggers) == sorted(  # type: ignore[union-attr]
+        [DRIFT_EVENT, LABELLED_EVENT])
+    assert all(t.actions[0].parameters == {"batch": "{{ event.payload.batch }}"}  # type: ignore[union-attr]
+               for t in batch_triggers)
     assert {"detops: run failed", "detops: promotion rejected"} <= automations
 
 
@@ -317,7 +332,7 @@ def test_prefect_deploy_of_the_generated_yaml_makes_the_same_deployments(
     assert [d.id for d in again] == [d.id for d in by_detops]
     assert [shape(d) for d in again] == [shape(d) for d in by_detops]
     assert all(d.parameters == {"workspace": str(workspace)} for d in again)
-    assert [len(d.schedules) for d in again] == [1, 0, 1, 0]
+    assert [len(d.schedules) for d in again] == [1, 0, 1, 0, 1]
 
 
 def _run(command: list[str], cwd: Path, env: dict[str, str]) -> None:

@@ -91,9 +91,10 @@ def apply_deployment(ws: Workspace, spec: DeploymentSpec) -> str:
     try:
         schedules = [CronSchedule(cron=spec.cron, timezone=spec.timezone)] if spec.cron else None
     except ValueError as exc:
-        raise DeployError(f"deploy.cron / deploy.drift_cron / deploy.timezone in params.yaml: {exc}") from None
+        raise DeployError(f"deploy.cron / deploy.drift_cron / deploy.labels_cron / deploy.timezone in params.yaml: "
+                          f"{exc}") from None
     triggers: list[DeploymentTriggerTypes | TriggerTypes] | None = (
-        [DeploymentEventTrigger.model_validate(spec.trigger)] if spec.trigger else None)
+        [DeploymentEventTrigger.model_validate(t) for t in spec.triggers] or None)
     # Called from sync code, Prefect's async_dispatch runs (and returns) the sync variants.
     deployment = cast("RunnerDeployment", RunnerDeployment.from_storage(
         storage=LocalStorage(str(ws.root)), entrypoint=spec.entrypoint, name=spec.name,
@@ -105,5 +106,5 @@ def apply_deployment(ws: Workspace, spec: DeploymentSpec) -> str:
     except DeploymentApplyError as exc:
         raise DeployError(f"the Prefect server refused deployment {spec.name!r}: {exc}") from None
     start = f"cron {spec.cron!r} ({spec.timezone})" if spec.cron else (
-        f"on {spec.trigger['expect'][0]}" if spec.trigger else "started by hand")
+        "on " + " or ".join(t["expect"][0] for t in spec.triggers) if spec.triggers else "started by hand")
     return f"deployment {deployment.flow_name}/{spec.name}: {spec.entrypoint} in {ws.root}, {start}"

@@ -18,7 +18,9 @@ from detops.config import Params
 # pull steps ran (prefect.flows.load_flow_from_flow_run).
 RETRAIN = "flows.retrain.retrain"
 DRIFT_CHECK = "flows.drift_check.drift_check"
+LABELS_SYNC = "flows.labels_sync.labels_sync"
 DRIFT_EVENT = "detops.drift.detected"  # flows.drift_check emits it, one per drifted batch
+LABELLED_EVENT = "detops.batch.labelled"  # `detops label pull` and flows.labels_sync emit it, one per labelled batch
 # prefect.yaml cannot know the workspace's path; Prefect resolves this on the worker when a run starts.
 WORKSPACE_PLACEHOLDER = "{{ $DETOPS_WORKSPACE }}"
 TAGS = ("detops",)
@@ -26,18 +28,19 @@ TAGS = ("detops",)
 
 @dataclass(frozen=True)
 class DeploymentSpec:
-    """One deployment: a flow, and what starts its runs (a cron, an event, or a person)."""
+    """One deployment: a flow, and what starts its runs (a cron, events, or a person)."""
 
     name: str
     entrypoint: str
     description: str
     cron: str | None = None
     timezone: str | None = None
-    trigger: dict[str, Any] | None = None  # a Prefect deployment trigger, as prefect.yaml writes it
+    triggers: tuple[dict[str, Any], ...] = ()  # Prefect deployment triggers, as prefect.yaml writes them
 
 
 def deployment_specs(params: Params) -> tuple[DeploymentSpec, ...]:
-    """Scheduled and on-demand retraining, the drift check and the retraining a drifted batch starts."""
+    """Scheduled and on-demand retraining, the drift check, the retraining a drifted or newly labelled batch starts,
+    and the pull of finished labels from Label Studio."""
     deploy = params.deploy
     return (
         DeploymentSpec("retrain-scheduled", RETRAIN, f"Retraining on the workspace's params.yaml, on the schedule of "
@@ -47,16 +50,20 @@ def deployment_specs(params: Params) -> tuple[DeploymentSpec, ...]:
         DeploymentSpec("drift-check", DRIFT_CHECK, f"Checks new data batches for drift on the schedule of "
                        f"deploy.drift_cron ({deploy.drift_cron}, {deploy.timezone}).", deploy.drift_cron,
                        deploy.timezone),
-        DeploymentSpec("retrain-on-drift", RETRAIN, f"Retraining started by {DRIFT_EVENT}: a labelled batch joins "
-                       "the dataset first; an unlabelled one ends with the list of images to label.",
-                       trigger=drift_trigger()),
+        DeploymentSpec("retrain-on-drift", RETRAIN, f"Retraining started by {DRIFT_EVENT} or {LABELLED_EVENT}: a "
+                       "labelled batch joins the dataset first; an unlabelled one ends with the list of images to "
+                       "label.", triggers=(batch_trigger(DRIFT_EVENT), batch_trigger(LABELLED_EVENT))),
+        DeploymentSpec("labels-sync", LABELS_SYNC, f"Pulls the finished annotations of the batches pushed to Label "
+                       f"Studio on the schedule of deploy.labels_cron ({deploy.labels_cron}, {deploy.timezone}); a "
+                       f"batch labelled in full emits {LABELLED_EVENT}.", deploy.labels_cron, deploy.timezone),
     )
 
 
-def drift_trigger() -> dict[str, Any]:
-    """One run per drifted batch, with the batch as the `batch` parameter."""
+def batch_trigger(event: str) -> dict[str, Any]:
+    """One run per `event` about a batch (a drifted one, a newly labelled one), with the batch as the `batch`
+    parameter."""
     return {"type": "event", "enabled": True, "match": {"prefect.resource.id": "detops.batch.*"},
-            "expect": [DRIFT_EVENT], "posture": "Reactive", "threshold": 1, "within": 0,
+            "expect": [event], "posture": "Reactive", "threshold": 1, "within": 0,
             "parameters": {"batch": "{{ event.payload.batch }}"}}
 
 
@@ -74,8 +81,8 @@ def prefect_yaml(params: Params) -> str:
                                  "tags": list(TAGS), "parameters": {"workspace": "."}, "work_pool": {"name": pool}}
         if spec.cron:
             entry["schedules"] = [{"cron": spec.cron, "timezone": spec.timezone}]
-        if spec.trigger:
-            entry["triggers"] = [spec.trigger]
+        if spec.triggers:
+            entry["triggers"] = list(spec.triggers)
         deployments.append(entry)
     body = {"name": "detops", "pull": pull_steps(WORKSPACE_PLACEHOLDER), "deployments": deployments}
     header = f"""\

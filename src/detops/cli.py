@@ -300,8 +300,8 @@ def deploy(
     )] = None,
 ) -> None:
     """Create or update the work pool, the deployments (retrain-scheduled, retrain-on-demand, drift-check,
-    retrain-on-drift) and the notifications on the Prefect server PREFECT_API_URL names, from params.yaml's deploy
-    section."""
+    retrain-on-drift, labels-sync) and the notifications on the Prefect server PREFECT_API_URL names, from
+    params.yaml's deploy section."""
     from detops.errors import DetopsError
 
     try:
@@ -478,8 +478,8 @@ def label_push(
         "Checkpoint or registry reference whose boxes pre-annotate the tasks; default: label.model (empty: the "
         "champion)."))] = None,
 ) -> None:
-    """Create or update the batch's Label Studio project and import its selected images as pre-annotated tasks, in
-    ranked order; pushing again imports only images that have no task yet. Token: LABEL_STUDIO_API_KEY."""
+    """Import a batch's selected images into its Label Studio project as pre-annotated tasks, in ranked order;
+    pushing again imports only images without a task. Token: LABEL_STUDIO_API_KEY."""
     from detops.errors import DetopsError
 
     try:
@@ -504,8 +504,8 @@ def label_push(
 def label_pull(
     batch: Annotated[str, typer.Argument(help="A batch pushed with `detops label push`.")],
 ) -> None:
-    """Write the finished Label Studio annotations of a pushed batch as a labelled batch in monitor.landing, then
-    emit detops.batch.labelled (retrain-on-drift takes it) when PREFECT_API_URL names a server."""
+    """Write a pushed batch's finished Label Studio annotations as a labelled batch in monitor.landing; with
+    PREFECT_API_URL set, emit detops.batch.labelled (retrain-on-drift takes it)."""
     import os
 
     from detops.errors import DetopsError

@@ -14,8 +14,8 @@ _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?#]+$")
 
 class DeployParams(Section):
     """Prefect deployments (`detops deploy`): the process work pool every run goes through (one run at a time), the
-    schedules of `retrain-scheduled` and `drift-check`, and the webhook told when a run fails or crashes or a promotion
-    is rejected."""
+    schedules of `retrain-scheduled`, `drift-check` and `labels-sync`, and the webhook told when a run fails or
+    crashes or a promotion is rejected."""
 
     work_pool: str = Field(
         "detops-local", min_length=1, pattern=r"^[\w.-]+$",
@@ -24,13 +24,16 @@ class DeployParams(Section):
     cron: str = Field("0 3 * * 1", description="When retrain-scheduled runs (cron: minute hour day month weekday).")
     drift_cron: str = Field("0 * * * *", description="When drift-check looks for new data batches (cron); a drifted "
                                                      "batch starts retrain-on-drift.")
-    timezone: str = Field("UTC", description="IANA time zone of both crons, e.g. Europe/Paris.")
+    labels_cron: str = Field("*/15 * * * *", description="When labels-sync pulls the finished annotations of pushed "
+                                                         "batches from Label Studio (cron); a complete one starts "
+                                                         "retrain-on-drift.")
+    timezone: str = Field("UTC", description="IANA time zone of the crons, e.g. Europe/Paris.")
     webhook_url: str = Field(
         "", description="URL that gets a JSON {\"text\": ...} POST (Slack, Mattermost, ...) when a retrain or drift "
                         "check run fails or crashes and when a promotion is rejected; empty = no notifications.",
     )
 
-    @field_validator("cron", "drift_cron")
+    @field_validator("cron", "drift_cron", "labels_cron")
     @classmethod
     def _cron_shape(cls, value: str) -> str:
         """The shape only, so a typo fails when params load; Prefect validates the fields when deploying."""

@@ -1,0 +1,62 @@
+"""The labels-sync flow: on a schedule (`deploy.labels_cron`), pull the finished annotations of every batch pushed
+to Label Studio and not pulled yet (`detops label pull` for each). A batch labelled in full becomes a labelled batch
+in the landing folder and is announced with `detops.batch.labelled`, which starts `retrain-on-drift` with it; a
+batch still being labelled is left for the next tick.
+
+A server that is down or refuses the token fails the run (nothing was pulled); a batch whose labels cannot be
+accepted (a class the dataset lacks, a box outside its image) is reported by name and fails the run once the other
+batches were pulled, so one bad batch does not hold the others back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from detops.errors import DataError
+from detops.locking import workspace_lock
+from flows.events import emit_labelled_event
+
+
+@flow(name="labels_sync")
+def labels_sync(workspace: str = ".") -> dict[str, Any]:
+    """Pull every pushed batch; returns each one's progress (tasks finished) or the labelled batch written."""
+    from detops.labeling.pull import pull
+    from detops.labeling.state import pushed_batches
+    from detops.labeling.studio import LabelStudio
+    from flows.retrain import workspace_for
+
+    ws = workspace_for(workspace, None, [])
+    logger = get_run_logger()
+    outcome: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    batches = pushed_batches(ws)
+    if not batches:
+        logger.info("no batch waits for labels in Label Studio")
+        return outcome
+    settings = ws.params.label_studio
+    with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, workspace_lock(ws.root):
+        for batch in batches:
+            try:
+                result = pull(ws, batch, studio)
+            except DataError as exc:
+                failed[batch] = str(exc)
+                logger.error("batch %s: %s", batch, exc)
+                continue
+            outcome[batch] = {"finished": result.finished, "skipped": result.skipped, "tasks": result.tasks,
+                              "labelled": result.labelled}
+            if result.labelled:
+                emit_labelled_event(ws, result)
+                logger.info("batch %s: %d image(s), %d box(es) -> %s (event emitted)", batch, result.images,
+                            result.boxes, result.labelled)
+            else:
+                logger.info("batch %s: %d of %d task(s) finished, %d skipped", batch, result.finished,
+                            result.tasks, result.skipped)
+    if failed:
+        raise DataError("labels-sync: " + "; ".join(f"{batch}: {why}" for batch, why in failed.items()))
+    return outcome
+
+
+if __name__ == "__main__":
+    labels_sync()

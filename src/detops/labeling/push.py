@@ -1,0 +1,182 @@
+"""`detops label push BATCH`: an unlabelled batch becomes a Label Studio project of tasks, pre-annotated by a model.
+
+The project is titled `<label_studio.project_prefix> <batch>` and found again by that title; its labelling config is
+generated from the dataset's classes (and updated when they change). Images are shown to labellers straight from the
+landing folder through a Local Storage on the batch folder, never copied or modified. Tasks are imported in ranked
+order (the ranking `detops label select` wrote, else file order) with the model's boxes as predictions whose
+`model_version` is the registry version. Label Studio does not de-duplicate imports, so each task carries its image's
+file name and the task id of each image is kept in the round trip's state file: pushing again imports only the
+images that have no task yet.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from detops.dataset.canonical import Dataset, category_names, image_path, read_dataset
+from detops.errors import DataError
+from detops.labeling.labelconfig import IMAGE, box_to_result, label_config
+from detops.labeling.state import RoundTrip, load_state, save_state
+from detops.labeling.studio import LabelStudio
+from detops.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Preannotator:
+    """A loaded model and the version Label Studio shows for its predictions."""
+
+    predictor: Any  # detops.inference.Predictor (loaded lazily: torch is heavy)
+    model_version: str
+
+
+@dataclass(frozen=True)
+class PushResult:
+    batch: str
+    project: int
+    url: str
+    imported: int
+    already: int
+    model_version: str
+
+
+def dataset_classes(ws: Workspace) -> list[str]:
+    """The class names of the imported dataset, in category id order: what labellers may draw."""
+    names = category_names(read_dataset(ws.output("import", "dataset")))
+    if not names:
+        raise DataError(f"{ws.output('import', 'dataset')}: the dataset has no categories to label with.")
+    return [names[i] for i in sorted(names)]
+
+
+def project_title(ws: Workspace, batch: str) -> str:
+    return f"{ws.params.label_studio.project_prefix} {batch}"
+
+
+def served_path(ws: Workspace, path: Path) -> str:
+    """`path` relative to the server's document root, as `/data/local-files/?d=` wants it."""
+    root = ws.resolve(ws.params.label_studio.document_root).resolve()
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        raise DataError(f"{path} is not below label_studio.document_root ({root}): Label Studio serves local "
+                        "files only from below its LOCAL_FILES_DOCUMENT_ROOT. Set label_studio.document_root to the "
+                        "server's document root.") from None
+
+
+def ranked_images(ws: Workspace, batch: str, dataset: Dataset) -> list[dict[str, Any]]:
+    """The batch's images in the order labellers should see them: the selection's ranking, else file order."""
+    by_name = {str(im["file_name"]): im for im in dataset["images"]}
+    order = ranking(ws, batch)
+    if order is None:
+        return sorted(dataset["images"], key=lambda im: str(im["file_name"]))
+    missing = [name for name in order if name not in by_name]
+    if missing:
+        raise DataError(f"batch {batch!r}: the ranking names {len(missing)} image(s) the batch lacks, e.g. "
+                        f"{missing[0]!r}; run `detops label select {batch}` again.")
+    return [by_name[name] for name in order]
+
+
+def ranking(ws: Workspace, batch: str) -> list[str] | None:
+    """The image file names `detops label select` chose for the batch, best first; None before a selection."""
+    from detops.labeling.select import SELECTION, read_selection, selection_folder
+
+    if not (selection_folder(ws, batch) / SELECTION).is_file():
+        return None
+    return [image.file_name for image in sorted(read_selection(ws, batch), key=lambda image: image.rank)]
+
+
+def task(ws: Workspace, dataset: Dataset, image: dict[str, Any], rank: int) -> dict[str, Any]:
+    path = image_path(dataset, image, ws.root)
+    return {"data": {IMAGE: f"/data/local-files/?d={served_path(ws, path)}", "file_name": image["file_name"],
+                     "rank": rank}}
+
+
+def predictions(pre: Preannotator, ws: Workspace, dataset: Dataset, images: list[dict[str, Any]],
+                classes: list[str]) -> list[list[dict[str, Any]]]:
+    """One prediction per image: the model's boxes as RectangleLabels results, with its mean box score."""
+    names = pre.predictor.meta.class_names
+    unknown = sorted(set(names) - set(classes))
+    if unknown:
+        raise DataError(f"the model predicts class(es) {unknown} that the dataset lacks ({classes}); push with a "
+                        "model trained on this dataset's classes.")
+    paths = [image_path(dataset, im, ws.root) for im in images]
+    out = []
+    detections = pre.predictor.predict(paths, ws.params.predict.batch_size)
+    for image, det in zip(images, detections, strict=True):
+        results = [box_to_result((float(x1), float(y1), float(x2 - x1), float(y2 - y1)), names[int(label)],
+                                 int(image["width"]), int(image["height"]), float(score))
+                   for (x1, y1, x2, y2), score, label in zip(det.boxes, det.scores, det.labels, strict=True)]
+        score = float(det.scores.mean()) if len(det) else 0.0
+        out.append([{"model_version": pre.model_version, "score": score, "result": results}])
+    return out
+
+
+def ensure_project(ws: Workspace, studio: LabelStudio, batch: str, classes: list[str]) -> int:
+    """The batch's project, created or brought up to date (config, local storage on the batch folder)."""
+    from detops.monitoring.batches import find_batch
+
+    title = project_title(ws, batch)
+    config = label_config(classes)
+    project = studio.find_project(title)
+    if project is None:
+        project = studio.create_project(title, config, f"detops batch {batch}: images to label, pre-annotated.")
+    elif project.get("label_config") != config:
+        studio.update_project(int(project["id"]), label_config=config)
+    project_id = int(project["id"])
+    folder = str(find_batch(ws, batch).path.resolve())
+    served_path(ws, Path(folder))  # below the document root, or Label Studio refuses the storage
+    if not any(os.path.normpath(s.get("path", "")) == folder for s in studio.local_storages(project_id)):
+        studio.add_local_storage(project_id, folder, f"batch {batch}")
+    return project_id
+
+
+def push(ws: Workspace, batch: str, studio: LabelStudio, pre: Preannotator | None) -> PushResult:
+    """Import the batch's images that have no task yet, in ranked order, with predictions when `pre` is given."""
+    from detops.monitoring.batches import find_batch, read_batch
+
+    data = read_batch(ws, find_batch(ws, batch))
+    if data.format != "images":
+        raise DataError(f"batch {batch!r} is labelled already ({data.format}); only unlabelled batches are pushed.")
+    classes = dataset_classes(ws)
+    project = ensure_project(ws, studio, batch, classes)
+    previous = load_state(ws, batch)
+    # The project's own tasks say which images have one: a push cut short after Label Studio imported, but before
+    # the state file was written, imports nothing twice either.
+    state = RoundTrip(batch, project, studio.tasks_by_file(project),
+                      previous.pulled if previous is not None and previous.project == project else None)
+    images = ranked_images(ws, batch, data.dataset)
+    todo = [(rank, im) for rank, im in enumerate(images, 1) if str(im["file_name"]) not in state.tasks]
+    tasks = [task(ws, data.dataset, im, rank) for rank, im in todo]
+    if pre is not None and tasks:
+        for one, preds in zip(tasks, predictions(pre, ws, data.dataset, [im for _, im in todo], classes),
+                              strict=True):
+            one["predictions"] = preds
+    ids = studio.import_tasks(project, tasks) if tasks else []
+    state.tasks.update({str(im["file_name"]): task_id for (_, im), task_id in zip(todo, ids, strict=True)})
+    save_state(ws, state)
+    return PushResult(batch, project, f"{studio.url}/projects/{project}", len(ids), len(images) - len(ids),
+                      pre.model_version if pre else "")
+
+
+def preannotator(ws: Workspace) -> Preannotator:
+    """The labelling loop's model (label.model; empty: the champion), its registry version as `model_version`
+    (a file: its name). RegistryError when there is no champion."""
+    from detops.inference.loading import load_predictor
+    from detops.registry.resolve import Reference, local_model, parse_reference
+
+    spec = ws.params.label.model
+    reference = (Reference(ws.params.mlflow.registered_model, alias=ws.params.promote.alias) if not spec
+                 else parse_reference(ws, spec))
+    if reference is None:
+        spec, version = str(ws.resolve(spec)), Path(spec).name
+    else:
+        from detops.registry.client import connect
+        from detops.registry.resolve import resolve_version
+
+        version = resolve_version(connect(ws), reference)
+        spec = f"models:/{reference.name}/{version}"
+    with local_model(ws, spec) as (path, _):
+        predictor = load_predictor(path).with_thresholds(score_threshold=ws.params.predict.score_threshold)
+    return Preannotator(predictor, version)

@@ -1,0 +1,410 @@
+"""The Label Studio round trip against a real Label Studio 1.23.2 on loopback (its own cached venv, see
+_label_studio_server): push an unlabelled 60-image batch as pre-annotated tasks in ranked order (pushing again adds
+none), label it through the API as a labeller would (accept some pre-annotations, correct others, add a missed box,
+skip one), pull it as a labelled batch that retraining accepts; and the bad inputs: a server down, a wrong token, a
+class the dataset lacks, a box outside its image.
+
+The server tests are `slow` (about 4 minutes on 2 cores, the first run also builds the venv: about 3 minutes).
+Skipped when Label Studio's venv cannot be built here (no Python 3.11 or no PyPI); DETOPS_REQUIRE_LABEL_STUDIO=1
+makes that a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from _label_studio_server import REQUIRE_ENV, Server, Unavailable, start
+from _monitoring_fixtures import SIZE, batch_from, sample, tiny_checkpoint
+from _requirements import require_or_skip
+
+from detops.config import load_params
+from detops.errors import DataError, LabelStudioError
+from detops.labeling.labelconfig import box_to_result
+from detops.labeling.pull import labelled_name, pull
+from detops.labeling.push import Preannotator, preannotator, push
+from detops.labeling.state import load_state, pushed_batches, state_path
+from detops.labeling.studio import LabelStudio
+from detops.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH, IMAGES, BUDGET = "ward-7", 60, 50
+TOLERANCE = 1e-6  # px: percent -> pixels and back loses nothing but float rounding
+
+
+@pytest.fixture(scope="module")
+def document_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("label-studio-files")
+
+
+@pytest.fixture(scope="module")
+def server(document_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    try:
+        running = start(tmp_path_factory.mktemp("label-studio-data"), document_root)
+    except Unavailable as exc:
+        require_or_skip(False, f"Label Studio cannot run here: {exc}", REQUIRE_ENV)
+        raise
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def ws(document_root: Path, server: Server) -> Workspace:
+    """A workspace below the server's document root: the dataset imported (its classes), an unlabelled batch of 60
+    images in the landing folder, the labelling model a tiny checkpoint, its selection of 50 images written."""
+    import yaml
+
+    from detops.config.loader import apply_override
+    from detops.labeling.select import select_batch
+    from detops.steps import import_
+
+    root = document_root / "ws"
+    root.mkdir()
+    raw: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text())
+    for item in ("import.source=data/raw/base", "label.model=models/tiny.ckpt", f"label.budget={BUDGET}",
+                 "label_studio.document_root=..", f"label_studio.url={server.url}", "monitor.screenshot=false"):
+        apply_override(raw, item)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    sample(root / "data/raw/base", seed=0, num_images=20)
+    delivery = sample(root.parent / "delivery", seed=5, num_images=IMAGES)
+    batch = batch_from(delivery, root / "data/landing", BATCH)
+    (batch / "annotations.json").unlink()  # images only: the batch needs labels
+    workspace = Workspace.at(root, load_params(root / "params.yaml"))
+    import_.run(workspace)
+    dataset = json.loads(workspace.output("import", "dataset").read_text())
+    classes = [c["name"] for c in sorted(dataset["categories"], key=lambda c: c["id"])]
+    tiny_checkpoint(root / "models/tiny.ckpt", classes)
+    select_batch(workspace, BATCH)
+    return workspace
+
+
+def truth(ws: Workspace) -> dict[str, list[list[Any]]]:
+    """The generator's boxes of each delivered image, by class name (what a careful labeller draws)."""
+    coco = json.loads((ws.root.parent / "delivery/annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    boxes: dict[str, list[list[Any]]] = {name: [] for name in files.values()}
+    for ann in coco["annotations"]:
+        boxes[files[ann["image_id"]]].append([*ann["bbox"], names[ann["category_id"]]])
+    return boxes
+
+
+def few_boxes(pre: Preannotator, paths: list[Path]) -> Preannotator:
+    """The untrained model scores everything alike: keep about its three best boxes per image."""
+    scores = [np.sort(d.scores)[-3] for d in pre.predictor.with_thresholds(score_threshold=0.0).predict(paths)]
+    return Preannotator(pre.predictor.with_thresholds(score_threshold=float(np.median(scores))), pre.model_version)
+
+
+def api(server: Server, method: str, path: str, **kwargs: Any) -> Any:
+    """The labeller's side: Label Studio's REST API with the user's token."""
+    response = httpx.request(method, server.url + path, headers={"Authorization": f"Token {server.token}"},
+                             timeout=30, **kwargs)
+    assert response.is_success, f"{method} {path}: {response.status_code} {response.text[:500]}"
+    return response.json() if response.content else None
+
+
+def pixel_boxes(results: list[dict[str, Any]]) -> list[list[Any]]:
+    from detops.labeling.labelconfig import result_to_box
+
+    out = []
+    for result in results:
+        converted = result_to_box(result)
+        assert converted is not None
+        box, labels = converted
+        out += [[*box, label] for label in labels]
+    return sorted(out, key=lambda b: (b[4], b[0], b[1]))
+
+
+def same_boxes(got: list[list[Any]], expected: list[list[Any]]) -> bool:
+    got, expected = sorted(got, key=lambda b: (b[4], b[0], b[1])), sorted(expected, key=lambda b: (b[4], b[0], b[1]))
+    return len(got) == len(expected) and all(
+        g[4] == e[4] and np.allclose(g[:4], e[:4], atol=TOLERANCE) for g, e in zip(got, expected, strict=True))
+
+
+def submit(server: Server, task: int, results: list[dict[str, Any]], skipped: bool = False) -> int:
+    return int(api(server, "POST", f"/api/tasks/{task}/annotations/",
+                   json={"result": results, "was_cancelled": skipped, "lead_time": 3.5})["id"])
+
+
+@pytest.fixture
+def announced_events(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The detops events emitted during a test, recorded instead of sent (Prefect's own asserting client)."""
+    from prefect.events.clients import AssertingEventsClient
+    from prefect.events.worker import EventsWorker
+
+    worker = EventsWorker.instance(AssertingEventsClient)
+    monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
+    events: list[Any] = []
+    monkeypatch.setattr(AssertingEventsClient, "_emit", lambda self, event: _record(events, event))
+    return events
+
+
+async def _record(events: list[Any], event: Any) -> None:
+    if event.event.startswith("detops."):  # not Prefect's own (flow run states)
+        events.append(event)
+
+
+def cli(ws: Workspace, server: Server, *args: str, monkeypatch: pytest.MonkeyPatch | None = None) -> str:
+    """`detops -w WS label ARGS` with the token in LABEL_STUDIO_API_KEY; with `monkeypatch`, a Prefect API is set so
+    `pull` emits its event."""
+    from typer.testing import CliRunner
+
+    from detops.cli import app
+
+    env = {"LABEL_STUDIO_API_KEY": server.token}
+    if monkeypatch is None:
+        result = CliRunner().invoke(app, ["-w", str(ws.root), "label", *args], env=env)
+    else:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        url = "http://127.0.0.1:9/api"  # nothing listens: the recording client never connects
+        monkeypatch.setenv("PREFECT_API_URL", url)
+        with temporary_settings({PREFECT_API_URL: url}):
+            result = CliRunner().invoke(app, ["-w", str(ws.root), "label", *args], env=env)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.slow
+def test_push_imports_the_selection_in_ranked_order_with_preannotations_once(server: Server, ws: Workspace) -> None:
+    from detops.labeling.select import read_selection
+
+    batch = ws.resolve(ws.params.monitor.landing) / BATCH
+    before = sorted(p.name for p in batch.rglob("*"))
+    pre = few_boxes(preannotator(ws), sorted(batch.glob("images/*.png")))
+    with LabelStudio(server.url, server.token) as studio:
+        first = push(ws, BATCH, studio, pre)
+        again = cli(ws, server, "push", BATCH)  # the command line, as a person pushes
+        kept = state_path(ws, BATCH).read_text()
+        state_path(ws, BATCH).unlink()  # a push cut short before its state was written
+        assert push(ws, BATCH, studio, pre).imported == 0 and state_path(ws, BATCH).read_text() == kept
+        tasks = sorted(studio.export(first.project), key=lambda t: t["id"])
+    assert (first.imported, first.already, first.model_version) == (BUDGET, 0, "tiny.ckpt")
+    assert f"0 task(s) imported, {BUDGET} already in project {first.project}" in again  # nothing twice
+    assert len(tasks) == BUDGET
+    ranked = [image.file_name for image in read_selection(ws, BATCH)]
+    assert [t["data"]["file_name"] for t in tasks] == ranked  # task ids follow the ranking
+    assert [t["data"]["rank"] for t in tasks] == list(range(1, BUDGET + 1))
+    assert sorted(p.name for p in batch.rglob("*")) == before  # the landing batch is never modified
+    state = load_state(ws, BATCH)
+    assert state is not None and sorted(state.tasks.values()) == [t["id"] for t in tasks]
+    assert pushed_batches(ws) == [BATCH]
+
+    # the labeller sees the image (served through the project's Local Storage) and the model's boxes
+    first_task = api(server, "GET", f"/api/tasks/{tasks[0]['id']}/")
+    image = httpx.get(server.url + first_task["data"]["image"], headers={"Authorization": f"Token {server.token}"})
+    assert image.content == (batch / ranked[0]).read_bytes()
+    detections = pre.predictor.predict([batch / name for name in ranked])
+    names = pre.predictor.meta.class_names
+    boxed = 0
+    for task, det in zip(tasks, detections, strict=True):
+        [prediction] = api(server, "GET", "/api/predictions/", params={"task": task["id"]})
+        assert prediction["model_version"] == "tiny.ckpt"
+        expected = [[x1, y1, x2 - x1, y2 - y1, names[int(label)]]
+                    for (x1, y1, x2, y2), label in zip(det.boxes.tolist(), det.labels, strict=True)]
+        assert same_boxes(pixel_boxes(prediction["result"]), expected)
+        boxed += bool(expected)
+    assert boxed >= BUDGET // 2  # pre-annotations are there to accept or correct
+
+
+@pytest.mark.slow
+def test_labels_made_in_label_studio_come_back_as_a_labelled_batch(
+    server: Server, ws: Workspace, announced_events: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from detops.monitoring.accept import take_batch
+    from detops.monitoring.batches import ledger
+
+    with LabelStudio(server.url, server.token) as studio:
+        pushed = push(ws, BATCH, studio, None)  # idempotent: the tasks of the first test
+    state = load_state(ws, BATCH)
+    assert state is not None and pushed.imported == 0
+    ordered = sorted(state.tasks.items(), key=lambda item: item[1])  # rank order
+    labels = truth(ws)
+    expected: dict[str, list[list[Any]]] = {}
+
+    def truth_results(name: str) -> list[dict[str, Any]]:
+        return [box_to_result(tuple(b[:4]), b[4], SIZE, SIZE) for b in labels[name]]
+
+    for i, (name, task) in enumerate(ordered[:-1]):
+        predicted = api(server, "GET", "/api/predictions/", params={"task": task})
+        accepted = predicted[0]["result"] if predicted else []
+        if i < 10:  # the pre-annotations are right: accepted as they are
+            results = accepted
+        elif i < 40:  # corrected: the labeller redraws every box
+            results = truth_results(name)
+        elif i < 48:  # accepted, plus a box the model missed
+            results = [*accepted, truth_results(name)[0]]
+        else:  # skipped: the image is left out
+            submit(server, task, [], skipped=True)
+            continue
+        submit(server, task, results)
+        expected[name] = pixel_boxes(results)
+    landing = ws.resolve(ws.params.monitor.landing)
+    labelled = landing / labelled_name(BATCH)
+
+    with LabelStudio(server.url, server.token) as studio:
+        waiting = pull(ws, BATCH, studio)  # one task left: nothing is written
+        assert (waiting.labelled, waiting.finished, waiting.skipped, waiting.tasks) == (None, 48, 1, BUDGET)
+        assert not labelled.exists() and labelled.name not in ledger(ws).entries()
+
+        # a class the dataset lacks (added to the project in Label Studio): named, nothing written
+        project = api(server, "GET", f"/api/projects/{state.project}/")
+        config = project["label_config"].replace("</RectangleLabels>", '<Label value="platelet"/></RectangleLabels>')
+        api(server, "PATCH", f"/api/projects/{state.project}/", json={"label_config": config})
+        last_name, last_task = ordered[-1]
+        wrong = submit(server, last_task, [box_to_result((10, 10, 20, 20), "platelet", SIZE, SIZE)])
+        with pytest.raises(DataError, match=r"class\(es\) the dataset lacks: 'platelet' \(e\.g\. " + last_name):
+            pull(ws, BATCH, studio)
+        assert not labelled.exists()
+
+        # a box past the image's right edge: the validation gate's rule, nothing written
+        api(server, "PATCH", f"/api/annotations/{wrong}/",
+            json={"result": [box_to_result((110, 10, 30, 20), labels[last_name][0][4], SIZE, SIZE)]})
+        with pytest.raises(DataError, match=r"right edge x\+w 140(\.0)? is past the image width 128"):
+            pull(ws, BATCH, studio)
+        assert not labelled.exists()
+
+        api(server, "PATCH", f"/api/annotations/{wrong}/", json={"result": truth_results(last_name)})
+        expected[last_name] = pixel_boxes(truth_results(last_name))
+    announced = cli(ws, server, "pull", BATCH, monkeypatch=monkeypatch)  # the command line emits the event
+    [event] = announced_events
+    with LabelStudio(server.url, server.token) as studio:
+        done = pull(ws, BATCH, studio)  # pulled once: nothing rewritten
+
+    assert done.labelled == labelled.name
+    assert f"{BUDGET - 1} image(s)" in announced and "detops.batch.labelled emitted" in announced
+    # what starts retrain-on-drift: its trigger matches the event, and the run gets the labelled batch
+    from flows.deploy.spec import LABELLED_EVENT, batch_trigger
+
+    trigger = batch_trigger(LABELLED_EVENT)
+    assert event.event == LABELLED_EVENT and fnmatch(event.resource.id, trigger["match"]["prefect.resource.id"])
+    assert event.payload["batch"] == labelled.name and event.payload["from_batch"] == BATCH
+    assert (labelled / ws.params.monitor.manifest).is_file()
+    coco = json.loads((labelled / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    dataset_classes = json.loads(ws.output("import", "dataset").read_text())["categories"]
+    assert names == {c["id"]: c["name"] for c in dataset_classes}
+    got: dict[str, list[list[Any]]] = {im["file_name"]: [] for im in coco["images"]}
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    for ann in coco["annotations"]:
+        got[files[ann["image_id"]]].append([*ann["bbox"], names[ann["category_id"]]])
+    assert set(got) == set(expected)
+    assert all(same_boxes(got[name], expected[name]) for name in expected)
+    assert len(coco["annotations"]) == sum(len(boxes) for boxes in expected.values())
+    source = landing / BATCH
+    assert all((labelled / name).read_bytes() == (source / name).read_bytes() for name in got)
+    assert ledger(ws).entries()[labelled.name]["labelled_from"] == BATCH  # the drift check does not announce it again
+    assert pushed_batches(ws) == []
+
+    outcome = take_batch(ws, labelled.name)  # what retrain-on-drift does with the batch
+    assert outcome.labelled and sorted(outcome.images) == sorted(got)
+    shutil.rmtree(ws.resolve(ws.params.import_.batches))
+
+
+@pytest.mark.slow
+def test_a_server_down_or_a_wrong_token_is_a_clear_error_and_changes_nothing(server: Server, ws: Workspace) -> None:
+    from _label_studio_server import free_port
+
+    from detops.monitoring.batches import ledger
+
+    other = "ward-8"
+    shutil.copytree(ws.resolve(ws.params.monitor.landing) / BATCH, ws.resolve(ws.params.monitor.landing) / other)
+    ledger(ws).record(other, {"verdict": "drift", "labelled": False})
+    entries = ledger(ws).entries()
+    down = f"http://127.0.0.1:{free_port()}"
+    with LabelStudio(down, server.token) as studio, pytest.raises(LabelStudioError, match="does not answer"):
+        push(ws, other, studio, None)
+    with LabelStudio(server.url, "f" * 40) as studio, pytest.raises(LabelStudioError, match="refused the token"):
+        push(ws, other, studio, None)
+    with pytest.raises(LabelStudioError, match="refused the token"):
+        LabelStudio(server.url, "eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.bad")
+    assert load_state(ws, other) is None and ledger(ws).entries() == entries  # unlabelled, in the ledger
+    with pytest.raises(DataError, match="never pushed"), LabelStudio(server.url, server.token) as studio:
+        pull(ws, other, studio)
+
+    # a personal access token (a JWT refresh token) works as well as the legacy token
+    pat = api(server, "POST", "/api/token/")["token"]
+    with LabelStudio(server.url, pat) as studio:
+        assert studio.find_project(f"{ws.params.label_studio.project_prefix} {BATCH}") is not None
+
+
+@pytest.mark.slow
+def test_labels_sync_pulls_the_finished_batches_and_announces_them(
+    server: Server, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The labels-sync flow: a batch still being labelled waits; once every task is done it is pulled and
+    announced, and the next tick has nothing left to pull."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    import flows.labels_sync as sync_flow
+    from flows.labels_sync import labels_sync
+
+    announced: list[Any] = []
+    real = sync_flow.emit_labelled_event
+
+    def recording(ws: Workspace, result: Any) -> None:
+        announced.append(result)
+        real(ws, result)
+
+    monkeypatch.setattr(sync_flow, "emit_labelled_event", recording)
+
+    night = "night-3"
+    landing = ws.resolve(ws.params.monitor.landing)
+    shutil.copytree(landing / BATCH, landing / night)  # no selection: every image, in file order
+    with LabelStudio(server.url, server.token) as studio:
+        pushed = push(ws, night, studio, None)
+    state = load_state(ws, night)
+    assert state is not None and pushed.imported == IMAGES and pushed_batches(ws) == [night]
+    labels = truth(ws)
+    tasks = sorted(state.tasks.items(), key=lambda item: item[1])
+    for name, task in tasks[:-1]:
+        submit(server, task, [box_to_result(tuple(b[:4]), b[4], SIZE, SIZE) for b in labels[name]])
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+    with prefect_test_harness(server_startup_timeout=120):
+        waiting = labels_sync(workspace=str(ws.root))
+        assert waiting == {night: {"finished": IMAGES - 1, "skipped": 0, "tasks": IMAGES, "labelled": None}}
+        assert not announced
+        submit(server, tasks[-1][1], [], skipped=True)
+        done = labels_sync(workspace=str(ws.root))
+        assert labels_sync(workspace=str(ws.root)) == {}  # pulled: nothing left to pull
+    assert done[night]["labelled"] == labelled_name(night)
+    [result] = announced
+    assert (result.batch, result.labelled, result.images, result.skipped) == (
+        night, labelled_name(night), IMAGES - 1, 1)
+    assert (landing / labelled_name(night) / ws.params.monitor.manifest).is_file()
+
+
+def test_label_config_and_box_conversion() -> None:
+    import xml.etree.ElementTree as ET
+
+    from detops.labeling.labelconfig import label_config, result_to_box
+
+    root = ET.fromstring(label_config(["RBC", 'odd "name" & <co>']))
+    assert [label.get("value") for label in root.iter("Label")] == ["RBC", 'odd "name" & <co>']
+    result = box_to_result((10.5, 20.0, 30.25, 40.0), "RBC", 640, 480, 0.9)
+    value = result["value"]
+    assert isinstance(value, dict) and value["x"] == pytest.approx(100 * 10.5 / 640)
+    converted = result_to_box(result)
+    assert converted is not None and np.allclose(converted[0], [10.5, 20.0, 30.25, 40.0]) and converted[1] == ["RBC"]
+    assert result_to_box({"type": "choices", "value": {"choices": ["x"]}}) is None
+
+
+def test_retrain_on_drift_is_also_started_by_a_labelled_batch_and_labels_sync_is_scheduled() -> None:
+    import yaml
+
+    from flows.deploy.spec import DRIFT_EVENT, LABELLED_EVENT, LABELS_SYNC, prefect_yaml
+
+    spec = yaml.safe_load(prefect_yaml(load_params(REPO / "params.yaml")))
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    triggers = deployments["retrain-on-drift"]["triggers"]
+    assert [t["expect"] for t in triggers] == [[DRIFT_EVENT], [LABELLED_EVENT]]
+    assert all(t["parameters"] == {"batch": "{{ event.payload.batch }}"} for t in triggers)
+    sync = deployments["labels-sync"]
+    assert sync["entrypoint"] == LABELS_SYNC and sync["schedules"] == [{"cron": "*/15 * * * *", "timezone": "UTC"}]

@@ -90,7 +90,9 @@ def test_dataloader_workers_read_the_shared_memory_map(tmp_path: Path) -> None:
     dataset = _dataset(make_workspace(tmp_path / "ws"))
     _cache(dataset, "disk", tmp_path / "cache")
     alone = [b["images"] for b in make_loader(dataset, 4, num_workers=0, pin_memory=False)]
-    workers = [b["images"] for b in make_loader(dataset, 4, num_workers=2, pin_memory=False)]
+    # spawned: this test process already runs torch's OpenMP threads (and, in the suite, Prefect's), which a fork
+    # can copy mid-lock; a spawned worker gets the memory map by pickle and reopens it
+    workers = [b["images"] for b in make_loader(dataset, 4, num_workers=2, pin_memory=False, start="spawn")]
     assert len(alone) == len(workers) and all(np.array_equal(a, b) for a, b in zip(alone, workers, strict=True))
 
 

@@ -166,10 +166,14 @@ def _init_worker(_: int) -> None:
 
 
 def make_loader(dataset: Dataset[Any], batch_size: int, num_workers: int, pin_memory: bool,
-                sampler: Any = None, shuffle: bool = False) -> DataLoader[Any]:
+                sampler: Any = None, shuffle: bool = False, start: str | None = None) -> DataLoader[Any]:
+    """`start`: how workers start (None: the platform's default, fork on Linux, which shares a RAM cache
+    copy-on-write). `spawn` where the process already runs OpenMP or other threads, whose state a fork copies
+    half-held (a forked worker can then hang in `torch.set_num_threads`); a disk cache reopens its map there."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate,
                       num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      worker_init_fn=_init_worker if num_workers > 0 else None)
+                      worker_init_fn=_init_worker if num_workers > 0 else None,
+                      multiprocessing_context=start if num_workers > 0 else None)
 
 
 class DetectionDataModule(pl.LightningDataModule):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import errno
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from test_train import make_workspace, run_train
+from test_train import TINY, make_workspace
 
 from detops.config import load_params
 from detops.dataset.canonical import read_dataset
@@ -167,10 +169,16 @@ def test_training_from_the_disk_cache_equals_training_from_ram(tmp_path: Path) -
 
     from detops import tracking
 
-    def train(ws: Workspace) -> tuple[dict[str, str], list[float], dict[str, Any]]:
+    def train(ws: Workspace, *overrides: str) -> tuple[dict[str, str], list[float], dict[str, Any]]:
+        """`detops train` in a child process: the run starts from a clean process, as `dvc repro` runs it (in the
+        suite's process, after the tests that run Prefect servers and spawn workers, training here once died
+        with a segmentation fault that no run of this file alone showed)."""
         import torch
 
-        run_train(ws)
+        sets = [arg for override in (*TINY, *overrides) for arg in ("--set", override)]
+        done = subprocess.run([sys.executable, "-m", "detops.cli", "-w", str(ws.root), *sets, "train"],
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         client = MlflowClient(tracking.tracking_uri(ws))
         run_id = str(tracking.read_run_id(ws))
         curve = [m.value for m in sorted(client.get_metric_history(run_id, "val/map"), key=lambda m: m.step)]
@@ -178,10 +186,11 @@ def test_training_from_the_disk_cache_equals_training_from_ram(tmp_path: Path) -
         return client.get_run(run_id).data.params, curve, state
 
     common = ("train.epochs=2", "train.ema=false")
-    disk_ws = make_workspace(tmp_path / "disk", "train.cache_images=auto", "train.cache_ram_share=1e-9", *common)
-    ram_ws = make_workspace(tmp_path / "ram", "train.cache_images=auto", "train.cache_ram_share=1.0", *common)
-    disk_params, disk_curve, disk_state = train(disk_ws)
-    ram_params, ram_curve, ram_state = train(ram_ws)
+    disk_sets = ("train.cache_images=auto", "train.cache_ram_share=1e-9", *common)
+    ram_sets = ("train.cache_images=auto", "train.cache_ram_share=1.0", *common)
+    disk_ws, ram_ws = make_workspace(tmp_path / "disk", *disk_sets), make_workspace(tmp_path / "ram", *ram_sets)
+    disk_params, disk_curve, disk_state = train(disk_ws, *disk_sets)
+    ram_params, ram_curve, ram_state = train(ram_ws, *ram_sets)
 
     assert disk_params["train.cache.train.where"] == "disk" and disk_params["train.cache.val.where"] == "disk"
     assert disk_params["train.cache.train.reused"] == "False"
@@ -190,6 +199,6 @@ def test_training_from_the_disk_cache_equals_training_from_ram(tmp_path: Path) -
     for key, value in ram_state.items():
         assert np.array_equal(value.numpy(), disk_state[key].numpy()), key
 
-    again_params, again_curve, _ = train(disk_ws)
+    again_params, again_curve, _ = train(disk_ws, *disk_sets)
     assert again_params["train.cache.train.reused"] == "True" and again_params["train.cache.val.reused"] == "True"
     assert again_curve == disk_curve

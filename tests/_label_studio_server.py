@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,3 +130,19 @@ def start(data_dir: Path, document_root: Path) -> Server:
         time.sleep(1)
     server.stop()
     raise Unavailable(f"label-studio did not answer within {START_TIMEOUT_S} s:\n{server.log()}")
+
+
+@contextmanager
+def running(data_dir: Path, document_root: Path) -> Iterator[Server]:
+    """A started server, stopped on exit; the test skips when Label Studio cannot run here (fails where required)."""
+    from _requirements import require_or_skip
+
+    try:
+        server = start(data_dir, document_root)
+    except Unavailable as exc:
+        require_or_skip(False, f"Label Studio cannot run here: {exc}", REQUIRE_ENV)
+        raise
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -501,3 +501,76 @@ def test_drift_check_announces_a_labelled_batch_once_and_retraining_takes_it(
     assert sum(im.get("batch") == "dark-day" for im in dataset["images"]) == 20
     ledger = json.loads((landing / "ledger.json").read_text(encoding="utf-8"))["batches"]
     assert "dark-day" in ledger and "half-copied" not in ledger
+
+
+@pytest.mark.slow
+def test_labels_pulled_from_label_studio_start_retrain_on_drift_and_the_new_version_names_the_batch(
+    worker: Path, api: str, workspace: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The loop closed at its human end, with a real Label Studio beside the Prefect server and worker: a 60-image
+    unlabelled batch is selected, pushed with pre-annotations, labelled through the API as a person would, and
+    pulled with the command line; the event it emits starts `retrain-on-drift`, which accepts the batch, and the
+    model version that run registers names the batch in its lineage."""
+    from _label_studio_server import running
+    from _labeller import label_like_a_person, truth
+    from _monitoring_fixtures import SIZE, batch_from, sample, tiny_checkpoint
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    from detops.labeling.pull import labelled_name
+    from detops.labeling.state import load_state
+    from detops.registry.client import connect
+    from detops.steps import import_, split, validate
+    from detops.steps import sample as sample_step
+    from detops.workspace import Workspace
+
+    batch, images, budget = "clinic-4", 60, 50
+    ws = Workspace.at(workspace, load_params(workspace / "params.yaml"))
+    if not ws.split_json("train").is_file():  # the dataset (its classes), as earlier tests may have made it
+        for step in (sample_step, import_, validate, split):
+            step.run(ws)
+    delivery = sample(tmp_path_factory.mktemp("delivery"), seed=21, num_images=images)
+    landing = ws.resolve(ws.params.monitor.landing)
+    (batch_from(delivery, landing, batch, manifest=ws.params.monitor.manifest) / "annotations.json").unlink()
+    classes = [c["name"] for c in sorted(json.loads(ws.dataset_json.read_text())["categories"], key=lambda c: c["id"])]
+    tiny_checkpoint(workspace / "models/labelling.ckpt", classes)
+
+    with running(tmp_path_factory.mktemp("label-studio-data"), workspace.parent) as server:
+        overrides = [item for setting in ("label.model=models/labelling.ckpt", f"label.budget={budget}",
+                                          f"label_studio.url={server.url}",
+                                          f"label_studio.document_root={workspace.parent}")
+                     for item in ("--set", setting)]
+        env = {"LABEL_STUDIO_API_KEY": server.token, "PREFECT_API_URL": api}
+
+        def label(*args: str) -> str:
+            result = CliRunner().invoke(app, ["-w", str(workspace), *overrides, "label", *args], env=env)
+            assert result.exit_code == 0, result.output
+            return result.output
+
+        label("select", batch)
+        assert f"{budget} task(s) imported" in label("push", batch)
+        state = load_state(ws, batch)
+        assert state is not None and len(state.tasks) == budget
+        labelled = label_like_a_person(server, sorted(state.tasks.items(), key=lambda item: item[1]),
+                                       truth(delivery / "annotations.json"), SIZE)
+        pulled = label("pull", batch)
+    name = labelled_name(batch)
+    assert f"-> labelled batch {name}" in pulled and "detops.batch.labelled emitted" in pulled, pulled
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("retrain/retrain-on-drift")
+        only_it = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        [started] = _wait(lambda: [r for r in client.read_flow_runs(deployment_filter=only_it)
+                                   if r.parameters.get("batch") == name], 60, "the run the labelled batch starts",
+                          worker)
+    run = _final(started.id, 420, worker)
+    assert run.state.is_completed(), f"{run.state}\n{_tail(worker, 80)}"
+    dataset = json.loads(ws.dataset_json.read_text(encoding="utf-8"))
+    assert name in dataset["info"]["batches"]
+    assert {im["file_name"].rsplit("/", 1)[-1] for im in dataset["images"] if im.get("batch") == name} == {
+        Path(f).name for f in labelled}
+    client = connect(ws)
+    [newest] = sorted(client.search_model_versions(f"name = '{ws.params.mlflow.registered_model}'"),
+                      key=lambda v: int(v.version))[-1:]
+    assert name in newest.tags["data.batches"].split(","), newest.tags  # the version's lineage names the batch
+    assert newest.run_id and name in client.get_run(newest.run_id).data.tags["data.batches"]

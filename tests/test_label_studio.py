@@ -21,22 +21,21 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from _label_studio_server import REQUIRE_ENV, Server, Unavailable, start
+from _label_studio_server import Server, running
+from _labeller import api, few_boxes, label_like_a_person, pixel_boxes, same_boxes, submit, truth
 from _monitoring_fixtures import SIZE, batch_from, sample, tiny_checkpoint
-from _requirements import require_or_skip
 
 from detops.config import load_params
 from detops.errors import DataError, LabelStudioError
 from detops.labeling.labelconfig import box_to_result
 from detops.labeling.pull import labelled_name, pull
-from detops.labeling.push import Preannotator, preannotator, push
+from detops.labeling.push import preannotator, push
 from detops.labeling.state import load_state, pushed_batches, state_path
 from detops.labeling.studio import LabelStudio
 from detops.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, IMAGES, BUDGET = "ward-7", 60, 50
-TOLERANCE = 1e-6  # px: percent -> pixels and back loses nothing but float rounding
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +45,8 @@ def document_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(document_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    try:
-        running = start(tmp_path_factory.mktemp("label-studio-data"), document_root)
-    except Unavailable as exc:
-        require_or_skip(False, f"Label Studio cannot run here: {exc}", REQUIRE_ENV)
-        raise
-    yield running
-    running.stop()
+    with running(tmp_path_factory.mktemp("label-studio-data"), document_root) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -85,52 +79,8 @@ def ws(document_root: Path, server: Server) -> Workspace:
     return workspace
 
 
-def truth(ws: Workspace) -> dict[str, list[list[Any]]]:
-    """The generator's boxes of each delivered image, by class name (what a careful labeller draws)."""
-    coco = json.loads((ws.root.parent / "delivery/annotations.json").read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    files = {im["id"]: im["file_name"] for im in coco["images"]}
-    boxes: dict[str, list[list[Any]]] = {name: [] for name in files.values()}
-    for ann in coco["annotations"]:
-        boxes[files[ann["image_id"]]].append([*ann["bbox"], names[ann["category_id"]]])
-    return boxes
-
-
-def few_boxes(pre: Preannotator, paths: list[Path]) -> Preannotator:
-    """The untrained model scores everything alike: keep about its three best boxes per image."""
-    scores = [np.sort(d.scores)[-3] for d in pre.predictor.with_thresholds(score_threshold=0.0).predict(paths)]
-    return Preannotator(pre.predictor.with_thresholds(score_threshold=float(np.median(scores))), pre.model_version)
-
-
-def api(server: Server, method: str, path: str, **kwargs: Any) -> Any:
-    """The labeller's side: Label Studio's REST API with the user's token."""
-    response = httpx.request(method, server.url + path, headers={"Authorization": f"Token {server.token}"},
-                             timeout=30, **kwargs)
-    assert response.is_success, f"{method} {path}: {response.status_code} {response.text[:500]}"
-    return response.json() if response.content else None
-
-
-def pixel_boxes(results: list[dict[str, Any]]) -> list[list[Any]]:
-    from detops.labeling.labelconfig import result_to_box
-
-    out = []
-    for result in results:
-        converted = result_to_box(result)
-        assert converted is not None
-        box, labels = converted
-        out += [[*box, label] for label in labels]
-    return sorted(out, key=lambda b: (b[4], b[0], b[1]))
-
-
-def same_boxes(got: list[list[Any]], expected: list[list[Any]]) -> bool:
-    got, expected = sorted(got, key=lambda b: (b[4], b[0], b[1])), sorted(expected, key=lambda b: (b[4], b[0], b[1]))
-    return len(got) == len(expected) and all(
-        g[4] == e[4] and np.allclose(g[:4], e[:4], atol=TOLERANCE) for g, e in zip(got, expected, strict=True))
-
-
-def submit(server: Server, task: int, results: list[dict[str, Any]], skipped: bool = False) -> int:
-    return int(api(server, "POST", f"/api/tasks/{task}/annotations/",
-                   json={"result": results, "was_cancelled": skipped, "lead_time": 3.5})["id"])
+def truth_of(ws: Workspace) -> dict[str, list[list[Any]]]:
+    return truth(ws.root.parent / "delivery/annotations.json")
 
 
 @pytest.fixture
@@ -226,26 +176,12 @@ def test_labels_made_in_label_studio_come_back_as_a_labelled_batch(
     state = load_state(ws, BATCH)
     assert state is not None and pushed.imported == 0
     ordered = sorted(state.tasks.items(), key=lambda item: item[1])  # rank order
-    labels = truth(ws)
-    expected: dict[str, list[list[Any]]] = {}
+    labels = truth_of(ws)
+    expected = label_like_a_person(server, ordered[:-1], labels, SIZE)
 
     def truth_results(name: str) -> list[dict[str, Any]]:
         return [box_to_result(tuple(b[:4]), b[4], SIZE, SIZE) for b in labels[name]]
 
-    for i, (name, task) in enumerate(ordered[:-1]):
-        predicted = api(server, "GET", "/api/predictions/", params={"task": task})
-        accepted = predicted[0]["result"] if predicted else []
-        if i < 10:  # the pre-annotations are right: accepted as they are
-            results = accepted
-        elif i < 40:  # corrected: the labeller redraws every box
-            results = truth_results(name)
-        elif i < 48:  # accepted, plus a box the model missed
-            results = [*accepted, truth_results(name)[0]]
-        else:  # skipped: the image is left out
-            submit(server, task, [], skipped=True)
-            continue
-        submit(server, task, results)
-        expected[name] = pixel_boxes(results)
     landing = ws.resolve(ws.params.monitor.landing)
     labelled = landing / labelled_name(BATCH)
 
@@ -362,7 +298,7 @@ def test_labels_sync_pulls_the_finished_batches_and_announces_them(
         pushed = push(ws, night, studio, None)
     state = load_state(ws, night)
     assert state is not None and pushed.imported == IMAGES and pushed_batches(ws) == [night]
-    labels = truth(ws)
+    labels = truth_of(ws)
     tasks = sorted(state.tasks.items(), key=lambda item: item[1])
     for name, task in tasks[:-1]:
         submit(server, task, [box_to_result(tuple(b[:4]), b[4], SIZE, SIZE) for b in labels[name]])

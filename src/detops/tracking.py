@@ -118,6 +118,8 @@ def data_versions(ws: Workspace) -> dict[str, str]:
         info = read_dataset(ws.dataset_json).get("info", {})
         out["data.content_hash"] = str(info.get("content_hash", ""))
         out["data.root"] = str(info.get("root", ""))
+        if info.get("batches"):  # lineage: the accepted batches (labelled from production) this data holds
+            out["data.batches"] = ",".join(info["batches"])
     for split in ("train", "val", "test"):
         path = ws.split_json(split)
         if path.is_file():

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
 
-RUN_TAGS = ("data.content_hash", "data.train_hash", "data.val_hash", "data.test_hash", "git.commit", "git.dirty")
+RUN_TAGS = ("data.content_hash", "data.batches", "data.train_hash", "data.val_hash", "data.test_hash", "git.commit",
+            "git.dirty")
 RUN_ID_TAG = "detops.run_id"
 PARAMS_HASH_TAG = "detops.params_hash"
 SERVE_TAG = "detops.serve"

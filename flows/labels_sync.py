@@ -1,7 +1,8 @@
-"""The labels-sync flow: on a schedule (`deploy.labels_cron`), pull the finished annotations of every batch pushed
-to Label Studio and not pulled yet (`detops label pull` for each). A batch labelled in full becomes a labelled batch
-in the landing folder and is announced with `detops.batch.labelled`, which starts `retrain-on-drift` with it; a
-batch still being labelled is left for the next tick.
+"""The labels-sync flow: on a schedule (`deploy.labels_cron`), send the images the label audit flagged back to Label
+Studio (`detops label review` for each batch with a review list not pushed yet), then pull the finished annotations
+of every batch pushed and not pulled yet (`detops label pull` for each). A batch labelled in full becomes a
+labelled batch in the landing folder and is announced with `detops.batch.labelled`, which starts `retrain-on-drift`
+with it; a batch still being labelled is left for the next tick.
 
 A server that is down or refuses the token fails the run (nothing was pulled); a batch whose labels cannot be
 accepted (a class the dataset lacks, a box outside its image) is reported by name and fails the run once the other
@@ -23,6 +24,7 @@ from flows.events import emit_labelled_event
 def labels_sync(workspace: str = ".") -> dict[str, Any]:
     """Pull every pushed batch; returns each one's progress (tasks finished) or the labelled batch written."""
     from detops.labeling.pull import pull
+    from detops.labeling.review import pending_reviews, push_review
     from detops.labeling.state import pushed_batches
     from detops.labeling.studio import LabelStudio
     from flows.retrain import workspace_for
@@ -31,13 +33,21 @@ def labels_sync(workspace: str = ".") -> dict[str, Any]:
     logger = get_run_logger()
     outcome: dict[str, Any] = {}
     failed: dict[str, str] = {}
-    batches = pushed_batches(ws)
-    if not batches:
-        logger.info("no batch waits for labels in Label Studio")
+    reviews = pending_reviews(ws)
+    if not reviews and not pushed_batches(ws):
+        logger.info("no batch waits for labels in Label Studio, none to send for review")
         return outcome
     settings = ws.params.label_studio
     with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, workspace_lock(ws.root):
-        for batch in batches:
+        for batch in reviews:
+            try:
+                sent = push_review(ws, batch, studio)
+            except DataError as exc:
+                failed[batch] = str(exc)
+                logger.error("batch %s: %s", batch, exc)
+                continue
+            logger.info("batch %s: %d flagged image(s) sent for review -> %s", batch, sent.imported, sent.url)
+        for batch in pushed_batches(ws):
             try:
                 result = pull(ws, batch, studio)
             except DataError as exc:

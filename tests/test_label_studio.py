@@ -245,6 +245,66 @@ def test_labels_made_in_label_studio_come_back_as_a_labelled_batch(
 
 
 @pytest.mark.slow
+def test_review_sends_the_flagged_labels_back_and_the_reviewed_batch_is_accepted_whole(
+    server: Server, ws: Workspace
+) -> None:
+    """`label.audit: review` on the labelled batch of the test before: the flagged images stay out and go to a
+    review project, worst first, pre-annotated with the labels under review (a second send adds none); reviewed
+    and pulled, they come back as `<batch>-reviewed`, which is accepted whole (a person looked twice)."""
+    from detops.dataset.canonical import read_dataset
+    from detops.labeling.audit import read_review_list, run_audit
+    from detops.labeling.review import REVIEW_VERSION, pending_reviews, push_review
+    from detops.monitoring.accept import take_batch
+    from detops.monitoring.batches import find_batch, ledger, read_batch
+
+    name = labelled_name(BATCH)
+    labelled = read_batch(ws, find_batch(ws, name)).dataset
+    qualities = sorted({image.quality for image in run_audit(ws, labelled, f"batch {name}", name).images})
+    middle = len(qualities) // 2  # a threshold between two qualities: about half the images flagged
+    assert middle > 0, qualities
+    strict = [f"label.review_threshold={(qualities[middle - 1] + qualities[middle]) / 2}", "label.audit=review"]
+    reviewing = Workspace.at(ws.root, load_params(ws.root / "params.yaml", strict))
+    outcome = take_batch(reviewing, name)
+    flagged = read_review_list(ws, name)
+    assert outcome.review == [r.file_name for r in flagged] and 0 < len(flagged) < len(labelled["images"])
+    assert [r.quality for r in flagged] == sorted(r.quality for r in flagged)  # worst first
+    accepted = read_dataset(ws.resolve(ws.params.import_.batches) / name / "annotations.json")
+    assert not {im["file_name"] for im in accepted["images"]} & set(outcome.review)
+    assert pending_reviews(ws) == [name]
+
+    sent = cli(ws, server, "review", name)
+    assert f"{len(flagged)} flagged image(s) sent for review, 0 already" in sent
+    with LabelStudio(server.url, server.token) as studio:
+        assert push_review(ws, name, studio).imported == 0  # nothing twice
+        state = load_state(ws, name)
+        assert state is not None and state.review and pending_reviews(ws) == []
+        tasks = sorted(studio.export(state.project), key=lambda t: t["id"])
+    assert [t["data"]["file_name"] for t in tasks] == [r.file_name for r in flagged]
+    assert [t["data"]["issue"] for t in tasks] == [r.issue for r in flagged]
+    names = {c["id"]: c["name"] for c in labelled["categories"]}
+    ids = {im["file_name"]: im["id"] for im in labelled["images"]}
+    corrected = truth_of(ws)
+    for i, one in enumerate(tasks):
+        [prediction] = api(server, "GET", "/api/predictions/", params={"task": one["id"]})
+        under_review = [[*a["bbox"], names[a["category_id"]]] for a in labelled["annotations"]
+                        if a["image_id"] == ids[one["data"]["file_name"]]]
+        assert prediction["model_version"] == REVIEW_VERSION
+        assert same_boxes(pixel_boxes(prediction["result"]), under_review)
+        results = (prediction["result"] if i % 2 else  # the reviewer keeps half, redraws the others
+                   [box_to_result(tuple(b[:4]), b[4], SIZE, SIZE) for b in corrected[one["data"]["file_name"]]])
+        submit(server, one["id"], results)
+
+    with LabelStudio(server.url, server.token) as studio:
+        done = pull(ws, name, studio)
+    assert done.labelled == labelled_name(name, review=True) and done.images == len(flagged)
+    assert ledger(ws).entries()[done.labelled]["reviewed_from"] == name
+    again = take_batch(reviewing, done.labelled)  # the same strict audit: reported, nothing left out
+    assert sorted(again.images) == sorted(outcome.review) and again.review == []
+    assert any("reviewed in Label Studio" in note for note in again.notes)
+    shutil.rmtree(ws.resolve(ws.params.import_.batches))
+
+
+@pytest.mark.slow
 def test_a_server_down_or_a_wrong_token_is_a_clear_error_and_changes_nothing(server: Server, ws: Workspace) -> None:
     from _label_studio_server import free_port
 

@@ -500,6 +500,30 @@ def label_push(
                         highlight=False, markup=False)
 
 
+@label_app.command("review")
+def label_review(
+    batch: Annotated[str, typer.Argument(help="An accepted batch whose flagged images label.audit=review left out.")],
+) -> None:
+    """Send the images the label audit flagged back to Label Studio for review, worst first, pre-annotated with the
+    labels under review; `detops label pull BATCH` brings them back as BATCH-reviewed. Token: LABEL_STUDIO_API_KEY."""
+    from detops.errors import DetopsError
+
+    try:
+        ws = _workspace()
+        from detops.labeling.review import push_review
+        from detops.labeling.studio import LabelStudio
+
+        settings = ws.params.label_studio
+        with LabelStudio.from_env(settings.url, settings.timeout_s) as studio:
+            done = push_review(ws, batch, studio)
+    except DetopsError as exc:
+        _exit_with(exc)
+    from detops.console import out_console
+
+    out_console().print(f"batch {batch}: {done.imported} flagged image(s) sent for review, {done.already} already in "
+                        f"project {done.project} -> {done.url}", highlight=False, markup=False)
+
+
 @label_app.command("pull")
 def label_pull(
     batch: Annotated[str, typer.Argument(help="A batch pushed with `detops label push`.")],

@@ -147,8 +147,13 @@ class ReviewImage:
     issue: str
 
 
+def review_folder(ws: Workspace) -> Path:
+    """The review lists, one `<batch>.json` per accepted batch whose flagged images were left out."""
+    return ws.output("monitor", "review")
+
+
 def review_file(ws: Workspace, batch: str) -> Path:
-    return ws.output("monitor", "review") / f"{batch}.json"
+    return review_folder(ws) / f"{batch}.json"
 
 
 def write_review_list(ws: Workspace, batch: str, audit: Audit) -> Path:

@@ -6,8 +6,9 @@ converted to COCO pixels here. A task is finished when it has an annotation that
 counts); a task whose every annotation was skipped leaves its image out. Until every task is finished, nothing is
 written: a half-labelled batch would enter the dataset with its missing boxes read as background.
 
-The labelled batch `<batch><suffix>` (COCO json + the images, manifest last) is recorded in the drift ledger first:
-its images are the unlabelled batch's, checked already, so the drift check does not announce them twice.
+The labelled batch `<batch>-labelled` (`<batch>-reviewed` for a review of flagged labels; COCO json + the images,
+manifest last) is recorded in the drift ledger first: its images were checked already, so the drift check does not
+announce them twice.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from detops.labeling.state import RoundTrip, load_state, save_state
 from detops.labeling.studio import LabelStudio
 from detops.workspace import Workspace
 
-LABELLED_SUFFIX = "-labelled"
+LABELLED_SUFFIX, REVIEWED_SUFFIX = "-labelled", "-reviewed"
 ANNOTATIONS_FILE = "annotations.json"
 
 
@@ -42,8 +43,10 @@ class PullResult:
     images: int = 0
 
 
-def labelled_name(batch: str) -> str:
-    return f"{batch}{LABELLED_SUFFIX}"
+def labelled_name(batch: str, review: bool = False) -> str:
+    """The labelled batch a pull writes: `<batch>-labelled`, or `<batch>-reviewed` for labels sent back for
+    review."""
+    return f"{batch}{REVIEWED_SUFFIX if review else LABELLED_SUFFIX}"
 
 
 def finished_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
@@ -135,12 +138,13 @@ def pull(ws: Workspace, batch: str, studio: LabelStudio) -> PullResult:
         raise DataError(f"batch {batch!r}: every task of Label Studio project {state.project} was skipped; "
                         "there is nothing to add to the dataset.")
     check_boxes(ws, batch, coco)
-    name = labelled_name(batch)
+    name = labelled_name(batch, state.review)
     target = landing_folder(ws) / name
     if target.exists():
         raise DataError(f"{target} exists already: move it away to pull batch {batch!r} again.")
-    ledger(ws).record(name, {"verdict": "labelled", "labelled_from": batch, "images": len(coco["images"]),
-                             "labelled": True, "format": "coco", "label_studio_project": state.project})
+    ledger(ws).record(name, {"verdict": "labelled", ("reviewed_from" if state.review else "labelled_from"): batch,
+                             "images": len(coco["images"]), "labelled": True, "format": "coco",
+                             "label_studio_project": state.project})
     with atomic_dir(target) as tmp:
         for image in coco["images"]:
             (tmp / image["file_name"]).parent.mkdir(parents=True, exist_ok=True)

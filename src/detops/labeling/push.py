@@ -12,7 +12,9 @@ images that have no task yet.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +89,10 @@ def ranking(ws: Workspace, batch: str) -> list[str] | None:
     return [image.file_name for image in sorted(read_selection(ws, batch), key=lambda image: image.rank)]
 
 
-def task(ws: Workspace, dataset: Dataset, image: dict[str, Any], rank: int) -> dict[str, Any]:
+def task(ws: Workspace, dataset: Dataset, image: dict[str, Any], rank: int, **extra: Any) -> dict[str, Any]:
     path = image_path(dataset, image, ws.root)
     return {"data": {IMAGE: f"/data/local-files/?d={served_path(ws, path)}", "file_name": image["file_name"],
-                     "rank": rank}}
+                     "rank": rank, **extra}}
 
 
 def predictions(pre: Preannotator, ws: Workspace, dataset: Dataset, images: list[dict[str, Any]],
@@ -113,7 +115,7 @@ def predictions(pre: Preannotator, ws: Workspace, dataset: Dataset, images: list
     return out
 
 
-def ensure_project(ws: Workspace, studio: LabelStudio, batch: str, classes: list[str]) -> int:
+def ensure_project(ws: Workspace, studio: LabelStudio, batch: str, classes: list[str], description: str) -> int:
     """The batch's project, created or brought up to date (config, local storage on the batch folder)."""
     from detops.monitoring.batches import find_batch
 
@@ -121,7 +123,7 @@ def ensure_project(ws: Workspace, studio: LabelStudio, batch: str, classes: list
     config = label_config(classes)
     project = studio.find_project(title)
     if project is None:
-        project = studio.create_project(title, config, f"detops batch {batch}: images to label, pre-annotated.")
+        project = studio.create_project(title, config, description)
     elif project.get("label_config") != config:
         studio.update_project(int(project["id"]), label_config=config)
     project_id = int(project["id"])
@@ -140,24 +142,46 @@ def push(ws: Workspace, batch: str, studio: LabelStudio, pre: Preannotator | Non
     if data.format != "images":
         raise DataError(f"batch {batch!r} is labelled already ({data.format}); only unlabelled batches are pushed.")
     classes = dataset_classes(ws)
-    project = ensure_project(ws, studio, batch, classes)
-    previous = load_state(ws, batch)
+    preannotate = None if pre is None else partial(predictions, pre, ws, data.dataset, classes=classes)
+    return import_tasks(ws, studio, Tasks(batch, data.dataset, ranked_images(ws, batch, data.dataset), classes,
+                                          f"detops batch {batch}: images to label, pre-annotated.", preannotate,
+                                          pre.model_version if pre else ""))
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """What a push imports: `images` of `dataset` in rank order, each task's extra data fields by file name, and
+    the pre-annotations of a list of images (None: no pre-annotations)."""
+
+    batch: str
+    dataset: Dataset
+    images: list[dict[str, Any]]
+    classes: list[str]
+    description: str
+    preannotate: Callable[[list[dict[str, Any]]], list[list[dict[str, Any]]]] | None
+    model_version: str
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    review: bool = False
+
+
+def import_tasks(ws: Workspace, studio: LabelStudio, todo: Tasks) -> PushResult:
+    """Import the images that have no task in the batch's project yet, in rank order; keep each one's task id."""
+    project = ensure_project(ws, studio, todo.batch, todo.classes, todo.description)
+    previous = load_state(ws, todo.batch)
     # The project's own tasks say which images have one: a push cut short after Label Studio imported, but before
     # the state file was written, imports nothing twice either.
-    state = RoundTrip(batch, project, studio.tasks_by_file(project),
-                      previous.pulled if previous is not None and previous.project == project else None)
-    images = ranked_images(ws, batch, data.dataset)
-    todo = [(rank, im) for rank, im in enumerate(images, 1) if str(im["file_name"]) not in state.tasks]
-    tasks = [task(ws, data.dataset, im, rank) for rank, im in todo]
-    if pre is not None and tasks:
-        for one, preds in zip(tasks, predictions(pre, ws, data.dataset, [im for _, im in todo], classes),
-                              strict=True):
+    state = RoundTrip(todo.batch, project, studio.tasks_by_file(project),
+                      previous.pulled if previous is not None and previous.project == project else None, todo.review)
+    new = [(rank, im) for rank, im in enumerate(todo.images, 1) if str(im["file_name"]) not in state.tasks]
+    tasks = [task(ws, todo.dataset, im, rank, **todo.extra.get(str(im["file_name"]), {})) for rank, im in new]
+    if todo.preannotate is not None and tasks:
+        for one, preds in zip(tasks, todo.preannotate([im for _, im in new]), strict=True):
             one["predictions"] = preds
     ids = studio.import_tasks(project, tasks) if tasks else []
-    state.tasks.update({str(im["file_name"]): task_id for (_, im), task_id in zip(todo, ids, strict=True)})
+    state.tasks.update({str(im["file_name"]): task_id for (_, im), task_id in zip(new, ids, strict=True)})
     save_state(ws, state)
-    return PushResult(batch, project, f"{studio.url}/projects/{project}", len(ids), len(images) - len(ids),
-                      pre.model_version if pre else "")
+    return PushResult(todo.batch, project, f"{studio.url}/projects/{project}", len(ids), len(todo.images) - len(ids),
+                      todo.model_version)
 
 
 def preannotator(ws: Workspace) -> Preannotator:

@@ -1,5 +1,6 @@
 """The state of a batch's Label Studio round trip: its project, each image's task id (Label Studio does not
-de-duplicate imports, so this is what makes pushing again safe) and, once pulled, the labelled batch it became.
+de-duplicate imports, so this is what makes pushing again safe), whether it is a review of labels the audit flagged
+and, once pulled, the labelled batch it became.
 
 One json file per batch, in its folder under the monitor step's `label_studio` output (the landing batch is never
 modified).
@@ -33,6 +34,7 @@ class RoundTrip:
     project: int
     tasks: dict[str, int]  # image file name (in the batch) -> task id
     pulled: str | None = None  # the labelled batch written by `pull`
+    review: bool = False  # the tasks are labels the audit sent back for review, not images to label
 
 
 def load_state(ws: Workspace, batch: str) -> RoundTrip | None:
@@ -43,7 +45,7 @@ def load_state(ws: Workspace, batch: str) -> RoundTrip | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return RoundTrip(str(data["batch"]), int(data["project"]), {str(k): int(v) for k, v in data["tasks"].items()},
-                         data.get("pulled"))
+                         data.get("pulled"), bool(data.get("review", False)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{path}: the Label Studio state of batch {batch!r} is unreadable ({exc}). It maps each image "
                         "to its task; without it a push imports every image again.") from None
@@ -51,7 +53,8 @@ def load_state(ws: Workspace, batch: str) -> RoundTrip | None:
 
 def save_state(ws: Workspace, state: RoundTrip) -> Path:
     return write_json(state_path(ws, state.batch), {"batch": state.batch, "project": state.project,
-                                                    "tasks": state.tasks, "pulled": state.pulled})
+                                                    "tasks": state.tasks, "pulled": state.pulled,
+                                                    "review": state.review})
 
 
 def pushed_batches(ws: Workspace) -> list[str]:

@@ -4,7 +4,8 @@ import.batches, where `import` reads it), an unlabelled one gets a list of the i
 Before a labelled batch is accepted its classes are checked against the dataset's (a class the dataset lacks is an
 error and nothing is accepted) and its labels are audited with the champion (`detops.labeling.audit`). Under
 `label.audit: review` the images the audit flags stay out of the accepted copy (then written as COCO, whatever the
-batch's format) and go to the batch's review list; under `warn` the audit only reports. With no champion yet there
+batch's format) and go to the batch's review list, which labels-sync sends to Label Studio (`detops.labeling.review`);
+under `warn`, and for a batch that is itself such a review, the audit only reports. With no champion yet there
 is nothing to audit with: `warn` says so and accepts, `review` refuses.
 
 The landing folder is the inbox and is never modified; the accepted copy is what DVC versions.
@@ -63,10 +64,14 @@ def take_batch(ws: Workspace, name: str) -> BatchOutcome:
         return BatchOutcome(name, True, [f for f in files if f not in left_out], accepted=target)
     check_classes(ws, data)
     audit, notes = _audit(ws, data)
-    review = [i.file_name for i in audit.flagged] if audit is not None and ws.params.label.audit == "review" else []
-    if audit is not None and ws.params.label.audit == "review":
+    reviewed = reviewed_from(ws, name)
+    sends_back = audit is not None and ws.params.label.audit == "review" and reviewed is None
+    review = [i.file_name for i in audit.flagged] if audit is not None and sends_back else []
+    if audit is not None and sends_back:
         listing = write_review_list(ws, name, audit)
         notes.append(f"{len(review)} image(s) sent back for review, left out: {ws.relative(listing)}")
+    elif reviewed is not None:
+        notes.append(f"reviewed in Label Studio (labels of {reviewed} the audit flagged): reported, none left out")
     if len(review) == len(files):
         raise DataError(f"batch {name!r}: the label audit flagged all {len(files)} images (label.review_threshold="
                         f"{ws.params.label.review_threshold}); nothing accepted. See {notes[0]}.")
@@ -78,6 +83,14 @@ def take_batch(ws: Workspace, name: str) -> BatchOutcome:
                             ignore=shutil.ignore_patterns(ws.params.monitor.manifest))
     kept = [f for f in files if f not in set(review)]
     return BatchOutcome(name, True, kept, accepted=target, review=review, notes=notes)
+
+
+def reviewed_from(ws: Workspace, name: str) -> str | None:
+    """The batch whose flagged labels `name` is the review of (a person looked twice), or None."""
+    from detops.monitoring.batches import ledger
+
+    origin = ledger(ws).entries().get(name, {}).get("reviewed_from")
+    return str(origin) if origin else None
 
 
 def check_classes(ws: Workspace, data: BatchData) -> None:

@@ -79,11 +79,13 @@ def run(ws: Workspace) -> StepResult:
     variants, deploy, context = _export(ws, checkpoint, scorer, calibration, build_engines, openvino.variants, notes)
 
     metric = context["metric"]
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = {"deployable cpu": str(deploy.get("cpu")), "deployable gpu": str(deploy.get("gpu"))}
+    rows = {v.name: v for v in variants}
+    cpu, fp32 = rows.get(str(deploy.get("cpu"))), rows["onnx-fp32"]
+    if cpu is not None and cpu.latency is not None and fp32.latency is not None:  # the headline: what serving gains
+        metrics["cpu x onnx-fp32"] = round(cpu.latency["throughput_ips"] / fp32.latency["throughput_ips"], 2)
     for variant in variants:
         metrics[f"{variant.name} {metric}"] = variant.metrics.get(metric)
-    metrics["deployable cpu"] = str(deploy.get("cpu"))
-    metrics["deployable gpu"] = str(deploy.get("gpu"))
     return StepResult(step="export", outputs={k: ws.relative(p) for k, p in ws.outputs("export").items()},
                       metrics=metrics, notes=notes)
 

@@ -11,13 +11,16 @@ batches were pulled, so one bad batch does not hold the others back.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
 
 from detops.errors import DataError
 from detops.locking import workspace_lock
 from flows.events import emit_labelled_event
+
+T = TypeVar("T")
 
 
 @flow(name="labels_sync")
@@ -39,21 +42,9 @@ def labels_sync(workspace: str = ".") -> dict[str, Any]:
         return outcome
     settings = ws.params.label_studio
     with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, workspace_lock(ws.root):
-        for batch in reviews:
-            try:
-                sent = push_review(ws, batch, studio)
-            except DataError as exc:
-                failed[batch] = str(exc)
-                logger.error("batch %s: %s", batch, exc)
-                continue
+        for batch, sent in _each(reviews, lambda b: push_review(ws, b, studio), failed, logger):
             logger.info("batch %s: %d flagged image(s) sent for review -> %s", batch, sent.imported, sent.url)
-        for batch in pushed_batches(ws):
-            try:
-                result = pull(ws, batch, studio)
-            except DataError as exc:
-                failed[batch] = str(exc)
-                logger.error("batch %s: %s", batch, exc)
-                continue
+        for batch, result in _each(pushed_batches(ws), lambda b: pull(ws, b, studio), failed, logger):
             outcome[batch] = {"finished": result.finished, "skipped": result.skipped, "tasks": result.tasks,
                               "labelled": result.labelled}
             if result.labelled:
@@ -66,6 +57,20 @@ def labels_sync(workspace: str = ".") -> dict[str, Any]:
     if failed:
         raise DataError("labels-sync: " + "; ".join(f"{batch}: {why}" for batch, why in failed.items()))
     return outcome
+
+
+def _each(batches: list[str], action: Callable[[str], T], failed: dict[str, str], logger: Any
+          ) -> Iterator[tuple[str, T]]:
+    """(batch, what `action` returned) for each batch; a DataError is that batch's failure, logged and kept in
+    `failed`, and the others go on."""
+    for batch in batches:
+        try:
+            result = action(batch)
+        except DataError as exc:
+            failed[batch] = str(exc)
+            logger.error("batch %s: %s", batch, exc)
+            continue
+        yield batch, result
 
 
 if __name__ == "__main__":

@@ -98,7 +98,9 @@ def compute_coco(gt: Dataset, detections: list[Detection]) -> CocoResult:
             "iscrowd": torch.tensor([int(a.get("iscrowd", 0)) for a in anns], dtype=torch.int64),
         })
 
-    metric = new_map_metric(class_metrics=True, extended_summary=True)
+    # Per-class AP comes from the one pass's precision array: class_metrics would run COCOeval again per class,
+    # the largest share of evaluation's peak memory after the detections themselves.
+    metric = new_map_metric(extended_summary=True)
     metric.warn_on_many_detections = False  # COCO counts the top 100 per image by design
     metric.update(preds, targets)
     raw = compute_quietly(metric)
@@ -123,22 +125,26 @@ def _defined(value: float) -> float | None:
     return None if value < 0 else float(value)
 
 
+def _mean_defined(values: Any) -> float | None:
+    """COCOeval's mean over the entries it defined (-1: no ground truth there), None when there are none."""
+    defined = values[values > -1]
+    return float(defined.mean()) if len(defined) else None
+
+
 def _to_result(raw: dict[str, Any], recall_thresholds: list[float]) -> CocoResult:
     summary = {key: _defined(float(raw[key])) for key in SUMMARY_KEYS}
     classes = [int(c) for c in raw["classes"].reshape(-1).tolist()]
-    # No image at all: torchmetrics returns the -1 summary and no per-class entry.
-    per_class = [float(v) for v in raw["map_per_class"].reshape(-1).tolist()] if "map_per_class" in raw else []
-    ap = {c: _defined(v) for c, v in zip(classes, per_class, strict=True)} if per_class else {}
+    ap: dict[int, float | None] = {}
     ap50: dict[int, float | None] = {}
     curves: dict[int, list[float]] = {}
-    if "precision" in raw:
-        # COCOeval precision: [iou thr, recall thr, class (sorted ids), area range, max dets].
-        precision = raw["precision"][0, :, :, 0, -1]  # IoU 0.5, area all, 100 detections
+    if "precision" in raw and raw["precision"].ndim == 5:  # no image at all: the -1 summary and no array
+        # COCOeval precision: [iou thr, recall thr, class (sorted ids), area range, max dets]; a class's AP is
+        # COCOeval's summary restricted to its column (area all, 100 detections), AP50 its IoU-0.5 row.
         for k, class_id in enumerate(classes):
-            column = precision[:, k]
-            defined = column[column > -1]
-            ap50[class_id] = float(defined.mean()) if len(defined) else None
-            if len(defined):
+            ap[class_id] = _mean_defined(raw["precision"][:, :, k, 0, -1])
+            column = raw["precision"][0, :, k, 0, -1]
+            ap50[class_id] = _mean_defined(column)
+            if ap50[class_id] is not None:
                 curves[class_id] = [float(v) for v in column.tolist()]
     return CocoResult(summary, ap, ap50, [float(r) for r in recall_thresholds], curves)
 

@@ -246,16 +246,20 @@ def test_labels_made_in_label_studio_come_back_as_a_labelled_batch(
 
 @pytest.mark.slow
 def test_review_sends_the_flagged_labels_back_and_the_reviewed_batch_is_accepted_whole(
-    server: Server, ws: Workspace
+    server: Server, ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`label.audit: review` on the labelled batch of the test before: the flagged images stay out and go to a
-    review project, worst first, pre-annotated with the labels under review (a second send adds none); reviewed
-    and pulled, they come back as `<batch>-reviewed`, which is accepted whole (a person looked twice)."""
+    """`label.audit: review` on the labelled batch of the test before: the flagged images stay out, and the next
+    labels-sync tick sends them to a review project, worst first, pre-annotated with the labels under review (a
+    second send adds none); reviewed and pulled, they come back as `<batch>-reviewed`, which is accepted whole (a
+    person looked twice)."""
+    from prefect.testing.utilities import prefect_test_harness
+
     from detops.dataset.canonical import read_dataset
     from detops.labeling.audit import read_review_list, run_audit
     from detops.labeling.review import REVIEW_VERSION, pending_reviews, push_review
     from detops.monitoring.accept import take_batch
     from detops.monitoring.batches import find_batch, ledger, read_batch
+    from flows.labels_sync import labels_sync
 
     name = labelled_name(BATCH)
     labelled = read_batch(ws, find_batch(ws, name)).dataset
@@ -272,10 +276,14 @@ def test_review_sends_the_flagged_labels_back_and_the_reviewed_batch_is_accepted
     assert not {im["file_name"] for im in accepted["images"]} & set(outcome.review)
     assert pending_reviews(ws) == [name]
 
-    sent = cli(ws, server, "review", name)
-    assert f"{len(flagged)} flagged image(s) sent for review, 0 already" in sent
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+    with prefect_test_harness(server_startup_timeout=120):
+        waiting = labels_sync(workspace=str(ws.root))  # sent, then found not reviewed yet
+    assert waiting == {name: {"finished": 0, "skipped": 0, "tasks": len(flagged), "labelled": None}}
+    sent = cli(ws, server, "review", name)  # by hand: nothing twice
+    assert f"0 flagged image(s) sent for review, {len(flagged)} already" in sent
     with LabelStudio(server.url, server.token) as studio:
-        assert push_review(ws, name, studio).imported == 0  # nothing twice
+        assert push_review(ws, name, studio).imported == 0
         state = load_state(ws, name)
         assert state is not None and state.review and pending_reviews(ws) == []
         tasks = sorted(studio.export(state.project), key=lambda t: t["id"])

@@ -76,6 +76,7 @@ def run_job(job: Job) -> dict[str, Outcome]:
     from detops.errors import DataError
     from detops.evaluation.scorer import Scorer
     from detops.export.latency import measure_all
+    from detops.inference.openvino_runtime import variant_settings
     from detops.inference.predictor import Predictor, load_image
 
     ws = Workspace.at(Path(job.root), Params.model_validate(job.params))
@@ -89,7 +90,7 @@ def run_job(job: Job) -> dict[str, Outcome]:
             outcomes[name] = Outcome(error=str(exc))
             continue
         metrics = scorer.score(predictor, who=job.labels[name], label=f"score {name}").metrics
-        loaded[name] = predictor, {k: v for k, v in metrics.items() if "/ap/" not in k}
+        loaded[name] = predictor, metrics
     if loaded:
         predictors = {name: p for name, (p, _) in loaded.items()}
         serving = next(iter(predictors.values())).meta.deployment()
@@ -97,7 +98,7 @@ def run_job(job: Job) -> dict[str, Outcome]:
                               job.warmup)
         for name, (predictor, metrics) in loaded.items():
             outcomes[name] = Outcome(metrics, timings[name].to_dict(), predictor.runtime_name,
-                                     {k: v for k, v in predictor.meta.extra.items() if k == "openvino"})
+                                     variant_settings(predictor.meta.extra))
     return outcomes
 
 

@@ -36,6 +36,12 @@ def is_openvino_file(path: Path) -> bool:
     return path.name.lower().endswith(SUFFIX)
 
 
+def variant_settings(extra: dict[str, Any]) -> dict[str, Any]:
+    """The part of a model file's `ModelMeta.extra` an export row keeps: its OpenVINO settings, if any (the
+    precision hint and the CPU capabilities it needs)."""
+    return {k: v for k, v in extra.items() if k == ENTRY}
+
+
 def openvino_settings(hint: str) -> dict[str, Any]:
     """The metadata entry of a variant compiled with `hint`."""
     if hint not in HINTS:

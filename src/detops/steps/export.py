@@ -181,10 +181,11 @@ def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[P
 def _variant(name: str, predictor: Predictor, metrics: dict[str, float | None], precision: str, target: str,
              file_label: str) -> Variant:
     """One row of the export table for a predictor loaded here, its speed measured later."""
+    from detops.inference.openvino_runtime import variant_settings
+
     on_gpu = predictor.kind == "tensorrt" or "cuda" in predictor.runtime_name.lower()
     return _row(name, predictor.path, predictor.runtime_name, on_gpu,
-                {k: v for k, v in predictor.meta.extra.items() if k == "openvino"},  # its precision hint, CPU needs
-                metrics, precision, target, file_label)
+                variant_settings(predictor.meta.extra), metrics, precision, target, file_label)
 
 
 def _row(name: str, path: Path, runtime: str, on_gpu: bool, extra: dict[str, Any],

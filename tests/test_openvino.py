@@ -4,6 +4,7 @@ where the CPU has it, else f32 with a warning; a file OpenVINO rejects; no openv
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -129,6 +130,33 @@ def test_openvino_fp32_predicts_like_the_onnx_file_where_torch_cannot_be_importe
     assert out.returncode == 0, out.stderr
     found, count, runtime = out.stdout.split(" ", 2)
     assert int(found) > 0 and int(count) == len(images) and runtime.startswith("openvino")  # not parity of nothing
+
+
+def test_threads_predicting_at_once_get_the_answers_each_gets_alone(exported: tuple[Workspace, Any]) -> None:
+    """MLflow's model server calls one loaded model from several threads; with one shared infer request they
+    overwrote each other's outputs (wrong shapes, failed requests)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from detops.inference.predictor import load_image
+
+    ws, _ = exported
+    predictor = load_predictor(ws.models / "export" / "model.int8.openvino.onnx", threads=1)
+    images = [load_image(p) for p in sorted((ws.root / "data" / "raw" / "tiny" / "images").iterdir())]
+    calls, sizes = [], itertools.cycle([1, 3, 1, 2])  # batch 1 and larger: both compiled models, shared by threads
+    while sum(map(len, calls)) < len(images):
+        start = sum(map(len, calls))
+        calls.append(images[start : start + next(sizes)])
+    alone = [predictor.predict_arrays(c) for c in calls]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(predictor.predict_arrays, calls * 4))
+    assert sum(len(d) for ds in alone for d in ds) > 0  # not agreement on nothing
+    for want, got in zip(alone * 4, together, strict=True):
+        for a, b in zip(want, got, strict=True):
+            np.testing.assert_array_equal(a.labels, b.labels)
+            np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
 
 
 def variant(name: str, accepted: bool, e2e_ms: float, ips: float, target: str = "cpu") -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,11 @@ def cpu_capabilities() -> tuple[str, ...]:
 class OpenVinoRuntime:
     """An ONNX file compiled by OpenVINO for the CPU: a static batch of one (a lone request's latency; static ran
     1.1-1.3x faster than the dynamic axis here) and, on the first larger batch, the dynamic batch axis. A compile
-    took 4-6 s on this busy 2-core machine, so not one per batch size: serving warms both up before traffic."""
+    took 4-6 s on this busy 2-core machine, so not one per batch size: serving warms both up before traffic.
+
+    Safe to call from several threads (MLflow's model server does): an infer request runs one inference at a time
+    and its output tensor is overwritten by the next, so each thread gets its own requests from the shared
+    compiled models."""
 
     def __init__(self, path: Path, threads: int = 0) -> None:
         import openvino as ov
@@ -85,8 +90,9 @@ class OpenVinoRuntime:
         self._config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads > 0:
             self._config["INFERENCE_NUM_THREADS"] = threads
-        self._single = self._compile(1)  # now: a file OpenVINO cannot compile fails at load, not at the first image
-        self._any: Any = None
+        self._compiled: dict[int | None, Any] = {1: self._compile(1)}  # now: a file OpenVINO cannot compile fails
+        self._compile_lock = threading.Lock()                            # at load, not at the first image
+        self._requests = threading.local()
         self.name = f"openvino {ov.__version__.split('-')[0]} (CPU, {self.hint})"
 
     def _read_meta(self) -> ModelMeta:
@@ -107,7 +113,7 @@ class OpenVinoRuntime:
         return hint
 
     def _compile(self, batch: int | None) -> Any:
-        """An infer request for a static `batch`, or for any batch size (None)."""
+        """The compiled model for a static `batch`, or for any batch size (None)."""
         model = self._model.clone()
         size = self.meta.image_size
         model.reshape({INPUT_NAME: [-1 if batch is None else batch, 3, size, size]})
@@ -116,15 +122,20 @@ class OpenVinoRuntime:
         except Exception as exc:
             raise DataError(f"{self.path}: OpenVINO cannot compile this model ({_reason(exc)}); "
                             "re-run `detops export`.") from None
-        return compiled.create_infer_request()
+        return compiled
+
+    def _request(self, batch: int | None) -> Any:
+        """This thread's infer request for `batch` (1, or None: any size), the model compiled once."""
+        mine: dict[int | None, Any] = self._requests.__dict__.setdefault("by_batch", {})
+        if batch not in mine:
+            with self._compile_lock:
+                if batch not in self._compiled:
+                    self._compiled[batch] = self._compile(batch)
+            mine[batch] = self._compiled[batch].create_infer_request()
+        return mine[batch]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        if len(batch) == 1:
-            request = self._single
-        else:
-            if self._any is None:
-                self._any = self._compile(None)
-            request = self._any
+        request = self._request(1 if len(batch) == 1 else None)
         request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return np.array(request.get_output_tensor(0).data, dtype=np.float32)  # a copy: the tensor is reused
 

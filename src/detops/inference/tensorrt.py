@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,8 @@ def check_compatible(engine: Path, built_for: EngineTarget, here: EngineTarget) 
 
 
 class TensorRTRuntime:
-    """A serialised engine executed with TensorRT 10+ name-based I/O; buffers are torch CUDA tensors."""
+    """A serialised engine executed with TensorRT 10+ name-based I/O; buffers are torch CUDA tensors. One execution
+    context holds the shapes and addresses of the run in progress, so calls from several threads take turns."""
 
     def __init__(self, engine: Path, meta: ModelMeta, batch_sizes: list[int]) -> None:
         import tensorrt as trt
@@ -111,13 +113,15 @@ class TensorRTRuntime:
         if self.engine is None:
             raise DataError(f"{engine}: TensorRT could not deserialise this engine (corrupt or truncated).")
         self.context = self.engine.create_execution_context()
+        self._lock = threading.Lock()
         self.max_batch = max(batch_sizes)
         self.name = f"tensorrt {trt.__version__} ({torch.cuda.get_device_name(0)})"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
-        outputs = [self._run(torch.from_numpy(batch[i : i + self.max_batch]).cuda())
-                   for i in range(0, len(batch), self.max_batch)]
+        with self._lock:
+            outputs = [self._run(torch.from_numpy(batch[i : i + self.max_batch]).cuda())
+                       for i in range(0, len(batch), self.max_batch)]
         return np.concatenate(outputs)
 
     def _run(self, images: Any) -> np.ndarray:

@@ -13,11 +13,10 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _waiting import wait_until
 from PIL import Image
 
 from detops.config import load_params
@@ -57,16 +56,6 @@ def _capture(i: int, data: bytes | None = None) -> Capture:
     return Capture(data or _png(i), body)
 
 
-def _wait(condition: Callable[[], Any], seconds: float = 10.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_capture_share_is_a_stable_hash_of_the_request_id() -> None:
     assert not any(captured(f"r{i}", 0.0) for i in range(100))
     assert all(captured(f"r{i}", 1.0) for i in range(100))
@@ -104,7 +93,7 @@ def test_a_batch_is_sealed_after_its_minutes_by_the_writer_thread(tmp_path: Path
     writer.start()
     writer.offer(_capture(0))
     writer.offer(_capture(1))
-    manifest = _wait(lambda: list(tmp_path.glob("capture-*/_READY")))
+    manifest = wait_until(lambda: list(tmp_path.glob("capture-*/_READY")), 10, "a sealed batch", poll=0.05)
     assert json.loads(manifest[0].read_text())["images"] == 2
     assert len(read_captured(manifest[0].parent) or []) == 2
 
@@ -122,7 +111,7 @@ def test_a_full_disk_stops_capture_and_never_reaches_the_caller(tmp_path: Path,
     monkeypatch.setattr(Path, "write_bytes", no_space)
     writer.start()
     writer.offer(_capture(1))
-    _wait(lambda: writer.stopped)
+    wait_until(lambda: writer.stopped, 10, "capture to stop", poll=0.05)
     for i in range(2, 5):
         writer.offer(_capture(i))  # returns at once, counted, nothing written
     assert _counter("detops_serve_capture_failures", error="ENOSPC") == failures + 1

@@ -15,14 +15,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from _waiting import tail, wait_until
 from typer.testing import CliRunner
 
 from detops.cli import app
@@ -122,20 +122,6 @@ def _child_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     return env
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-
-def _wait(condition: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{_tail(log) if log else ''}")
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the process group we started (server and worker spawn children), SIGKILL if it lingers."""
     if process.poll() is None:
@@ -194,8 +180,8 @@ def prefect_server(prefect_home: Path) -> Iterator[str]:
                                    start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
     try:
-        _wait(lambda: process.poll() is not None or _healthy(url), 180, "the Prefect server", log)
-        assert process.poll() is None, f"prefect server exited:\n{_tail(log)}"
+        wait_until(lambda: process.poll() is not None or _healthy(url), 180, "the Prefect server", log)
+        assert process.poll() is None, f"prefect server exited:\n{tail(log)}"
         yield url
     finally:
         _stop(process)
@@ -255,9 +241,9 @@ def worker(prefect_server: str, prefect_home: Path, deployed: str, api: str) -> 
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         with get_client(sync_client=True) as client:
-            _wait(lambda: process.poll() is not None or client.read_workers_for_work_pool("detops-test"), 120,
-                  "the worker to register", log)
-        assert process.poll() is None, f"prefect worker exited:\n{_tail(log)}"
+            wait_until(lambda: process.poll() is not None or client.read_workers_for_work_pool("detops-test"), 120,
+                       "the worker to register", log)
+        assert process.poll() is None, f"prefect worker exited:\n{tail(log)}"
         yield log
     finally:
         _stop(process)
@@ -348,7 +334,7 @@ def _final(flow_run_id: Any, timeout: float, log: Path) -> Any:
             run = client.read_flow_run(flow_run_id)
             return run if run.state and run.state.is_final() else None
 
-        return _wait(done, timeout, f"flow run {flow_run_id}", log)
+        return wait_until(done, timeout, f"flow run {flow_run_id}", log)
 
 
 @pytest.mark.slow
@@ -372,8 +358,8 @@ def test_ui_runs_overlay_params_yaml_and_queue_one_at_a_time(
                             parameters={"params": {"import": {"source": "data/raw/missing"}}})
     trained, broken = _final(trained.id, 240, worker), _final(broken.id, 120, worker)  # type: ignore[union-attr]
 
-    assert trained.state.is_completed(), f"{trained.state}\n{_tail(worker, 80)}"
-    assert broken.state.is_failed(), f"{broken.state}\n{_tail(worker, 80)}"
+    assert trained.state.is_completed(), f"{trained.state}\n{tail(worker, 80)}"
+    assert broken.state.is_failed(), f"{broken.state}\n{tail(worker, 80)}"
     first, second = sorted((trained, broken), key=lambda run: run.start_time)
     assert first.end_time <= second.start_time, "the two runs overlapped: the work pool's limit did not hold"
 
@@ -386,7 +372,7 @@ def test_ui_runs_overlay_params_yaml_and_queue_one_at_a_time(
     versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
     assert [v.name for v in versions] == ["detops-detector"], "the promote step registered no version"
 
-    message = _wait(lambda: [t for t in webhook.texts() if broken.name in t], 60, "the failure notification")[0]
+    message = wait_until(lambda: [t for t in webhook.texts() if broken.name in t], 60, "the failure notification")[0]
     assert "Failed" in message and "retrain-on-demand" in message
 
     # The event the flow emits after `promote` (flows.events), here for a rejection of the trained run's version,
@@ -398,7 +384,8 @@ def test_ui_runs_overlay_params_yaml_and_queue_one_at_a_time(
     ws.resolve(outputs["decision"]).write_text(json.dumps(report))
     emit_promotion_event(ws, StepResult("promote", outputs=outputs))
     EventsWorker.drain_all()
-    message = _wait(lambda: [t for t in webhook.texts() if "not promoted" in t], 60, "the rejection notification")[0]
+    message = wait_until(lambda: [t for t in webhook.texts() if "not promoted" in t], 60,
+                         "the rejection notification")[0]
     assert f"detops-detector version {report['version']} not promoted" in message
     assert "is not above the champion's" in message and report["model_uri"] in message
 
@@ -431,11 +418,11 @@ def test_a_drifted_batch_starts_retrain_on_drift_with_the_batch(worker: Path, ap
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("retrain/retrain-on-drift")
         only_it = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
-        [started] = _wait(lambda: client.read_flow_runs(deployment_filter=only_it), 60, "the drift-triggered run",
-                          worker)
+        [started] = wait_until(lambda: client.read_flow_runs(deployment_filter=only_it), 60, "the drift-triggered run",
+                               worker)
     run = _final(started.id, 120, worker)
     assert run.parameters["batch"] == "night-shift", run.parameters
-    assert run.state.is_completed(), f"{run.state}\n{_tail(worker, 80)}"
+    assert run.state.is_completed(), f"{run.state}\n{tail(worker, 80)}"
     assert len(labels_needed_file(ws, "night-shift").read_text().splitlines()) == 3
     # no retraining: the run ran no step task, and the unlabelled batch did not join the dataset
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -481,7 +468,7 @@ def test_drift_check_announces_a_labelled_batch_once_and_retraining_takes_it(
     for _ in range(2):  # two scheduled ticks
         tick = run_deployment("drift_check/drift-check", parameters={"workspace": str(workspace)}, timeout=0)
         checked = _final(tick.id, 180, worker)
-        assert checked.state.is_completed(), f"{checked.state}\n{_tail(worker, 80)}"
+        assert checked.state.is_completed(), f"{checked.state}\n{tail(worker, 80)}"
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("retrain/retrain-on-drift")
         only_it = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
@@ -490,9 +477,9 @@ def test_drift_check_announces_a_labelled_batch_once_and_retraining_takes_it(
             return [r for r in client.read_flow_runs(deployment_filter=only_it)
                     if r.parameters.get("batch") == "dark-day"]
 
-        [started] = _wait(for_the_batch, 60, "the drift-triggered run", worker)
+        [started] = wait_until(for_the_batch, 60, "the drift-triggered run", worker)
     run = _final(started.id, 300, worker)
-    assert run.state.is_completed(), f"{run.state}\n{_tail(worker, 80)}"
+    assert run.state.is_completed(), f"{run.state}\n{tail(worker, 80)}"
     with get_client(sync_client=True) as client:
         assert len([r for r in client.read_flow_runs(deployment_filter=only_it)
                     if r.parameters.get("batch") == "dark-day"]) == 1  # announced once over two ticks
@@ -560,11 +547,11 @@ def test_labels_pulled_from_label_studio_start_retrain_on_drift_and_the_new_vers
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("retrain/retrain-on-drift")
         only_it = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
-        [started] = _wait(lambda: [r for r in client.read_flow_runs(deployment_filter=only_it)
-                                   if r.parameters.get("batch") == name], 60, "the run the labelled batch starts",
-                          worker)
+        [started] = wait_until(lambda: [r for r in client.read_flow_runs(deployment_filter=only_it)
+                                        if r.parameters.get("batch") == name], 60, "the run the labelled batch starts",
+                               worker)
     run = _final(started.id, 420, worker)
-    assert run.state.is_completed(), f"{run.state}\n{_tail(worker, 80)}"
+    assert run.state.is_completed(), f"{run.state}\n{tail(worker, 80)}"
     dataset = json.loads(ws.dataset_json.read_text(encoding="utf-8"))
     assert name in dataset["info"]["batches"]
     assert {im["file_name"].rsplit("/", 1)[-1] for im in dataset["images"] if im.get("batch") == name} == {

@@ -224,6 +224,23 @@ def test_serving_loads_and_warms_an_openvino_variant(exported: tuple[Workspace, 
                  variant="openvino-int8", device="auto", threads=1, score_threshold=0.3)
     warm_up(model, None, 8)
     assert model.info.runtime.startswith("openvino") and model.info.thresholds["score_threshold"] == 0.3
+    assert model.predictor.runtime.static_batches == tuple(range(1, 9))  # type: ignore[attr-defined]  # no compile left
+
+
+def test_static_models_per_batch_size_answer_as_the_dynamic_axis_does(exported: tuple[Workspace, Any]) -> None:
+    import numpy as np
+
+    from detops.inference.openvino_runtime import STATIC_BATCHES
+
+    ws, _ = exported
+    runtime = load_predictor(ws.models / "export" / "model.openvino.onnx", threads=1).runtime
+    size = runtime.meta.image_size  # type: ignore[attr-defined]
+    batch = np.random.default_rng(0).random((STATIC_BATCHES + 1, 3, size, size), dtype=np.float32)
+    whole = runtime(batch)  # above STATIC_BATCHES: the dynamic batch axis
+    parts = np.concatenate([runtime(batch[:1]), runtime(batch[1:4]), runtime(batch[4:])])  # static 1, 3 and 13
+    assert runtime.static_batches == (1, 3, 13)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(parts[..., :4], whole[..., :4], atol=1e-2)  # boxes, pixels
+    np.testing.assert_allclose(parts[..., 4:], whole[..., 4:], atol=1e-3)  # logits
 
 
 def test_without_openvino_export_says_so_and_the_file_runs_in_onnx_runtime(

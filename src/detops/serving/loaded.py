@@ -72,12 +72,13 @@ def file_version(path: Path) -> str:
 
 
 def warm_up(model: LoadedModel, example: bytes | None, max_batch_size: int) -> None:
-    """Run the model once on one image and once on a full batch, so the first requests after a swap pay no
-    first-run allocation; any error (or an answer of the wrong shape) means the version must not serve."""
+    """Run the model on every batch size it may be given (1 to `max_batch_size`), so the first requests after a
+    swap pay no first-run allocation or compile (OpenVINO compiles a model per batch size); any error (or an
+    answer of the wrong shape) means the version must not serve."""
     from detops.inference.predictor import load_image
 
     image = load_image(example) if example else blank_image(model.info.image_size)
-    for size in sorted({1, max_batch_size}):
+    for size in range(1, max_batch_size + 1):
         answers = model.predict([image] * size)
         if len(answers) != size:
             raise RuntimeError(f"warm-up on {size} image(s) returned {len(answers)} answers")

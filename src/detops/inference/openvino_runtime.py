@@ -69,10 +69,10 @@ def cpu_capabilities() -> tuple[str, ...]:
 
 class OpenVinoRuntime:
     """An ONNX file compiled by OpenVINO for the CPU, one static model per batch size it meets (up to
-    `STATIC_BATCHES`; larger batches share one model with a dynamic batch axis). Static shapes ran 1.2-1.3x faster
-    than the dynamic axis at batch 1 and 8, and 1.3-1.4x over a mix of sizes 2-8 as serving's batches come (AMX
-    Xeon, demo bf16 and BCCD INT8 models). A compile took 0.3 s (192 px) to 1.2 s (416 px INT8) there, paid on a
-    size's first call: serving warms every size up to `serve.max_batch_size` before traffic.
+    `STATIC_BATCHES`; larger batches share one model with a dynamic batch axis). Static shapes ran 1.1-1.3x faster
+    than the dynamic axis at batch 1 and 8, and 1.3-1.5x over a mix of sizes 2-8 as serving's batches come
+    (`benchmarks/openvino_shapes.py`, AMX Xeon, demo and BCCD models). A compile took 0.25 s (192 px) to 1.2 s
+    (416 px INT8) there, paid on a size's first call: serving warms every size up to `serve.max_batch_size`.
 
     Safe to call from several threads (MLflow's model server does): an infer request runs one inference at a time
     and its output tensor is overwritten by the next, so each thread gets its own requests from the shared

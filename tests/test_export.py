@@ -201,6 +201,35 @@ def test_int8_has_qdq_around_convs_and_none_in_the_decode_tail(exported: tuple[W
         assert (np.dtype("uint8") in types) is (name == "model.int8.onnx")  # TensorRT: symmetric int8 only
 
 
+def test_int8_calibration_holds_one_chunk_of_activations_at_a_time(exported: tuple[Workspace, Any],
+                                                                   tmp_path: Path) -> None:
+    """ONNX Runtime's calibrators keep every activation of a collect until it is folded into the histograms: in
+    chunks the peak stays put as images are added, and the INT8 file stays as close to FP32 as one calibrated at
+    once."""
+    import tracemalloc
+
+    from detops.export.int8 import calibration_stride, int8_source, quantize_int8
+
+    assert [calibration_stride(n, 8) for n in (64, 16, 12, 7, 5, 1)] == [8, 8, 6, 7, 5, 1]  # no remainder: ORT's rule
+    ws, _ = exported
+    fp32 = load_predictor(ws.models / "export" / "model.onnx")
+    size = fp32.meta.image_size
+    batches = [np.random.default_rng(i).random((1, 3, size, size), dtype=np.float32) for i in range(48)]
+    peaks = {}
+    with int8_source(ws.models / "export" / "model.onnx", tmp_path) as source:
+        for chunk in (48, 4):
+            tracemalloc.start()
+            quantize_int8(source, tmp_path / f"chunk{chunk}.onnx", batches, "percentile", "cpu", fp32.meta, chunk)
+            peaks[chunk] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+    assert peaks[4] < 0.5 * peaks[48], peaks  # measured here: 5.1 vs 15.4 MB
+    probe = np.concatenate(batches[:4])
+    want = fp32.runtime(probe)
+    errors = {chunk: float(np.abs(load_predictor(tmp_path / f"chunk{chunk}.onnx").runtime(probe) - want).mean())
+              for chunk in (48, 4)}
+    assert errors[4] < 1.5 * errors[48] + 1e-6, errors
+
+
 def test_fp16_keeps_float32_io_and_a_float32_exp(exported: tuple[Workspace, Any]) -> None:
     ws, _ = exported
     model = onnx.load(str(ws.models / "export" / "model.fp16.onnx"))

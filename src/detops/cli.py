@@ -87,6 +87,13 @@ def _exit_with(exc: DetopsError) -> NoReturn:
     raise typer.Exit(exc.exit_code) from None
 
 
+def _say(text: str) -> None:
+    """A line of data on stdout, printed as it is: no rich markup or highlighting in names, paths and numbers."""
+    from detops.console import out_console
+
+    out_console().print(text, highlight=False, markup=False)
+
+
 def _print_result(result: StepResult) -> None:
     from rich.table import Table
 
@@ -101,7 +108,7 @@ def _print_result(result: StepResult) -> None:
         table.add_row(key, path, style="dim")
     out_console().print(table)
     for note in result.notes:
-        out_console().print(f"• {note}", highlight=False, markup=False)
+        _say(f"• {note}")
 
 
 def _set(key: str, value: object | None) -> tuple[str, ...]:
@@ -380,11 +387,10 @@ def registry_rollback(
     ] = None,
 ) -> None:
     """Move the champion back to previous-champion (or --to VERSION); the demoted version becomes previous."""
-    from detops.console import out_console
     from detops.registry.commands import rollback_message
 
     ws, change = _registry("rollback_registry", reason=reason, to_version=to)
-    out_console().print(rollback_message(ws, change), highlight=False, markup=False)
+    _say(rollback_message(ws, change))
 
 
 @registry_app.command("prune")
@@ -463,12 +469,9 @@ def label_audit(
         audit = run_audit(ws, dataset, source, batch)
     except DetopsError as exc:
         _exit_with(exc)
-    from detops.console import out_console
-
     summary = audit.to_dict()
-    out_console().print(f"{source}: {summary['flagged']} of {summary['images']} image(s) below label quality "
-                        f"{audit.threshold:g} {summary['issues']} -> {ws.relative(audit_files(ws, batch)[1])}",
-                        highlight=False, markup=False)
+    _say(f"{source}: {summary['flagged']} of {summary['images']} image(s) below label quality {audit.threshold:g} "
+         f"{summary['issues']} -> {ws.relative(audit_files(ws, batch)[1])}")
 
 
 @label_app.command("push")
@@ -493,11 +496,8 @@ def label_push(
             done = push(ws, batch, studio, preannotator(ws))
     except DetopsError as exc:
         _exit_with(exc)
-    from detops.console import out_console
-
-    out_console().print(f"batch {batch}: {done.imported} task(s) imported, {done.already} already in project "
-                        f"{done.project} (pre-annotations: model version {done.model_version}) -> {done.url}",
-                        highlight=False, markup=False)
+    _say(f"batch {batch}: {done.imported} task(s) imported, {done.already} already in project {done.project} "
+         f"(pre-annotations: model version {done.model_version}) -> {done.url}")
 
 
 @label_app.command("review")
@@ -518,10 +518,8 @@ def label_review(
             done = push_review(ws, batch, studio)
     except DetopsError as exc:
         _exit_with(exc)
-    from detops.console import out_console
-
-    out_console().print(f"batch {batch}: {done.imported} flagged image(s) sent for review, {done.already} already in "
-                        f"project {done.project} -> {done.url}", highlight=False, markup=False)
+    _say(f"batch {batch}: {done.imported} flagged image(s) sent for review, {done.already} already in project "
+         f"{done.project} -> {done.url}")
 
 
 @label_app.command("pull")

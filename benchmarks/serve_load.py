@@ -54,8 +54,6 @@ from urllib.parse import urlsplit
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
-             "amx_int8", "amx_bf16")
 
 
 # ---------------------------------------------------------------------------------------------------- load driver
@@ -334,20 +332,11 @@ def noop_command(port: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------- machine
-def cpu_flags() -> list[str]:
-    """The vector and matrix extensions this CPU has, from /proc/cpuinfo (they decide INT8 speed)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return [f for f in CPU_FLAGS if f in flags]
-
-
 def machine_line() -> str:
-    from detops.export.report import machine
+    from detops.export.report import KERNEL_FLAGS, cpu_info, machine
 
-    return (f"{machine()}; CPU flags: {' '.join(cpu_flags()) or 'none of ' + ', '.join(CPU_FLAGS)}; "
+    flags = cpu_info()["flags"]
+    return (f"{machine()}; CPU flags: {' '.join(flags) or 'none of ' + ', '.join(KERNEL_FLAGS)}; "
             f"load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

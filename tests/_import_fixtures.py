@@ -7,7 +7,6 @@ JPEG stored sideways with EXIF orientation 6. The tiny per-format datasets feed 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -162,14 +161,6 @@ def run_import(ws_root: Path, fmt: str, source: Path | str, *overrides: str) -> 
     ws = workspace_for(ws_root, fmt, source, *overrides)
     result = import_.run(ws)
     return result, read_dataset(ws.dataset_json)
-
-
-def tree_hash(root: Path) -> str:
-    """Content and names of every file under `root`: proves a source was not modified."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def boxes_by_file(dataset: Dataset) -> dict[str, list[tuple[str, list[float]]]]:

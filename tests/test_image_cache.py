@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _files import tree_bytes
 from test_train import TINY, make_workspace
 
 from detops.config import load_params
@@ -98,13 +99,9 @@ def test_dataloader_workers_read_the_shared_memory_map(tmp_path: Path) -> None:
     assert len(alone) == len(workers) and all(np.array_equal(a, b) for a, b in zip(alone, workers, strict=True))
 
 
-def _files(folder: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
 def test_corrupt_cache_file_is_detected_rebuilt_and_said_once(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
-    raw = _files(ws.root / "data")
+    raw = tree_bytes(ws.root / "data")
     plan, _ = _cache(_dataset(ws), "disk", tmp_path / "cache")
     data = bytearray(plan.path.read_bytes())
     data[-100] ^= 0xFF  # one pixel of the last image
@@ -117,12 +114,12 @@ def test_corrupt_cache_file_is_detected_rebuilt_and_said_once(tmp_path: Path) ->
     _same_as_decoding(dataset)
     again, said = _cache(_dataset(ws), "disk", tmp_path / "cache")
     assert again.reused and not any("checksum" in line for line in said)
-    assert _files(ws.root / "data") == raw  # the images themselves are never touched
+    assert tree_bytes(ws.root / "data") == raw  # the images themselves are never touched
 
 
 def test_disk_full_while_caching_falls_back_to_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ws = make_workspace(tmp_path / "ws", splits=(10, 11))
-    raw = _files(ws.root / "data")
+    raw = tree_bytes(ws.root / "data")
     image_cache_chunk = 4
     monkeypatch.setattr(image_cache, "CHUNK", image_cache_chunk)  # several writes, so the failure is mid-file
     writes: list[int] = []
@@ -140,7 +137,7 @@ def test_disk_full_while_caching_falls_back_to_decoding(tmp_path: Path, monkeypa
     assert list((tmp_path / "cache").iterdir()) == []  # the partial file is gone
     sample = dataset[0]  # training still gets its images
     assert sample["image"].shape == (3, 64, 64)
-    assert _files(ws.root / "data") == raw  # nothing lost
+    assert tree_bytes(ws.root / "data") == raw  # nothing lost
 
 
 def test_false_decodes_every_time(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _import_fixtures import BUILDERS, run_import, tree_hash
+from _files import tree_hash
+from _import_fixtures import BUILDERS, run_import
 from typer.testing import CliRunner
 
 from detops.cli import app

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _import_fixtures import boxes_by_file, run_import, tree_hash
+from _files import tree_hash
+from _import_fixtures import boxes_by_file, run_import
 
 from detops.config import load_params
 from detops.steps import export_dataset

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _files import tree_bytes
 from _monitoring_fixtures import batch_from, sample, tiny_checkpoint, workspace
 
 from detops.dataset.canonical import write_dataset
@@ -99,7 +100,7 @@ def test_review_leaves_flagged_images_out_of_the_accepted_batch(root: Path) -> N
     landing = root / "data/landing"
     shutil.rmtree(landing, ignore_errors=True)
     batch = batch_from(root / "seed1", landing, "labelled")
-    before = {p: p.read_bytes() for p in batch.rglob("*") if p.is_file()}
+    before = tree_bytes(batch)
     ws = workspace(root, *UNTRAINED)
     dataset, source, name = audit_target(ws, "labelled")
     qualities = [i.quality for i in run_audit(ws, dataset, source, name).images]
@@ -121,7 +122,7 @@ def test_review_leaves_flagged_images_out_of_the_accepted_batch(root: Path) -> N
     assert all((outcome.accepted / f).is_file() for f in kept)
     assert not any((outcome.accepted / f).exists() for f in flagged)
     assert (root / "reports/labeling/audits/labelled/label_audit.html").stat().st_size > 1000
-    assert before == {p: p.read_bytes() for p in batch.rglob("*") if p.is_file()}  # the landing batch untouched
+    assert before == tree_bytes(batch)  # the landing batch untouched
     assert take_batch(ws, "labelled").images == outcome.images  # taken again: the accepted copy, as it was
 
 

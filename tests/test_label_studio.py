@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from _files import tree_bytes
 from _label_studio_server import Server, running
 from _labeller import api, few_boxes, label_like_a_person, pixel_boxes, same_boxes, submit, truth
 from _monitoring_fixtures import SIZE, batch_from, sample, tiny_checkpoint
@@ -77,10 +78,6 @@ def ws(document_root: Path, server: Server) -> Workspace:
     tiny_checkpoint(root / "models/tiny.ckpt", classes)
     select_batch(workspace, BATCH)
     return workspace
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def truth_of(ws: Workspace) -> dict[str, list[list[Any]]]:
@@ -188,7 +185,7 @@ def test_labels_made_in_label_studio_come_back_as_a_labelled_batch(
 
     landing = ws.resolve(ws.params.monitor.landing)
     labelled = landing / labelled_name(BATCH)
-    source = files_of(landing / BATCH)
+    source = tree_bytes(landing / BATCH)
 
     with LabelStudio(server.url, server.token) as studio:
         waiting = pull(ws, BATCH, studio)  # one task left: nothing is written
@@ -212,7 +209,7 @@ def test_labels_made_in_label_studio_come_back_as_a_labelled_batch(
             pull(ws, BATCH, studio)
         assert not labelled.exists()
 
-        assert files_of(landing / BATCH) == source  # bad labels lose nothing: the batch is as delivered
+        assert tree_bytes(landing / BATCH) == source  # bad labels lose nothing: the batch is as delivered
         api(server, "PATCH", f"/api/annotations/{wrong}/", json={"result": truth_results(last_name)})
         expected[last_name] = pixel_boxes(truth_results(last_name))
     announced = cli(ws, server, "pull", BATCH, monkeypatch=monkeypatch)  # the command line emits the event
@@ -328,7 +325,7 @@ def test_a_server_down_or_a_wrong_token_is_a_clear_error_and_changes_nothing(ser
     shutil.copytree(ws.resolve(ws.params.monitor.landing) / BATCH, ws.resolve(ws.params.monitor.landing) / other)
     ledger(ws).record(other, {"verdict": "drift", "labelled": False})
     entries = ledger(ws).entries()
-    source = files_of(ws.resolve(ws.params.monitor.landing) / other)
+    source = tree_bytes(ws.resolve(ws.params.monitor.landing) / other)
     down = f"http://127.0.0.1:{free_port()}"
     with LabelStudio(down, server.token) as studio, pytest.raises(LabelStudioError, match="does not answer"):
         push(ws, other, studio, None)
@@ -337,7 +334,7 @@ def test_a_server_down_or_a_wrong_token_is_a_clear_error_and_changes_nothing(ser
     with pytest.raises(LabelStudioError, match="refused the token"):
         LabelStudio(server.url, "eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.bad")
     assert load_state(ws, other) is None and ledger(ws).entries() == entries  # unlabelled, in the ledger
-    assert files_of(ws.resolve(ws.params.monitor.landing) / other) == source
+    assert tree_bytes(ws.resolve(ws.params.monitor.landing) / other) == source
     with pytest.raises(DataError, match="never pushed"), LabelStudio(server.url, server.token) as studio:
         pull(ws, other, studio)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _files import tree_bytes
 from _monitoring_fixtures import NO_SCREENSHOT, batch_from, count_reference_loads, sample, workspace, write_train_split
 from typer.testing import CliRunner
 
@@ -122,10 +123,6 @@ def test_a_run_that_fails_half_way_records_no_batch(root: Path, landing: Path, m
     assert [b.name for b in new_batches(ws)] == ["b1", "b2"]  # the next tick checks both again
 
 
-def files_of(folder: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_unreadable_images_are_skipped_and_listed(root: Path, landing: Path) -> None:
     batch = batch_from(root / "seed1", landing, "broken", manifest="")
     truncated = batch / "images/000001.png"
@@ -133,10 +130,10 @@ def test_unreadable_images_are_skipped_and_listed(root: Path, landing: Path) -> 
     (batch / "images/000002.png").write_text("not an image", encoding="utf-8")
     (batch / "_READY").touch()
     ws = workspace(root, *NO_SCREENSHOT)
-    before = files_of(batch)
+    before = tree_bytes(batch)
 
     result = monitor.run(ws, batch="broken")
-    assert files_of(batch) == before  # the delivery is untouched
+    assert tree_bytes(batch) == before  # the delivery is untouched
     check = verdict(root)["checks"][0]
     assert check["images"] == IMAGES - 2
     assert len(check["skipped"]) == 2
@@ -151,9 +148,9 @@ def test_a_batch_below_the_minimum_size_is_insufficient_data(root: Path, landing
     small = sample(landing.parent / "small-src", seed=2, num_images=10)
     batch = batch_from(small, landing, "small")
     ws = workspace(root, *NO_SCREENSHOT)
-    before = files_of(batch)
+    before = tree_bytes(batch)
     result = monitor.run(ws, batch="small")
-    assert files_of(batch) == before
+    assert tree_bytes(batch) == before
     check = verdict(root)["checks"][0]
     assert result.metrics["verdict"] == check["verdict"] == "insufficient data"
     assert "10 readable image(s)" in check["reason"] and "min_batch_size=50" in check["reason"]
@@ -181,11 +178,11 @@ def test_a_reference_with_no_images_is_a_clear_error(root: Path, landing: Path) 
     empty = root / "data/prepared/empty.json"
     write_dataset(empty, {"info": {"root": "data/raw/sample"}, "images": [], "annotations": [], "categories": []})
     ws = workspace(root, *NO_SCREENSHOT, f"monitor.reference={empty}")
-    before = files_of(batch)
+    before = tree_bytes(batch)
     with pytest.raises(DataError, match="the reference dataset has no images"):
         monitor.run(ws, batch="b")
     # nothing lost: the delivery untouched, and the batch still new once the reference is fixed
-    assert files_of(batch) == before and "b" not in ledger(ws).entries()
+    assert tree_bytes(batch) == before and "b" not in ledger(ws).entries()
     table = root / "empty.csv"
     table.write_text("file_name,sha1,brightness,contrast,saturation,sharpness,width,height,aspect_ratio,file_size\n")
     with pytest.raises(DataError, match="has no rows"):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _files import tree_hash
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -58,14 +58,6 @@ def _workspace(tmp_path: Path, dataset: Dataset, *overrides: str) -> Workspace:
     ws = Workspace.at(tmp_path / "ws", params)
     write_dataset(ws.dataset_json, dataset)
     return ws
-
-
-def _tree_hash(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for base in paths:
-        for path in sorted(p for p in ([base] if base.is_file() else base.rglob("*")) if p.is_file()):
-            digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 # Each bad input, how to make it, and the words the failure must contain (file or annotation named).
@@ -161,11 +153,11 @@ def test_drop_mode_writes_a_cleaned_dataset_and_lists_every_dropped_item(tmp_pat
     _negative_width(dataset, root)  # annotation 3 goes
     _unknown_category(dataset, root)  # annotation 6 (on image 3) goes with its image anyway
     ws = _workspace(tmp_path, dataset, "validate.on_error=drop")
-    before = _tree_hash(root, ws.dataset_json)
+    before = tree_hash(root, ws.dataset_json)
 
     result = validate_step.run(ws)
 
-    assert _tree_hash(root, ws.dataset_json) == before  # the source data is never modified
+    assert tree_hash(root, ws.dataset_json) == before  # the source data is never modified
     cleaned = read_dataset(ws.validated_json)
     assert [im["id"] for im in cleaned["images"]] == [1, 2, 4]
     assert sorted(a["id"] for a in cleaned["annotations"]) == [1, 2, 4, 7, 8]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
+from _files import tree_hash
 
 from detops.config import load_params
 from detops.dataset.canonical import read_dataset, write_dataset
@@ -34,13 +34,6 @@ def _run(tmp_path: Path, dataset_json: Path, policy: str) -> Workspace:
     return ws
 
 
-def _source_hash(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
-
-
 def test_fail_stops_on_exactly_the_two_zero_area_boxes(tmp_path: Path, bccd_dataset: Path) -> None:
     ws = _run(tmp_path, bccd_dataset, "fail")
 
@@ -63,7 +56,7 @@ def test_drop_keeps_364_images_and_4886_boxes_without_touching_the_source(
     tmp_path: Path, bccd_dataset: Path, shared: Path
 ) -> None:
     root = shared / "datasets/bccd/BCCD"
-    before = _source_hash(root)
+    before = tree_hash(root)
     ws = _run(tmp_path, bccd_dataset, "drop")
 
     result = validate_step.run(ws)
@@ -73,4 +66,4 @@ def test_drop_keeps_364_images_and_4886_boxes_without_touching_the_source(
     assert result.metrics["dropped_boxes"] == 2
     report = json.loads((ws.reports / "validation.json").read_text())
     assert all(p["action"] == "dropped" for p in report["problems"]) and len(report["problems"]) == 2
-    assert _source_hash(root) == before
+    assert tree_hash(root) == before

@@ -577,6 +577,9 @@ class Swap:
     all_new_s: float | None = None  # alias move -> the start of a run of `settle` answers all by the new version
 
 
+SWAP_MAX_REQUESTS = 200_000  # the count bound of the swap run; its deadline or `stop` ends it long before here
+
+
 def swap_under_load(url: str, payloads: Sequence[Payload], registry: Registry, new_version: str, poll_seconds: float,
                     concurrency: int = 8, settle: int = 40) -> tuple[LoadResult, list[Swap]]:
     """Load at `concurrency` while the champion moves to `new_version` (a promotion, as `detops promote` moves the
@@ -594,7 +597,7 @@ def swap_under_load(url: str, payloads: Sequence[Payload], registry: Registry, n
     box: dict[str, LoadResult] = {}
 
     def load() -> None:
-        box["result"] = asyncio.run(drive(url, payloads, concurrency=concurrency, requests=10**9,
+        box["result"] = asyncio.run(drive(url, payloads, concurrency=concurrency, requests=SWAP_MAX_REQUESTS,
                                           deadline_s=2 * per_move + 30, stop=stop, on_answer=on_answer))
 
     thread = threading.Thread(target=load, name="swap-load")

@@ -321,10 +321,12 @@ def _answer(client: httpx.Client, url: str, image: bytes, rid: str | None = None
 
 
 class Load:
-    """Bounded loopback load: `clients` threads send requests one after another until `stop` (or `limit` s)."""
+    """Bounded loopback load: `clients` threads send requests one after another until `stop`, `limit` seconds or
+    `max_requests` each (far above what `limit` allows one serial client here: the seconds end a run first)."""
 
-    def __init__(self, url: str, images: list[bytes], clients: int = 3, limit: float = 150.0) -> None:
-        self.url, self.images, self.limit = url, images, limit
+    def __init__(self, url: str, images: list[bytes], clients: int = 3, limit: float = 150.0,
+                 max_requests: int = 50_000) -> None:
+        self.url, self.images, self.limit, self.max_requests = url, images, limit, max_requests
         self.answers: list[Answer] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -333,14 +335,14 @@ class Load:
     def _run(self, index: int) -> None:
         deadline = time.monotonic() + self.limit
         with httpx.Client(timeout=30) as client:
-            i = index
-            while not self._stop.is_set() and time.monotonic() < deadline:
+            for i in range(index, index + self.max_requests):
+                if self._stop.is_set() or time.monotonic() >= deadline:
+                    break
                 try:
                     answer, _ = _answer(client, self.url, self.images[i % len(self.images)])
                     self.answers.append(answer)
                 except (httpx.HTTPError, ValueError) as exc:
                     self.errors.append(repr(exc))
-                i += 1
 
     def __enter__(self) -> Load:
         for thread in self._threads:

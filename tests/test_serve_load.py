@@ -114,8 +114,11 @@ def test_deadline_and_stop_end_an_unbounded_run(app_url: tuple[str, _Stats]) -> 
     assert time.perf_counter() - started < 5
     stop = threading.Event()
     threading.Timer(0.3, stop.set).start()
-    result = serve_load.run_load(url, [serve_load.json_payload(b"x")], concurrency=2, requests=10**9, stop=stop)
+    started = time.perf_counter()
+    result = serve_load.run_load(url, [serve_load.json_payload(b"x")], concurrency=2, requests=10**9, stop=stop,
+                                 deadline_s=60)  # the deadline only bounds the test: `stop` must end it first
     assert 0 < result.sent < 10**9 and result.ok == result.sent
+    assert time.perf_counter() - started < 5
 
 
 def test_no_server_is_every_request_failed_not_a_crash() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _files import tree_hash
 from test_export import FAST
 from test_train import make_workspace, run_train
 
@@ -289,7 +290,9 @@ def test_a_file_openvino_rejects_is_a_clear_error_and_the_onnx_variants_ship(
         return files
 
     monkeypatch.setattr(openvino, "write_openvino_variants", truncating)
+    sources = tree_hash(ws.root / "data", ws.models / "best.ckpt")
     result = export.run(ws)
+    assert tree_hash(ws.root / "data", ws.models / "best.ckpt") == sources  # the data and checkpoint untouched
     data = report(ws)
     broken = data["variants"]["openvino-int8"]
     assert broken["accepted"] is False and broken["latency"] is None

@@ -74,7 +74,11 @@ class TrainParams(Section):
     )
     cache_dir: str = Field(
         ".cache/detops/images", min_length=1, description="Disk image cache (workspace-relative), one file per "
-        "image list and size, reused across runs; delete it to reclaim the space."
+        "image list, size and decode code (source, Pillow and OpenCV versions), reused across runs."
+    )
+    cache_keep: int = Field(
+        2, ge=1, le=1000, description="Disk image caches kept per dataset (train, val), the most recently used; "
+        "older ones are deleted when a run opens its own, never the one in use."
     )
     patience: int = Field(10, ge=0, description="EarlyStopping patience in epochs on val/map; 0 = off.")
     seed: int = Field(0, ge=0, description="Global seed (Lightning seed_everything).")

@@ -7,10 +7,12 @@ batches an uninterrupted run would have seen, whichever worker loads them.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -21,8 +23,13 @@ from detops.cpus import usable_cpus
 from detops.dataset.canonical import Dataset as CocoDataset
 from detops.dataset.canonical import dataset_root
 from detops.dataset.paths import resolve_inside
+from detops.model import preprocess
 from detops.model.preprocess import Letterbox, fit_longest_side, pad_offsets, read_rgb
-from detops.training.image_cache import CachePlan, ImageStore, Memory, build_store, file_identity
+from detops.training import image_cache
+from detops.training.image_cache import CachePlan, ImageStore, Memory, build_store, decode_code, file_identity
+
+if TYPE_CHECKING:
+    from detops.config.train import TrainParams
 
 
 @dataclass(frozen=True)
@@ -97,13 +104,15 @@ class DetectionDataset(Dataset[dict[str, Any]]):
         return len(self.records)
 
     def cache(self, name: str, mode: str, cache_dir: Path, ram_share: float, threads: int,
-              say: Callable[[str], None], memory: Memory | None = None) -> CachePlan:
-        """Decode and resize every image once, into RAM or a disk cache as `mode` says (`image_cache`)."""
+              say: Callable[[str], None], memory: Memory | None = None, keep: int | None = None,
+              ranks: int = 1) -> CachePlan:
+        """Decode and resize every image once, into RAM or a disk cache as `mode` says (`image_cache`); `keep`
+        (train.cache_keep) and `ranks` (`local_ranks`) as `build_store` reads them."""
         def identities() -> list[str]:
             return [file_identity(r.path, r.sha1) for r in self.records]
 
         self.store, plan = build_store(name, mode, len(self.records), self.image_size, self._decode, identities,
-                                       cache_dir, ram_share, threads, say, memory)
+                                       pixel_code(), cache_dir, ram_share, threads, say, memory, keep, ranks)
         return plan
 
     def _decode(self, index: int) -> tuple[np.ndarray, float, float, int, int]:
@@ -127,6 +136,25 @@ class DetectionDataset(Dataset[dict[str, Any]]):
             "image_id": record.image_id,
             "letterbox": Letterbox(w, h, sx, sy, pad_x, pad_y),
         }
+
+
+@functools.cache
+def pixel_code() -> str:
+    """The code the cached pixels come from: decoding and resizing (`model.preprocess`), this dataset's `_decode`
+    and the cache's layout (`image_cache`)."""
+    return decode_code(preprocess, DetectionDataset._decode, image_cache)
+
+
+def local_ranks(params: TrainParams) -> int:
+    """Training processes on this machine, each with its own image cache: torchrun's LOCAL_WORLD_SIZE where it
+    started them, else the devices Lightning will train on (one process each)."""
+    started = os.environ.get("LOCAL_WORLD_SIZE")
+    if started:
+        return max(1, int(started))
+    gpus = torch.cuda.device_count() if params.accelerator != "cpu" and torch.cuda.is_available() else 0
+    if params.devices == "auto":
+        return max(1, gpus)
+    return max(1, gpus if params.devices == -1 else params.devices)
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:

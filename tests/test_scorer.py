@@ -91,7 +91,7 @@ def test_another_class_set_is_one_typed_error(ws: Workspace, ids: list[int], nam
         Scorer.of(ws).score(predictor(meta(ids, names)), who="champion version 4")
     assert isinstance(info.value, DataError) and info.value.difference == difference
     assert str(info.value).startswith(f"champion version 4: its classes {sorted(names)}")
-    assert "data/prepared/test.json's ['box', 'disc'] (ids [3, 7])" in str(info.value)
+    assert "the split's ['box', 'disc'] (ids [3, 7]) in data/prepared/test.json" in str(info.value)
     assert "`detops train`" in str(info.value)
 
 

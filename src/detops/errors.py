@@ -18,8 +18,8 @@ class DataError(DetopsError):
 
 
 class ClassSetMismatch(DataError):
-    """A model's classes (names and dataset ids) are not the split's: it cannot be scored there. `difference`
-    says what the split has that the model lacks, and the reverse."""
+    """Two class sets that must agree do not (`detops.dataset.classes`): a model's and the split it is scored on, a
+    batch's and the dataset's, ... `difference` says what the reference has that the other lacks, and the reverse."""
 
     def __init__(self, message: str, difference: str) -> None:
         super().__init__(message)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from detops.dataset.canonical import Dataset, annotation_hash, dataset_root
-from detops.errors import DataError
+from detops.dataset.classes import check_classes
 
 
 def merge(main: Dataset, batches: dict[str, Dataset], workspace_root: Path) -> Dataset:
@@ -28,10 +28,8 @@ def merge(main: Dataset, batches: dict[str, Dataset], workspace_root: Path) -> D
     for name, dataset in (("", main), *batches.items()):
         prefix = dataset_root(dataset, workspace_root).resolve().relative_to(common).as_posix()
         known = {c["id"]: c["name"] for c in dataset["categories"]}
-        unknown = sorted(set(known.values()) - set(ids))
-        if unknown:
-            raise DataError(f"batch {name!r}: classes {unknown} are not in the dataset's {sorted(ids)}. Relabel the "
-                            "batch with the dataset's class names, or add the classes to the dataset first.")
+        check_classes(known.values(), ids.keys(), who=f"batch {name!r}", ref="the dataset",
+                      fix="Relabel the batch with the dataset's class names, or add the classes to the dataset first.")
         new_id = {}
         for image in dataset["images"]:
             new_id[image["id"]] = len(images) + 1

@@ -3,7 +3,7 @@
 
 `evaluate`, every `export` variant, the champion's re-score in `promote` and the benchmarks score through
 `Scorer` and nothing else: the artifact is loaded by `detops.inference` with the `evaluate` thresholds, its class
-set is checked against the split's (names and dataset ids must both agree: one rule, one `ClassSetMismatch`),
+set is checked against the split's (names and dataset ids must both agree: `detops.dataset.classes`),
 the split is predicted and the COCO metrics are returned with the per-image detections they were computed from.
 """
 
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from detops.dataset.canonical import Dataset, category_names, read_dataset
-from detops.errors import ClassSetMismatch, DataError
+from detops.dataset.classes import check_classes
+from detops.errors import DataError
 from detops.evaluation.metrics import CocoResult, Detection, check_detections, compute_coco, flat_metrics
 
 if TYPE_CHECKING:
@@ -98,16 +99,7 @@ class Scorer:
         return Score(flat_metrics(result, self.gt, self.split), result, checked)
 
     def _check_classes(self, predictor: Predictor, who: str) -> None:
-        model = sorted(zip(predictor.meta.class_ids, predictor.meta.class_names, strict=True))
-        split = sorted(category_names(self.gt).items())
-        if model == split:
-            return
-        new = ", ".join(f"{name} (id {i})" for i, name in split if (i, name) not in model) or "none"
-        gone = ", ".join(f"{name} (id {i})" for i, name in model if (i, name) not in split) or "none"
-        difference = f"new in the split: {new}; missing from the split: {gone}"
-        raise ClassSetMismatch(
-            f"{who}: its classes {[n for _, n in model]} (ids {[i for i, _ in model]}) differ from {self.split_file}'s"
-            f" {[n for _, n in split]} (ids {[i for i, _ in split]}) ({difference}). A model is scored only on a split"
-            " of the classes it was trained on: train one on this data (`detops train`).",
-            difference,
-        )
+        model = dict(zip(predictor.meta.class_ids, predictor.meta.class_names, strict=True))
+        check_classes(model, category_names(self.gt), who=who, ref="the split", ref_file=self.split_file, exact=True,
+                      fix="A model is scored only on a split of the classes it was trained on: train one on this "
+                          "data (`detops train`).")

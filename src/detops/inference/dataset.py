@@ -1,4 +1,5 @@
-"""A predictor over a canonical dataset: COCO results for `coco_metrics`, as `evaluate` scores them."""
+"""The one loop of a predictor over a canonical dataset: evaluate's scorer (COCO results), the label audit and
+selection (each image's detections) and the monitor's prediction columns all run it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from detops.dataset.canonical import Dataset, dataset_root
 from detops.dataset.paths import resolve_inside
-from detops.inference.predictor import Predictor
+from detops.inference.predictor import Detections, Predictor, decoded_batches
 
 
 def dataset_images(dataset: Dataset, workspace_root: Path) -> list[tuple[int, Path]]:
@@ -17,18 +18,25 @@ def dataset_images(dataset: Dataset, workspace_root: Path) -> list[tuple[int, Pa
             for im in dataset["images"]]
 
 
+def image_detections(predictor: Predictor, dataset: Dataset, workspace_root: Path, batch_size: int,
+                     label: str = "predict", skip_unreadable: bool = False) -> list[tuple[dict[str, Any], Detections]]:
+    """(image entry, its detections) for every image of `dataset`, in its order, `batch_size` images per model
+    call (`label`: the progress bar's). An unreadable image raises its DataError, or with `skip_unreadable` has no
+    entry."""
+    from detops.progress import track
+
+    images = dataset["images"]
+    paths = [path for _, path in dataset_images(dataset, workspace_root)]
+    out: list[tuple[dict[str, Any], Detections]] = []
+    batches = decoded_batches(paths, batch_size, skip_unreadable)
+    for positions, arrays in track(batches, label, total=-(-len(paths) // batch_size)):
+        out.extend(zip([images[i] for i in positions], predictor.predict_arrays(arrays), strict=True))
+    return out
+
+
 def predict_dataset(predictor: Predictor, dataset: Dataset, workspace_root: Path, batch_size: int,
                     label: str = "predict") -> list[dict[str, Any]]:
     """COCO detection results for every image: image_id, original category_id, [x, y, w, h] in original
     pixels, score."""
-    from detops.progress import track
-
-    images = dataset_images(dataset, workspace_root)
-    ids, paths = [i for i, _ in images], [p for _, p in images]
-    results: list[dict[str, Any]] = []
-    batches = predictor.iter_batches(paths, batch_size)
-    for index, detections in enumerate(track(batches, label, total=-(-len(paths) // batch_size))):
-        start = index * batch_size
-        for image_id, det in zip(ids[start : start + batch_size], detections, strict=True):
-            results.extend(predictor.to_coco(det, image_id))
-    return results
+    return [result for image, det in image_detections(predictor, dataset, workspace_root, batch_size, label)
+            for result in predictor.to_coco(det, int(image["id"]))]

@@ -60,8 +60,33 @@ def _decode_bytes(data: bytes) -> np.ndarray:
         raise DataError(f"cannot decode image bytes ({exc}).") from None
 
 
-def _load_all(images: Sequence[ImageInput]) -> list[np.ndarray]:
-    return [load_image(image) for image in images]
+def decoded_batches(images: Sequence[ImageInput], batch_size: int, skip_unreadable: bool = False
+                    ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    """(positions in `images`, decoded arrays), `batch_size` images at a time, the next batch decoded in a thread
+    while the caller runs the model on this one. An unreadable image raises its DataError, or with
+    `skip_unreadable` is left out of its batch (its position with it)."""
+    starts = range(0, len(images), batch_size)
+    if not starts:
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(_load_all, images, starts[0], batch_size, skip_unreadable)
+        for index in range(len(starts)):
+            decoded = pending.result()
+            if index + 1 < len(starts):
+                pending = pool.submit(_load_all, images, starts[index + 1], batch_size, skip_unreadable)
+            yield [i for i, _ in decoded], [array for _, array in decoded]
+
+
+def _load_all(images: Sequence[ImageInput], start: int, size: int, skip_unreadable: bool
+              ) -> list[tuple[int, np.ndarray]]:
+    out = []
+    for i in range(start, min(start + size, len(images))):
+        try:
+            out.append((i, load_image(images[i])))
+        except DataError:
+            if not skip_unreadable:
+                raise
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,16 +149,8 @@ class Predictor:
 
     def iter_batches(self, images: Sequence[ImageInput], batch_size: int) -> Iterator[list[Detections]]:
         """Batch after batch; the next batch's images are decoded in a thread while the model runs."""
-        chunks = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
-        if not chunks:
-            return
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(_load_all, chunks[0])
-            for index in range(len(chunks)):
-                arrays = pending.result()
-                if index + 1 < len(chunks):
-                    pending = pool.submit(_load_all, chunks[index + 1])
-                yield self.predict_arrays(arrays)
+        for _, arrays in decoded_batches(images, batch_size):
+            yield self.predict_arrays(arrays)
 
     def to_coco(self, det: Detections, image_id: int) -> list[dict[str, Any]]:
         """COCO results: original category ids, [x, y, w, h] boxes."""

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from detops.atomic import write_json, write_text
-from detops.dataset.canonical import Dataset, image_path
+from detops.dataset.canonical import Dataset
+from detops.dataset.classes import check_classes
 from detops.errors import DataError
 from detops.inference.predictor import Detections, Predictor
 from detops.labeling.quality import NO_ISSUE, LabelBoxes, label_quality, per_class
@@ -54,12 +55,12 @@ class Audit:
 
 
 def class_indices(dataset: Dataset, class_names: list[str], what: str) -> dict[int, int]:
-    """Dataset category id -> the model's class index, by name; DataError naming the classes the model lacks."""
+    """Dataset category id -> the model's class index, by name; ClassSetMismatch naming the classes the model
+    lacks."""
     names = {int(c["id"]): str(c["name"]) for c in dataset["categories"]}
-    unknown = sorted(set(names.values()) - set(class_names))
-    if unknown:
-        raise DataError(f"{what}: classes {unknown} are not the dataset's {sorted(class_names)}. Relabel with the "
-                        "dataset's class names, or add the classes to the dataset first; nothing was accepted.")
+    check_classes(names.values(), class_names, who=what, ref="the labelling model",
+                  fix="Relabel with the model's class names, or audit with a model trained on these classes "
+                      "(label.model); nothing was audited or accepted.")
     return {cid: class_names.index(name) for cid, name in names.items() if name in class_names}
 
 
@@ -76,23 +77,17 @@ def label_boxes(dataset: Dataset, index: dict[int, int]) -> list[LabelBoxes]:
     return out
 
 
-def predict_images(ws: Workspace, dataset: Dataset, predictor: Predictor, label: str) -> list[Detections]:
-    from detops.progress import track
-
-    paths = [image_path(dataset, image, ws.root) for image in dataset["images"]]
-    size = ws.params.predict.batch_size
-    batches = predictor.iter_batches(paths, size)
-    return [det for chunk in track(batches, label, total=-(-len(paths) // size)) for det in chunk]
-
-
 def audit_dataset(ws: Workspace, dataset: Dataset, predictor: Predictor, source: str, model: str
                   ) -> tuple[Audit, list[Detections]]:
     """Every image's label quality under `predictor` (decoding down to label.min_score), worst first."""
+    from detops.inference.dataset import image_detections
+
     params = ws.params.label
     index = class_indices(dataset, predictor.meta.class_names, source)
     labels = label_boxes(dataset, index)
     predictor = predictor.with_thresholds(score_threshold=params.min_score)
-    detections = predict_images(ws, dataset, predictor, f"Audit of {source}")
+    detections = [det for _, det in image_detections(predictor, dataset, ws.root, ws.params.predict.batch_size,
+                                                     f"Audit of {source}")]
     classes = len(predictor.meta.class_names)
     predictions = [per_class(d.boxes, d.scores, d.labels, classes) for d in detections]
     quality = label_quality(labels, predictions, params.confident_score, params.plausible_score)
@@ -110,14 +105,49 @@ def audit_dataset(ws: Workspace, dataset: Dataset, predictor: Predictor, source:
 def write_audit(ws: Workspace, audit: Audit, dataset: Dataset, detections: list[Detections], names: list[str],
                 json_file: Path, html_file: Path) -> None:
     """The audit as json (every image) and as an offline page (the worst images drawn)."""
-    from detops.labeling.pictures import audit_page
-
     write_json(json_file, audit.to_dict())
     position = {int(im["id"]): n for n, im in enumerate(dataset["images"])}
     drawn = audit.images[: ws.params.label.pictures]
     pictures = {i.image_id: (dataset["images"][position[i.image_id]], detections[position[i.image_id]])
                 for i in drawn}
     write_text(html_file, audit_page(ws, audit, dataset, pictures, names))
+
+
+def audit_page(ws: Workspace, audit: Audit, dataset: Dataset, pictures: dict[int, tuple[dict[str, Any], Detections]],
+               names: list[str]) -> str:
+    """The audit as one offline page: a summary, then every image worst first, the first ones drawn."""
+    import html
+
+    from detops.dataset.canonical import category_names, image_path
+    from detops.labeling.pictures import SHOWN_SCORE, jpeg_uri, label_beside_prediction
+    from detops.reporting.html import Raw, join, table, tag
+    from detops.reporting.style import CSS
+
+    categories = category_names(dataset)
+    boxes: dict[int, list[tuple[list[float], str]]] = {}
+    for ann in dataset["annotations"]:
+        boxes.setdefault(int(ann["image_id"]), []).append(
+            ([float(v) for v in ann["bbox"]], categories[int(ann["category_id"])]))
+    rows = []
+    for image in audit.images:
+        drawn: object = "–"
+        if image.image_id in pictures:
+            info, det = pictures[image.image_id]
+            picture = label_beside_prediction(image_path(dataset, info, ws.root), boxes.get(image.image_id, []),
+                                              det, names)
+            drawn = Raw(f'<img src="{jpeg_uri(picture)}" alt="{html.escape(image.file_name, quote=True)}">')
+        rows.append([image.rank, image.file_name, image.quality, image.issue, image.overlooked, image.swap,
+                     image.badloc, drawn])
+    summary = audit.to_dict()
+    head = tag("p", f"{summary['images']} images audited with {audit.model}; {summary['flagged']} below label "
+                    f"quality {audit.threshold:g} (overlooked {summary['issues']['overlooked']}, swap "
+                    f"{summary['issues']['swap']}, bad location {summary['issues']['badloc']}). Left: the labels "
+                    f"(green); right: the predictions scoring >= {SHOWN_SCORE:g} (red).")
+    body = join([tag("h1", f"Label audit: {audit.source}"), head,
+                 table(["rank", "image", "quality", "issue", "overlooked", "swap", "bad location",
+                        "label | prediction"], rows, numeric=(0, 2, 4, 5, 6))])
+    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>label audit</title>"
+            f"<style>{CSS}</style></head><body><main><section>{body}</section></main></body></html>\n")
 
 
 def audit_files(ws: Workspace, batch: str | None) -> tuple[Path, Path]:
@@ -131,11 +161,11 @@ def audit_files(ws: Workspace, batch: str | None) -> tuple[Path, Path]:
 def run_audit(ws: Workspace, dataset: Dataset, source: str, batch: str | None = None) -> Audit:
     """Audit `dataset` with the labelling model and write its report; returns the audit."""
     from detops.inference.loading import load_predictor
-    from detops.labeling.model import labelling_checkpoint
+    from detops.labeling.model import labelling_model
 
-    with labelling_checkpoint(ws) as (checkpoint, model):
-        predictor = load_predictor(checkpoint)
-        audit, detections = audit_dataset(ws, dataset, predictor, source, model)
+    with labelling_model(ws) as model:
+        predictor = load_predictor(model.path)
+        audit, detections = audit_dataset(ws, dataset, predictor, source, model.description)
     write_audit(ws, audit, dataset, detections, predictor.meta.class_names, *audit_files(ws, batch))
     return audit
 

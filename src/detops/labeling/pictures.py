@@ -4,22 +4,16 @@ beside the model's predictions, as small JPEGs inlined in offline pages (no file
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from detops.evaluation.drawing import MAX_SIDE, PRED_COLOUR, TRUE_COLOUR
-from detops.reporting.html import Raw, join, table, tag
-from detops.reporting.style import CSS
-from detops.workspace import Workspace
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from detops.dataset.canonical import Dataset
     from detops.inference.predictor import Detections
-    from detops.labeling.audit import Audit
 
 SHOWN_SCORE = 0.3  # predictions drawn from this score: the low-score boxes the audit reads would hide the picture
 
@@ -70,35 +64,3 @@ def label_beside_prediction(path: Path, labels: list[tuple[list[float], str]], d
     canvas.paste(sides[0], (0, 0))
     canvas.paste(sides[1], (picture.width + 8, 0))
     return canvas
-
-
-def audit_page(ws: Workspace, audit: Audit, dataset: Dataset, pictures: dict[int, tuple[dict[str, Any], Detections]],
-               names: list[str]) -> str:
-    """The audit as one offline page: a summary, then every image worst first, the first ones drawn."""
-    from detops.dataset.canonical import category_names, image_path
-
-    categories = category_names(dataset)
-    boxes: dict[int, list[tuple[list[float], str]]] = {}
-    for ann in dataset["annotations"]:
-        boxes.setdefault(int(ann["image_id"]), []).append(
-            ([float(v) for v in ann["bbox"]], categories[int(ann["category_id"])]))
-    rows = []
-    for image in audit.images:
-        drawn: object = "–"
-        if image.image_id in pictures:
-            info, det = pictures[image.image_id]
-            picture = label_beside_prediction(image_path(dataset, info, ws.root), boxes.get(image.image_id, []),
-                                              det, names)
-            drawn = Raw(f'<img src="{jpeg_uri(picture)}" alt="{html.escape(image.file_name, quote=True)}">')
-        rows.append([image.rank, image.file_name, image.quality, image.issue, image.overlooked, image.swap,
-                     image.badloc, drawn])
-    summary = audit.to_dict()
-    head = tag("p", f"{summary['images']} images audited with {audit.model}; {summary['flagged']} below label "
-                    f"quality {audit.threshold:g} (overlooked {summary['issues']['overlooked']}, swap "
-                    f"{summary['issues']['swap']}, bad location {summary['issues']['badloc']}). Left: the labels "
-                    f"(green); right: the predictions scoring >= {SHOWN_SCORE:g} (red).")
-    body = join([tag("h1", f"Label audit: {audit.source}"), head,
-                 table(["rank", "image", "quality", "issue", "overlooked", "swap", "bad location",
-                        "label | prediction"], rows, numeric=(0, 2, 4, 5, 6))])
-    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>label audit</title>"
-            f"<style>{CSS}</style></head><body><main><section>{body}</section></main></body></html>\n")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from detops.dataset.canonical import Dataset, category_names, image_path, read_dataset
+from detops.dataset.classes import check_classes
 from detops.errors import DataError
 from detops.labeling.labelconfig import IMAGE, box_to_result, label_config
 from detops.labeling.state import RoundTrip, load_state, save_state
@@ -99,10 +100,9 @@ def predictions(pre: Preannotator, ws: Workspace, dataset: Dataset, images: list
                 classes: list[str]) -> list[list[dict[str, Any]]]:
     """One prediction per image: the model's boxes as RectangleLabels results, with its mean box score."""
     names = pre.predictor.meta.class_names
-    unknown = sorted(set(names) - set(classes))
-    if unknown:
-        raise DataError(f"the model predicts class(es) {unknown} that the dataset lacks ({classes}); push with a "
-                        "model trained on this dataset's classes.")
+    check_classes(names, classes, who=f"the pre-annotating model ({pre.model_version})", ref="the dataset",
+                  ref_file=ws.relative(ws.output("import", "dataset")),
+                  fix="Push with a model trained on this dataset's classes (label.model, or --model).")
     paths = [image_path(dataset, im, ws.root) for im in images]
     out = []
     detections = pre.predictor.predict(paths, ws.params.predict.batch_size)
@@ -185,22 +185,11 @@ def import_tasks(ws: Workspace, studio: LabelStudio, todo: Tasks) -> PushResult:
 
 
 def preannotator(ws: Workspace) -> Preannotator:
-    """The labelling loop's model (label.model; empty: the champion), its registry version as `model_version`
-    (a file: its name). RegistryError when there is no champion."""
+    """The labelling loop's model (`detops.labeling.model`: label.model; empty: the champion), its registry version
+    as `model_version` (a file: its name). RegistryError when there is no champion."""
     from detops.inference.loading import load_predictor
-    from detops.registry.resolve import Reference, local_model, parse_reference
+    from detops.labeling.model import labelling_model
 
-    spec = ws.params.label.model
-    reference = (Reference(ws.params.mlflow.registered_model, alias=ws.params.promote.alias) if not spec
-                 else parse_reference(ws, spec))
-    if reference is None:
-        spec, version = str(ws.resolve(spec)), Path(spec).name
-    else:
-        from detops.registry.client import connect
-        from detops.registry.resolve import resolve_version
-
-        version = resolve_version(connect(ws), reference)
-        spec = f"models:/{reference.name}/{version}"
-    with local_model(ws, spec) as (path, _):
-        predictor = load_predictor(path).with_thresholds(score_threshold=ws.params.predict.score_threshold)
-    return Preannotator(predictor, version)
+    with labelling_model(ws) as model:
+        predictor = load_predictor(model.path).with_thresholds(score_threshold=ws.params.predict.score_threshold)
+    return Preannotator(predictor, model.version)

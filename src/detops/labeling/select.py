@@ -82,9 +82,9 @@ def selection_folder(ws: Workspace, batch: str) -> Path:
 def select_batch(ws: Workspace, name: str, budget: int | None = None) -> Selection:
     """Rank batch `name` for labelling with the labelling model; write its selection folder."""
     from detops.dataset.canonical import image_path
+    from detops.inference.dataset import image_detections
     from detops.inference.loading import CHECKPOINT_SUFFIXES, load_predictor
-    from detops.labeling.audit import predict_images
-    from detops.labeling.model import labelling_checkpoint
+    from detops.labeling.model import labelling_model
     from detops.labeling.pictures import thumbnail
     from detops.monitoring.batches import find_batch, read_batch
     from detops.monitoring.embeddings import Embedder
@@ -96,7 +96,8 @@ def select_batch(ws: Workspace, name: str, budget: int | None = None) -> Selecti
     if not data.dataset["images"]:
         raise DataError(f"batch {name!r}: no readable images in {data.batch.path}; nothing to select.")
     notes = [f"{len(data.skipped)} unreadable image(s) left out"] if data.skipped else []
-    with labelling_checkpoint(ws) as (checkpoint, model):
+    with labelling_model(ws) as model:
+        checkpoint = model.path
         if checkpoint.suffix.lower() not in CHECKPOINT_SUFFIXES:
             raise DataError(f"label.model {checkpoint}: selection needs a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})"
                             ": its backbone gives the embeddings the diversity term uses.")
@@ -105,7 +106,8 @@ def select_batch(ws: Workspace, name: str, budget: int | None = None) -> Selecti
         paths = [image_path(data.dataset, im, ws.root) for im in data.dataset["images"]]
         features = image_features(paths, feature_cache(ws), ws.params.monitor.workers, embedder,
                                   f"Embeddings of {name}")
-        detections = predict_images(ws, data.dataset, predictor, f"Detections of {name}")
+        detections = [det for _, det in image_detections(predictor, data.dataset, ws.root,
+                                                         ws.params.predict.batch_size, f"Detections of {name}")]
     uncertainty = np.asarray([image_uncertainty(d.scores) for d in detections])
     failed = [f.error for f in features if f.embedding is None]
     if failed:
@@ -124,7 +126,7 @@ def select_batch(ws: Workspace, name: str, budget: int | None = None) -> Selecti
         for entry in ranking[: params.thumbnails]:
             entry["thumbnail"] = thumbnail(data.batch.path / entry["file_name"])
         write_json(tmp / SELECTION, {
-            "batch": name, "model": model, "budget": budget, "images": len(ranking),
+            "batch": name, "model": model.description, "budget": budget, "images": len(ranking),
             "method": "uncertainty-weighted k-center greedy (max detection entropy x embedding distance)",
             "ranking": ranking, "notes": notes})
     chosen = [SelectedImage(e["file_name"], e["score"], e["rank"]) for e in ranking if e["selected"]]

@@ -44,8 +44,14 @@ def labels_needed_file(ws: Workspace, batch: str) -> Path:
     return ws.output("monitor", "labels_needed") / f"{batch}.txt"
 
 
+def accepted_path(ws: Workspace, name: str) -> Path:
+    """The accepted copy of batch `name` (under import.batches); it exists once the batch is accepted."""
+    return ws.resolve(ws.params.import_.batches) / name
+
+
 def take_batch(ws: Workspace, name: str) -> BatchOutcome:
-    """Accept a labelled batch into the dataset, or write the list of its images to label."""
+    """Accept a labelled batch into the dataset (once: a batch accepted before is left as it is), or write the list
+    of its images to label."""
     from detops.monitoring.batches import find_batch, read_batch
 
     data = read_batch(ws, find_batch(ws, name))
@@ -56,13 +62,13 @@ def take_batch(ws: Workspace, name: str) -> BatchOutcome:
         listing = write_text(labels_needed_file(ws, name),
                              "".join(f"{data.batch.path / f}\n" for f in files))
         return BatchOutcome(name, False, files, to_label=listing)
-    target = ws.resolve(ws.params.import_.batches) / name
+    target = accepted_path(ws, name)
     from detops.labeling.audit import read_review_list, write_review_list
 
     if target.exists():  # accepted before: retraining again is enough
         left_out = {r.file_name for r in read_review_list(ws, name)}
         return BatchOutcome(name, True, [f for f in files if f not in left_out], accepted=target)
-    check_classes(ws, data)
+    check_batch_classes(ws, data)
     audit, notes = _audit(ws, data)
     reviewed = reviewed_from(ws, name)
     sends_back = audit is not None and ws.params.label.audit == "review" and reviewed is None
@@ -93,18 +99,19 @@ def reviewed_from(ws: Workspace, name: str) -> str | None:
     return str(origin) if origin else None
 
 
-def check_classes(ws: Workspace, data: BatchData) -> None:
-    """DataError naming the batch's classes the dataset (data/prepared/dataset.json) lacks; nothing is accepted."""
+def check_batch_classes(ws: Workspace, data: BatchData) -> None:
+    """ClassSetMismatch naming the batch's classes the dataset (data/prepared/dataset.json) lacks; nothing is
+    accepted."""
     from detops.dataset.canonical import read_dataset
+    from detops.dataset.classes import check_classes
 
     if not ws.dataset_json.is_file():
         return  # no dataset yet: the champion's classes are checked by the audit
-    known = sorted(str(c["name"]) for c in read_dataset(ws.dataset_json)["categories"])
-    unknown = sorted({str(c["name"]) for c in data.dataset["categories"]} - set(known))
-    if unknown:
-        raise DataError(f"batch {data.batch.name!r}: classes {unknown} are not in the dataset's {known}. Relabel the "
-                        "batch with the dataset's class names, or add the classes to the dataset first; nothing was "
-                        "accepted.")
+    check_classes((str(c["name"]) for c in data.dataset["categories"]),
+                  (str(c["name"]) for c in read_dataset(ws.dataset_json)["categories"]),
+                  who=f"batch {data.batch.name!r}", ref="the dataset", ref_file=ws.relative(ws.dataset_json),
+                  fix="Relabel the batch with the dataset's class names, or add the classes to the dataset first; "
+                      "nothing was accepted.")
 
 
 def _audit(ws: Workspace, data: BatchData) -> tuple[Audit | None, list[str]]:

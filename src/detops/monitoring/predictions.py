@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from detops.dataset.canonical import Dataset, image_path
+from detops.dataset.canonical import Dataset
 from detops.errors import DataError
 from detops.workspace import Workspace
 
@@ -62,27 +62,15 @@ def predicted_frame(ws: Workspace, predictor: Predictor, dataset: Dataset, descr
     table skips it too and lists why."""
     import pandas as pd
 
-    from detops.inference.predictor import load_image
-    from detops.progress import track
+    from detops.inference.dataset import image_detections
 
     predictor = predictor.with_thresholds(score_threshold=ws.params.predict.score_threshold)
     names = list(predictor.meta.class_names)
     low = ws.params.monitor.low_score
     rows = []
-    images = dataset["images"]
-    size = BATCH
-    for start in track(range(0, len(images), size), description, total=math.ceil(len(images) / size)):
-        chunk = images[start:start + size]
-        readable, arrays = [], []
-        for image in chunk:
-            try:
-                arrays.append(load_image(image_path(dataset, image, ws.root)))
-                readable.append(image)
-            except DataError:
-                continue
-        for image, det in zip(readable, predictor.predict_arrays(arrays), strict=True):
-            boxes = [(float(s), names[int(c)]) for s, c in zip(det.scores, det.labels, strict=True)]
-            rows.append({"file_name": image["file_name"], **prediction_row(boxes, names, low)})
+    for image, det in image_detections(predictor, dataset, ws.root, BATCH, description, skip_unreadable=True):
+        boxes = [(float(s), names[int(c)]) for s, c in zip(det.scores, det.labels, strict=True)]
+        rows.append({"file_name": image["file_name"], **prediction_row(boxes, names, low)})
     return pd.DataFrame(rows)
 
 

@@ -27,13 +27,17 @@ from typer.testing import CliRunner
 
 from detops.cli import app
 from detops.config import apply_override, load_params
+from flows.deploy.restart import CRASHED_MESSAGE, HEARTBEAT, RESCHEDULED_MESSAGE, RESTART
 from flows.deploy.spec import (
     DRIFT_CHECK,
     DRIFT_EVENT,
+    HEARTBEAT_ENV,
     LABELLED_EVENT,
     LABELS_SYNC,
     RETRAIN,
+    TAGS,
     WORKSPACE_PLACEHOLDER,
+    job_variables,
     prefect_yaml,
 )
 
@@ -54,6 +58,8 @@ TINY = [
     f"deploy.cron={CRON}", f"deploy.drift_cron={DRIFT_CRON}", f"deploy.labels_cron={DRIFT_CRON}",
     f"deploy.timezone={TIMEZONE}",
     "deploy.work_pool=detops-test",
+    # Prefect's shortest heartbeat; a run silent for two of them is dead (the test of it waits that long)
+    "deploy.heartbeat_seconds=30", "deploy.dead_after_seconds=60",
 ]
 
 
@@ -94,6 +100,8 @@ def test_deploy_help_and_the_errors_without_a_server(tmp_path: Path) -> None:
     ("deploy.cron", "0 3 * *", "not a cron expression"),
     ("deploy.timezone", "Mars/Olympus", "not an IANA time zone"),
     ("deploy.webhook_url", "hooks.example.com/x", "not an http(s) URL"),
+    ("deploy.heartbeat_seconds", "10", "greater than or equal to 30"),
+    ("deploy.dead_after_seconds", "60", "must be longer than heartbeat_seconds"),
 ])
 def test_deploy_params_are_checked_when_params_load(key: str, value: str, message: str) -> None:
     from detops.errors import ParamsError
@@ -268,6 +276,7 @@ def test_deploy_creates_pool_lock_deployments_and_notifications(deployed: str, a
         assert deployment.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(workspace)}}]
         assert deployment.enforce_parameter_schema
+        assert deployment.job_variables == {"env": {HEARTBEAT_ENV: "30"}}
     assert [d.entrypoint for d in (scheduled, on_demand, drift_check, on_drift, labels_sync)] == [
         RETRAIN, RETRAIN, DRIFT_CHECK, RETRAIN, LABELS_SYNC]
     assert "ParamsOverlay" in json.dumps(on_demand.parameter_openapi_schema)  # the UI's typed form
@@ -280,7 +289,7 @@ def test_deploy_creates_pool_lock_deployments_and_notifications(deployed: str, a
         [DRIFT_EVENT, LABELLED_EVENT])
     assert all(t.actions[0].parameters == {"batch": "{{ event.payload.batch }}"}  # type: ignore[union-attr]
                for t in batch_triggers)
-    assert {"detops: run failed", "detops: promotion rejected"} <= automations
+    assert {"detops: run failed", "detops: promotion rejected", RESTART} <= automations
 
 
 @pytest.mark.slow
@@ -300,6 +309,7 @@ def test_prefect_deploy_of_the_generated_yaml_makes_the_same_deployments(
         return {"entrypoint": d.entrypoint, "pool": d.work_pool_name, "tags": d.tags, "schema":
                 d.parameter_openapi_schema, "enforce": d.enforce_parameter_schema, "description": d.description,
                 "schedules": [s.schedule for s in d.schedules], "pull": [list(step) for step in d.pull_steps or []],
+                "job_variables": d.job_variables,
                 "triggers": [(a.trigger.model_dump(exclude={"id"}), [x.model_dump(exclude={"deployment_id"})
                                                                     for x in a.actions]) for a in triggers]}
 
@@ -561,3 +571,91 @@ def test_labels_pulled_from_label_studio_start_retrain_on_drift_and_the_new_vers
                       key=lambda v: int(v.version))[-1:]
     assert name in newest.tags["data.batches"].split(","), newest.tags  # the version's lineage names the batch
     assert newest.run_id and name in client.get_run(newest.run_id).data.tags["data.batches"]
+
+
+SLEEPER = '''\
+import os
+import time
+from pathlib import Path
+
+from prefect import flow
+
+
+@flow
+def sleeper(marks: str) -> int:
+    """Notes each start (its process id); the first start sleeps until it is killed, a restart ends at once."""
+    with Path(marks).open("a") as out:
+        out.write(f"{os.getpid()}\\n")
+    starts = len(Path(marks).read_text().split())
+    if starts == 1:
+        time.sleep(900)
+    return starts
+'''
+
+
+def _heartbeats(api_url: str, flow_run_id: Any) -> int:
+    import httpx
+
+    body = {"filter": {"event": {"name": [HEARTBEAT]}, "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}},
+            "limit": 50}
+    return len(httpx.post(f"{api_url}/events/filter", json=body, timeout=10).json()["events"])
+
+
+def _start_worker(pool: str, home: Path, api_url: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", pool], cwd=home,
+                                env=_child_env(home, api_url), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+@pytest.mark.slow
+def test_a_run_whose_worker_dies_is_marked_crashed_and_started_again(
+    deployed: str, api: str, prefect_home: Path, workspace: Path, tmp_path: Path
+) -> None:
+    """The worker and its run's process killed with -9, as when their machine dies: nothing reports the end of the
+    run. The automation `detops deploy` made sees its heartbeats stop, marks it Crashed (freeing the pool's one
+    slot) and schedules it again; the worker that takes over (another machine, or this one restarted) starts it.
+    Nobody touches the run. Its own pool, so the suite's worker does not take it."""
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.runner.storage import LocalStorage
+
+    from flows.deploy.server import ensure_work_pool
+
+    params = load_params(workspace / "params.yaml")
+    (tmp_path / "sleeper.py").write_text(SLEEPER, encoding="utf-8")
+    marks, log = tmp_path / "starts.txt", tmp_path / "worker.log"
+    with get_client(sync_client=True) as client:
+        ensure_work_pool(client, "detops-zombie")
+    RunnerDeployment.from_storage(  # type: ignore[union-attr]
+        storage=LocalStorage(str(tmp_path)), entrypoint="sleeper.py:sleeper", name="zombie", tags=list(TAGS),
+        work_pool_name="detops-zombie", job_variables=job_variables(params),
+    ).apply()
+    first = _start_worker("detops-zombie", prefect_home, api, log)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        run = run_deployment("sleeper/zombie", parameters={"marks": str(marks)}, timeout=0)
+        wait_until(lambda: _heartbeats(api, run.id), 120, "the run's first heartbeat", log)  # type: ignore[union-attr]
+        [pid] = [int(line) for line in marks.read_text().split()]
+        os.kill(first.pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)  # the run's process: a child of the worker in a session of its own
+        first.wait(timeout=10)
+        second = _start_worker("detops-zombie", prefect_home, api, log)
+
+        done = _final(run.id, params.deploy.dead_after_seconds + 120, log)  # type: ignore[union-attr]
+        with get_client(sync_client=True) as client:
+            history = sorted(client.read_flow_run_states(done.id), key=lambda s: s.timestamp)
+    finally:
+        for worker in (first, second):
+            if worker is not None:
+                _stop(worker)
+    assert done.state.is_completed(), f"{done.state}\n{tail(log, 80)}"
+    names = [s.name for s in history]
+    crashed = names.index("Crashed")
+    assert names[crashed:crashed + 2] == ["Crashed", "AwaitingRetry"] and names[-2:] == ["Running", "Completed"], names
+    assert history[crashed].message == CRASHED_MESSAGE.format(seconds=params.deploy.dead_after_seconds)
+    assert history[crashed + 1].message == RESCHEDULED_MESSAGE
+    assert names[:crashed].count("Running") == 1  # started once before, never ended but by the automation
+    starts = [int(line) for line in marks.read_text().split()]
+    assert len(starts) == 2 and starts[0] == pid != starts[1]

@@ -44,13 +44,18 @@ def configure_notifications(client: SyncPrefectClient, webhook_url: str) -> list
     block_id = save_webhook(webhook_url)
     lines = []
     for automation in automations(block_id):
-        existing = client.read_automations_by_name(automation.name)
-        if existing:
-            client.update_automation(existing[0].id, automation)
-        else:
-            client.create_automation(automation)
+        save_automation(client, automation)
         lines.append(f"automation {automation.name!r}: notifies the webhook (block {BLOCK_NAME!r})")
     return lines
+
+
+def save_automation(client: SyncPrefectClient, automation: AutomationCore) -> None:
+    """Found by name: deploying again updates it in place."""
+    existing = client.read_automations_by_name(automation.name)
+    if existing:
+        client.update_automation(existing[0].id, automation)
+    else:
+        client.create_automation(automation)
 
 
 def save_webhook(url: str) -> UUID:

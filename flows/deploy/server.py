@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from detops.errors import DeployError
-from flows.deploy.spec import TAGS, DeploymentSpec, deployment_specs
+from flows.deploy.spec import TAGS, DeploymentSpec, deployment_specs, job_variables
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -20,6 +20,7 @@ def deploy(ws: Workspace) -> list[str]:
     from prefect import get_client
 
     from flows.deploy.notify import configure_notifications
+    from flows.deploy.restart import ensure_restart
 
     lines = [f"Prefect server: {server_url()}"]
     with get_client(sync_client=True) as client:
@@ -31,6 +32,7 @@ def deploy(ws: Workspace) -> list[str]:
         if ws.params.promote.lock == "prefect":
             lines.append(ensure_promotion_limit(client, ws))
         lines += [apply_deployment(ws, spec) for spec in deployment_specs(ws.params)]
+        lines.append(ensure_restart(client, ws.params.deploy))
         lines += configure_notifications(client, ws.params.deploy.webhook_url)
     lines.append(f"start a worker: prefect worker start --pool {ws.params.deploy.work_pool}")
     return lines
@@ -100,6 +102,7 @@ def apply_deployment(ws: Workspace, spec: DeploymentSpec) -> str:
         storage=LocalStorage(str(ws.root)), entrypoint=spec.entrypoint, name=spec.name,
         description=spec.description, schedules=schedules, triggers=triggers,
         parameters={"workspace": str(ws.root)}, tags=list(TAGS), work_pool_name=ws.params.deploy.work_pool,
+        job_variables=job_variables(ws.params),
     ))
     try:
         deployment.apply()

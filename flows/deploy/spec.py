@@ -24,6 +24,8 @@ LABELLED_EVENT = "detops.batch.labelled"  # `detops label pull` and flows.labels
 # prefect.yaml cannot know the workspace's path; Prefect resolves this on the worker when a run starts.
 WORKSPACE_PLACEHOLDER = "{{ $DETOPS_WORKSPACE }}"
 TAGS = ("detops",)
+# The flow-run process emits `prefect.flow-run.heartbeat` this often; the restart automation listens for silence.
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,12 @@ def batch_trigger(event: str) -> dict[str, Any]:
             "parameters": {"batch": "{{ event.payload.batch }}"}}
 
 
+def job_variables(params: Params) -> dict[str, Any]:
+    """Every deployment's runs beat at deploy.heartbeat_seconds, whatever the worker's own environment says: the
+    `env` job variable, which every Prefect worker type (process, Docker, Kubernetes) passes to the run."""
+    return {"env": {HEARTBEAT_ENV: str(params.deploy.heartbeat_seconds)}}
+
+
 def pull_steps(directory: str) -> list[dict[str, Any]]:
     """Runs start in the workspace, wherever the worker was started (the shape of LocalStorage's pull step)."""
     return [{"prefect.deployments.steps.set_working_directory": {"directory": directory}}]
@@ -78,7 +86,8 @@ def prefect_yaml(params: Params) -> str:
     deployments = []
     for spec in deployment_specs(params):
         entry: dict[str, Any] = {"name": spec.name, "description": spec.description, "entrypoint": spec.entrypoint,
-                                 "tags": list(TAGS), "parameters": {"workspace": "."}, "work_pool": {"name": pool}}
+                                 "tags": list(TAGS), "parameters": {"workspace": "."},
+                                 "work_pool": {"name": pool, "job_variables": job_variables(params)}}
         if spec.cron:
             entry["schedules"] = [{"cron": spec.cron, "timezone": spec.timezone}]
         if spec.triggers:
@@ -88,8 +97,8 @@ def prefect_yaml(params: Params) -> str:
     header = f"""\
 # Prefect deployments of a detops workspace, generated from params.yaml's `deploy` section by
 # `detops deploy --prefect-yaml deployments/prefect.yaml`: change params.yaml and regenerate, do not edit.
-# `detops deploy` applies the same deployments and also creates the work pool, the promotion lock and the
-# notifications. By hand, with PREFECT_API_URL set:
+# `detops deploy` applies the same deployments and also creates the work pool, the promotion lock, the
+# notifications and the automation that restarts dead runs. By hand, with PREFECT_API_URL set:
 #   prefect work-pool create {pool} --type process && prefect work-pool set-concurrency-limit {pool} 1
 #   prefect deploy --no-prompt --prefect-file deployments/prefect.yaml --all
 #   DETOPS_WORKSPACE=/path/to/workspace prefect worker start --pool {pool}

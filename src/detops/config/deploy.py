@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from detops.config.base import Section
 
@@ -14,8 +14,8 @@ _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?#]+$")
 
 class DeployParams(Section):
     """Prefect deployments (`detops deploy`): the process work pool every run goes through (one run at a time), the
-    schedules of `retrain-scheduled`, `drift-check` and `labels-sync`, and the webhook told when a run fails or
-    crashes or a promotion is rejected."""
+    schedules of `retrain-scheduled`, `drift-check` and `labels-sync`, the heartbeats by which a run whose worker
+    died is found and started again, and the webhook told when a run fails or crashes or a promotion is rejected."""
 
     work_pool: str = Field(
         "detops-local", min_length=1, pattern=r"^[\w.-]+$",
@@ -28,10 +28,27 @@ class DeployParams(Section):
                                                          "batches from Label Studio (cron); a complete one starts "
                                                          "retrain-on-drift.")
     timezone: str = Field("UTC", description="IANA time zone of the crons, e.g. Europe/Paris.")
+    heartbeat_seconds: int = Field(
+        60, ge=30, le=3600, description="How often a deployed run tells the Prefect server it is alive (Prefect's "
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY, set in the deployments' job variables; Prefect's minimum is 30).",
+    )
+    dead_after_seconds: int = Field(
+        180, ge=10, le=86_400, description="A run silent this long (its worker or machine died with it) is marked "
+        "Crashed and scheduled again, freeing the pool's one slot; the next start resumes training. More than "
+        "heartbeat_seconds (three heartbeats: a late one is not a death).",
+    )
     webhook_url: str = Field(
         "", description="URL that gets a JSON {\"text\": ...} POST (Slack, Mattermost, ...) when a retrain or drift "
                         "check run fails or crashes and when a promotion is rejected; empty = no notifications.",
     )
+
+    @model_validator(mode="after")
+    def _silence_outlasts_a_heartbeat(self) -> DeployParams:
+        if self.dead_after_seconds <= self.heartbeat_seconds:
+            raise ValueError(f"dead_after_seconds ({self.dead_after_seconds}) must be longer than heartbeat_seconds "
+                             f"({self.heartbeat_seconds}), or every live run would be restarted; three heartbeats "
+                             "is Prefect's recipe")
+        return self
 
     @field_validator("cron", "drift_cron", "labels_cron")
     @classmethod

@@ -409,18 +409,3 @@ def test_tensorrt_engines_are_built_scored_and_bound_to_this_gpu(exported: tuple
         assert load_predictor(engine).predict([np.zeros((48, 80, 3), np.uint8)]) is not None
     assert (ws.root / ".cache" / "tensorrt").is_dir()  # timing cache kept outside the stage's outputs
 
-
-def test_a_scoring_process_that_dies_rejects_its_files_with_the_reason(tmp_path: Path) -> None:
-    """The child that scores the OpenVINO files exits on an error (here: no split to score on): each file it held
-    comes back rejected, saying the exit code and the child's last words, and nothing is raised here."""
-    from detops.config import load_params
-    from detops.export.isolated import score_in_child
-    from detops.workspace import Workspace
-
-    ws = Workspace.at(tmp_path, load_params(None))
-    files = {"openvino-int8": tmp_path / "model.int8.openvino.onnx", "openvino-fp32": tmp_path / "model.openvino.onnx"}
-    outcomes = score_in_child(ws, files, {n: p.name for n, p in files.items()}, [], 2, 3, 0, 1)
-    assert set(outcomes) == set(files)
-    for outcome in outcomes.values():
-        assert outcome.error is not None and outcome.latency is None and not outcome.metrics
-        assert "exited with code 1" in outcome.error and "split file is missing" in outcome.error, outcome.error

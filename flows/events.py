@@ -1,7 +1,7 @@
 """Prefect events detops emits, for automations to act on: `detops.promotion.promoted` or
 `detops.promotion.rejected`, one per promote step of the retraining flow (notifications, a deployment of the new
-champion), and `detops.batch.labelled`, one per batch pulled from Label Studio in full (it starts
-`retrain-on-drift`)."""
+champion), and `detops.batch.labelled` for a batch pulled from Label Studio in full (it starts `retrain-on-drift`;
+labels-sync repeats it every tick until the batch is accepted, so a lost event costs a tick)."""
 
 from __future__ import annotations
 

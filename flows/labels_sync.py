@@ -1,12 +1,16 @@
 """The labels-sync flow: on a schedule (`deploy.labels_cron`), send the images the label audit flagged back to Label
 Studio (`detops label review` for each batch with a review list not pushed yet), then pull the finished annotations
-of every batch pushed and not pulled yet (`detops label pull` for each). A batch labelled in full becomes a
-labelled batch in the landing folder and is announced with `detops.batch.labelled`, which starts `retrain-on-drift`
-with it; a batch still being labelled is left for the next tick.
+of every batch pushed and not pulled yet (`detops label pull` for each), then announce with `detops.batch.labelled`
+every pulled batch that retraining has not accepted yet, which starts `retrain-on-drift` with it. A batch still being
+labelled is left for the next tick.
+
+Announcing is the last step of every tick, not of the pull, and is repeated until the batch is accepted: an event
+lost (a server restart, a worker down) or a pull stopped before it announced costs a tick, never the batch, and
+`retrain-on-drift` accepts a batch once however often it hears of it (`detops.monitoring.accept`).
 
 A server that is down or refuses the token fails the run (nothing was pulled); a batch whose labels cannot be
-accepted (a class the dataset lacks, a box outside its image) is reported by name and fails the run once the other
-batches were pulled, so one bad batch does not hold the others back.
+accepted (a class the dataset lacks, a rotated box, a box outside its image) is reported by name and fails the run
+once the other batches were pulled and announced, so one bad batch does not hold the others back.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ T = TypeVar("T")
 
 @flow(name="labels_sync")
 def labels_sync(workspace: str = ".") -> dict[str, Any]:
-    """Pull every pushed batch; returns each one's progress (tasks finished) or the labelled batch written."""
-    from detops.labeling.pull import pull
+    """Pull every pushed batch and announce every pulled one not accepted yet; returns each batch's progress (tasks
+    finished, results dropped), the labelled batch written, and whether it was announced."""
+    from detops.labeling.pull import pull, unaccepted
     from detops.labeling.review import pending_reviews, push_review
     from detops.labeling.state import pushed_batches
     from detops.labeling.studio import LabelStudio
@@ -37,23 +42,27 @@ def labels_sync(workspace: str = ".") -> dict[str, Any]:
     outcome: dict[str, Any] = {}
     failed: dict[str, str] = {}
     reviews = pending_reviews(ws)
-    if not reviews and not pushed_batches(ws):
-        logger.info("no batch waits for labels in Label Studio, none to send for review")
-        return outcome
-    settings = ws.params.label_studio
-    with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, workspace_lock(ws.root):
-        for batch, sent in _each(reviews, lambda b: push_review(ws, b, studio), failed, logger):
-            logger.info("batch %s: %d flagged image(s) sent for review -> %s", batch, sent.imported, sent.url)
-        for batch, result in _each(pushed_batches(ws), lambda b: pull(ws, b, studio), failed, logger):
-            outcome[batch] = {"finished": result.finished, "skipped": result.skipped, "tasks": result.tasks,
-                              "labelled": result.labelled}
-            if result.labelled:
-                emit_labelled_event(ws, result)
-                logger.info("batch %s: %d image(s), %d box(es) -> %s (event emitted)", batch, result.images,
-                            result.boxes, result.labelled)
-            else:
-                logger.info("batch %s: %d of %d task(s) finished, %d skipped", batch, result.finished,
-                            result.tasks, result.skipped)
+    if reviews or pushed_batches(ws):
+        settings = ws.params.label_studio
+        with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, workspace_lock(ws.root):
+            for batch, sent in _each(reviews, lambda b: push_review(ws, b, studio), failed, logger):
+                logger.info("batch %s: %d flagged image(s) sent for review -> %s", batch, sent.imported, sent.url)
+            for batch, result in _each(pushed_batches(ws), lambda b: pull(ws, b, studio), failed, logger):
+                outcome[batch] = {"finished": result.finished, "skipped": result.skipped, "tasks": result.tasks,
+                                  "labelled": result.labelled, "dropped": list(result.dropped)}
+                for dropped in result.dropped:
+                    logger.warning("batch %s: left out %s", batch, dropped)
+                if not result.labelled:
+                    logger.info("batch %s: %d of %d task(s) finished, %d skipped", batch, result.finished,
+                                result.tasks, result.skipped)
+    for result in unaccepted(ws):  # read-only: no lock, so a long retraining holding it delays no announcement
+        assert result.labelled is not None
+        emit_labelled_event(ws, result)
+        outcome.setdefault(result.batch, {"labelled": result.labelled})["announced"] = True
+        logger.info("batch %s: %d image(s), %d box(es) in %s, not accepted yet: detops.batch.labelled emitted",
+                    result.batch, result.images, result.boxes, result.labelled)
+    if not outcome and not failed:
+        logger.info("no batch waits for labels in Label Studio or for retraining to accept it")
     if failed:
         raise DataError("labels-sync: " + "; ".join(f"{batch}: {why}" for batch, why in failed.items()))
     return outcome

@@ -1,8 +1,11 @@
 """The Label Studio round trip against a real Label Studio 1.23.2 on loopback (its own cached venv, see
-_label_studio_server): push an unlabelled 60-image batch as pre-annotated tasks in ranked order (pushing again adds
-none), label it through the API as a labeller would (accept some pre-annotations, correct others, add a missed box,
-skip one), pull it as a labelled batch that retraining accepts; and the bad inputs: a server down, a wrong token, a
-class the dataset lacks, a box outside its image.
+_label_studio_server): push an unlabelled 60-image batch of non-square images as pre-annotated tasks in ranked order
+(pushing again adds none), label it through the API as a labeller would, with results built as Label Studio's
+frontend submits them (accept some pre-annotations, correct others, add a missed box, skip one), pull it as a
+labelled batch that retraining accepts; the bad inputs: a server down, a wrong token, a class the dataset lacks, a
+rotated box, a box on a rotated image or an image of another size, a box with no label, a box outside its image;
+an expired access token exchanged again; and the losses labels-sync must not let happen: an event lost, a pull
+stopped between its writes.
 
 The server tests are `slow` (about 4 minutes on 2 cores, the first run also builds the venv: about 3 minutes).
 Skipped when Label Studio's venv cannot be built here (no Python 3.11 or no PyPI); DETOPS_REQUIRE_LABEL_STUDIO=1
@@ -12,6 +15,7 @@ makes that a failure.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from fnmatch import fnmatch
@@ -23,12 +27,21 @@ import numpy as np
 import pytest
 from _files import tree_bytes
 from _label_studio_server import Server, running
-from _labeller import api, few_boxes, label_like_a_person, pixel_boxes, same_boxes, submit, truth
-from _monitoring_fixtures import SIZE, batch_from, sample, tiny_checkpoint
+from _labeller import (
+    accepted_as_drawn,
+    api,
+    few_boxes,
+    frontend_result,
+    label_like_a_person,
+    pixel_boxes,
+    same_boxes,
+    submit,
+    truth,
+)
+from _monitoring_fixtures import batch_from, sample, tiny_checkpoint
 
 from detops.config import load_params
 from detops.errors import DataError, LabelStudioError
-from detops.labeling.labelconfig import box_to_result
 from detops.labeling.pull import labelled_name, pull
 from detops.labeling.push import preannotator, push
 from detops.labeling.state import load_state, pushed_batches, state_path
@@ -37,6 +50,9 @@ from detops.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, IMAGES, BUDGET = "ward-7", 60, 50
+WIDTH, HEIGHT = 176, 96  # the batch's images: not square, so a width / height swap anywhere moves every box
+SHAPE = (WIDTH, HEIGHT)
+NO_PREFECT = "http://127.0.0.1:9/api"  # nothing listens: the recording events client never connects
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +84,7 @@ def ws(document_root: Path, server: Server) -> Workspace:
         apply_override(raw, item)
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     sample(root / "data/raw/base", seed=0, num_images=20)
-    delivery = sample(root.parent / "delivery", seed=5, num_images=IMAGES)
+    delivery = stretch(sample(root.parent / "delivery", seed=5, num_images=IMAGES), WIDTH, HEIGHT)
     batch = batch_from(delivery, root / "data/landing", BATCH)
     (batch / "annotations.json").unlink()  # images only: the batch needs labels
     workspace = Workspace.at(root, load_params(root / "params.yaml"))
@@ -80,17 +96,50 @@ def ws(document_root: Path, server: Server) -> Workspace:
     return workspace
 
 
+def stretch(folder: Path, width: int, height: int) -> Path:
+    """The sample at `folder` with its images resized to `width` x `height`, and their boxes with them."""
+    from PIL import Image
+
+    from detops.sample.generate import PNG_COMPRESSION
+
+    path = folder / "annotations.json"
+    coco = json.loads(path.read_text())
+    scale = {}
+    for image in coco["images"]:
+        with Image.open(folder / image["file_name"]) as img:
+            resized = img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+        resized.save(folder / image["file_name"], format="PNG", compress_level=PNG_COMPRESSION)
+        scale[image["id"]] = (width / image["width"], height / image["height"])
+        image["width"], image["height"] = width, height
+    for ann in coco["annotations"]:
+        sx, sy = scale[ann["image_id"]]
+        x, y, w, h = ann["bbox"]
+        ann["bbox"] = [x * sx, y * sy, w * sx, h * sy]
+        ann["area"] = w * sx * h * sy
+    path.write_text(json.dumps(coco))
+    return folder
+
+
 def truth_of(ws: Workspace) -> dict[str, list[list[Any]]]:
     return truth(ws.root.parent / "delivery/annotations.json")
 
 
+def truth_results(labels: dict[str, list[list[Any]]], name: str) -> list[dict[str, Any]]:
+    """The image's true boxes as the labeller draws them in Label Studio."""
+    return [frontend_result(b[:4], b[4], SHAPE) for b in labels[name]]
+
+
 @pytest.fixture
 def announced_events(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The detops events emitted during a test, recorded instead of sent (Prefect's own asserting client)."""
+    """The detops events emitted during a test, recorded instead of sent (Prefect's own asserting client). The
+    worker is made with an API URL nothing listens on (as `cli` sets): its client never starts a temporary Prefect
+    server, whose start on a busy machine can fail and stop the worker."""
     from prefect.events.clients import AssertingEventsClient
     from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    worker = EventsWorker.instance(AssertingEventsClient)
+    with temporary_settings({PREFECT_API_URL: NO_PREFECT}):
+        worker = EventsWorker.instance(AssertingEventsClient)
     monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
     events: list[Any] = []
     monkeypatch.setattr(AssertingEventsClient, "_emit", lambda self, event: _record(events, event))
@@ -115,9 +164,8 @@ def cli(ws: Workspace, server: Server, *args: str, monkeypatch: pytest.MonkeyPat
     else:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        url = "http://127.0.0.1:9/api"  # nothing listens: the recording client never connects
-        monkeypatch.setenv("PREFECT_API_URL", url)
-        with temporary_settings({PREFECT_API_URL: url}):
+        monkeypatch.setenv("PREFECT_API_URL", NO_PREFECT)
+        with temporary_settings({PREFECT_API_URL: NO_PREFECT}):
             result = CliRunner().invoke(app, ["-w", str(ws.root), "label", *args], env=env)
     assert result.exit_code == 0, result.output
     return result.output
@@ -125,6 +173,8 @@ def cli(ws: Workspace, server: Server, *args: str, monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.slow
 def test_push_imports_the_selection_in_ranked_order_with_preannotations_once(server: Server, ws: Workspace) -> None:
+    import xml.etree.ElementTree as ET
+
     from detops.labeling.select import read_selection
 
     batch = ws.resolve(ws.params.monitor.landing) / BATCH
@@ -144,6 +194,8 @@ def test_push_imports_the_selection_in_ranked_order_with_preannotations_once(ser
     assert [t["data"]["file_name"] for t in tasks] == ranked  # task ids follow the ranking
     assert [t["data"]["rank"] for t in tasks] == list(range(1, BUDGET + 1))
     assert sorted(p.name for p in batch.rglob("*")) == before  # the landing batch is never modified
+    config = ET.fromstring(api(server, "GET", f"/api/projects/{first.project}/")["label_config"])
+    assert [box.get("canRotate") for box in config.iter("RectangleLabels")] == ["false"]  # no rotated boxes
     state = load_state(ws, BATCH)
     assert state is not None and sorted(state.tasks.values()) == [t["id"] for t in tasks]
     assert pushed_batches(ws) == [BATCH]
@@ -160,7 +212,7 @@ def test_push_imports_the_selection_in_ranked_order_with_preannotations_once(ser
         assert prediction["model_version"] == "tiny.ckpt"
         expected = [[x1, y1, x2 - x1, y2 - y1, names[int(label)]]
                     for (x1, y1, x2, y2), label in zip(det.boxes.tolist(), det.labels, strict=True)]
-        assert same_boxes(pixel_boxes(prediction["result"]), expected)
+        assert same_boxes(pixel_boxes(prediction["result"], SHAPE), expected)
         boxed += bool(expected)
     assert boxed >= BUDGET // 2  # pre-annotations are there to accept or correct
 
@@ -178,10 +230,7 @@ def test_labels_made_in_label_studio_come_back_as_a_labelled_batch(
     assert state is not None and pushed.imported == 0
     ordered = sorted(state.tasks.items(), key=lambda item: item[1])  # rank order
     labels = truth_of(ws)
-    expected = label_like_a_person(server, ordered[:-1], labels, SIZE)
-
-    def truth_results(name: str) -> list[dict[str, Any]]:
-        return [box_to_result(tuple(b[:4]), b[4], SIZE, SIZE) for b in labels[name]]
+    expected = label_like_a_person(server, ordered[:-1], labels, SHAPE)
 
     landing = ws.resolve(ws.params.monitor.landing)
     labelled = landing / labelled_name(BATCH)
@@ -192,26 +241,49 @@ def test_labels_made_in_label_studio_come_back_as_a_labelled_batch(
         assert (waiting.labelled, waiting.finished, waiting.skipped, waiting.tasks) == (None, 48, 1, BUDGET)
         assert not labelled.exists() and labelled.name not in ledger(ws).entries()
 
-        # a class the dataset lacks (added to the project in Label Studio): named, nothing written
+        # a class the dataset lacks (added to the project in Label Studio), with a choice of another control the
+        # project gained: the class is named, nothing written
         project = api(server, "GET", f"/api/projects/{state.project}/")
-        config = project["label_config"].replace("</RectangleLabels>", '<Label value="platelet"/></RectangleLabels>')
+        config = project["label_config"].replace(
+            "</RectangleLabels>", '<Label value="platelet"/></RectangleLabels>'
+            '<Choices name="quality" toName="image"><Choice value="blurry"/></Choices>')
         api(server, "PATCH", f"/api/projects/{state.project}/", json={"label_config": config})
         last_name, last_task = ordered[-1]
-        wrong = submit(server, last_task, [box_to_result((10, 10, 20, 20), "platelet", SIZE, SIZE)])
+        wrong = submit(server, last_task, [frontend_result((10, 10, 20, 20), "platelet", SHAPE)])
         with pytest.raises(DataError, match=r"class\(es\) the dataset lacks: 'platelet' \(e\.g\. " + last_name):
             pull(ws, BATCH, studio)
         assert not labelled.exists()
 
+        # boxes that cannot be read as drawn, beside a good one: each refuses the pull, named with its task
+        good = truth_results(labels, last_name)
+        box, cls = labels[last_name][0][:4], labels[last_name][0][4]
+        transposed = {**frontend_result(box, cls, SHAPE), "original_width": HEIGHT, "original_height": WIDTH}
+        for bad, why in ((frontend_result(box, cls, SHAPE, rotation=30), "a box rotated by 30"),
+                         (frontend_result(box, cls, SHAPE, image_rotation=90), "a box drawn on the image rotated "
+                                                                               "by 90 degrees"),
+                         (transposed, f"a box drawn on a {HEIGHT}x{WIDTH} image, but the image is {WIDTH}x{HEIGHT}"),
+                         (frontend_result(box, None, SHAPE), "a box with no label")):
+            api(server, "PATCH", f"/api/annotations/{wrong}/", json={"result": [*good, bad]})
+            with pytest.raises(DataError, match=rf"1 result\(s\) .* cannot be taken as boxes.*\n  task {last_task} "
+                                                rf"\({re.escape(last_name)}\): {why}"):
+                pull(ws, BATCH, studio)
+            assert not labelled.exists()
+
         # a box past the image's right edge: the validation gate's rule, nothing written
-        api(server, "PATCH", f"/api/annotations/{wrong}/",
-            json={"result": [box_to_result((110, 10, 30, 20), labels[last_name][0][4], SIZE, SIZE)]})
-        with pytest.raises(DataError, match=r"right edge x\+w 140(\.0)? is past the image width 128"):
+        api(server, "PATCH", f"/api/annotations/{wrong}/", json={"result": [frontend_result((165, 10, 22, 20), cls,
+                                                                                            SHAPE)]})
+        with pytest.raises(DataError, match=rf"right edge x\+w 187(\.0)? is past the image width {WIDTH}"):
             pull(ws, BATCH, studio)
         assert not labelled.exists()
 
         assert tree_bytes(landing / BATCH) == source  # bad labels lose nothing: the batch is as delivered
-        api(server, "PATCH", f"/api/annotations/{wrong}/", json={"result": truth_results(last_name)})
-        expected[last_name] = pixel_boxes(truth_results(last_name))
+        # the boxes, one without Label Studio's original size (scaled with the image's own), and a choice: not a box,
+        # left out and named in the pull's report
+        unsized = [{k: v for k, v in one.items() if k not in ("original_width", "original_height")} for one in good]
+        choice = {"id": "q1", "type": "choices", "from_name": "quality", "to_name": "image", "origin": "manual",
+                  "value": {"choices": ["blurry"]}}
+        api(server, "PATCH", f"/api/annotations/{wrong}/", json={"result": [*unsized, choice]})
+        expected[last_name] = pixel_boxes(good, SHAPE)
     announced = cli(ws, server, "pull", BATCH, monkeypatch=monkeypatch)  # the command line emits the event
     [event] = announced_events
     with LabelStudio(server.url, server.token) as studio:
@@ -219,6 +291,8 @@ def test_labels_made_in_label_studio_come_back_as_a_labelled_batch(
 
     assert done.labelled == labelled.name
     assert f"{BUDGET - 1} image(s)" in announced and "detops.batch.labelled emitted" in announced
+    dropped = f"task {last_task} ({last_name}): not a rectangle (a choices result of quality)"
+    assert f"left out {dropped}" in announced and done.dropped == (dropped,)  # named, also on a second pull
     # what starts retrain-on-drift: its trigger matches the event, and the run gets the labelled batch
     from flows.deploy.spec import LABELLED_EVENT, batch_trigger
 
@@ -239,7 +313,9 @@ def test_labels_made_in_label_studio_come_back_as_a_labelled_batch(
     assert len(coco["annotations"]) == sum(len(boxes) for boxes in expected.values())
     source = landing / BATCH
     assert all((labelled / name).read_bytes() == (source / name).read_bytes() for name in got)
-    assert ledger(ws).entries()[labelled.name]["labelled_from"] == BATCH  # the drift check does not announce it again
+    entry = ledger(ws).entries()[labelled.name]
+    assert entry["labelled_from"] == BATCH  # the drift check does not announce it again
+    assert (entry["images"], entry["skipped"], entry["dropped"]) == (BUDGET - 1, 1, [dropped])
     assert pushed_batches(ws) == []
 
     outcome = take_batch(ws, labelled.name)  # what retrain-on-drift does with the batch
@@ -282,7 +358,7 @@ def test_review_sends_the_flagged_labels_back_and_the_reviewed_batch_is_accepted
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
     with prefect_test_harness(server_startup_timeout=120):
         waiting = labels_sync(workspace=str(ws.root))  # sent, then found not reviewed yet
-    assert waiting == {name: {"finished": 0, "skipped": 0, "tasks": len(flagged), "labelled": None}}
+    assert waiting == {name: {"finished": 0, "skipped": 0, "tasks": len(flagged), "labelled": None, "dropped": []}}
     sent = cli(ws, server, "review", name)  # by hand: nothing twice
     assert f"0 flagged image(s) sent for review, {len(flagged)} already" in sent
     with LabelStudio(server.url, server.token) as studio:
@@ -300,9 +376,9 @@ def test_review_sends_the_flagged_labels_back_and_the_reviewed_batch_is_accepted
         under_review = [[*a["bbox"], names[a["category_id"]]] for a in labelled["annotations"]
                         if a["image_id"] == ids[one["data"]["file_name"]]]
         assert prediction["model_version"] == REVIEW_VERSION
-        assert same_boxes(pixel_boxes(prediction["result"]), under_review)
-        results = (prediction["result"] if i % 2 else  # the reviewer keeps half, redraws the others
-                   [box_to_result(tuple(b[:4]), b[4], SIZE, SIZE) for b in corrected[one["data"]["file_name"]]])
+        assert same_boxes(pixel_boxes(prediction["result"], SHAPE), under_review)
+        results = ([accepted_as_drawn(box, SHAPE) for box in prediction["result"]] if i % 2 else  # the reviewer
+                   truth_results(corrected, one["data"]["file_name"]))  # keeps half, redraws the others
         submit(server, one["id"], results)
 
     with LabelStudio(server.url, server.token) as studio:
@@ -311,8 +387,7 @@ def test_review_sends_the_flagged_labels_back_and_the_reviewed_batch_is_accepted
     assert ledger(ws).entries()[done.labelled]["reviewed_from"] == name
     again = take_batch(reviewing, done.labelled)  # the same strict audit: reported, nothing left out
     assert sorted(again.images) == sorted(outcome.review) and again.review == []
-    assert any("reviewed in Label Studio" in note for note in again.notes)
-    shutil.rmtree(ws.resolve(ws.params.import_.batches))
+    assert any("reviewed in Label Studio" in note for note in again.notes)  # both accepted: nothing to announce
 
 
 @pytest.mark.slow
@@ -338,10 +413,33 @@ def test_a_server_down_or_a_wrong_token_is_a_clear_error_and_changes_nothing(ser
     with pytest.raises(DataError, match="never pushed"), LabelStudio(server.url, server.token) as studio:
         pull(ws, other, studio)
 
-    # a personal access token (a JWT refresh token) works as well as the legacy token
+    # a personal access token (a JWT refresh token) works as well as the legacy token; the access token it is
+    # exchanged for expires (minutes): refused with 401, it is exchanged again and the call sent once more, unless
+    # the personal access token itself was revoked in Label Studio
     pat = api(server, "POST", "/api/token/")["token"]
+    title = f"{ws.params.label_studio.project_prefix} {BATCH}"
     with LabelStudio(server.url, pat) as studio:
-        assert studio.find_project(f"{ws.params.label_studio.project_prefix} {BATCH}") is not None
+        assert studio.find_project(title) is not None
+        bearer = studio._http.headers["Authorization"]
+        studio._http.headers["Authorization"] = expired(bearer)  # as the cached access token is by now
+        assert studio.find_project(title) is not None
+        assert studio._http.headers["Authorization"] not in (bearer, expired(bearer))  # a new access token
+        api(server, "POST", "/api/token/blacklist/", json={"refresh": pat})
+        studio._http.headers["Authorization"] = expired(bearer)
+        with pytest.raises(LabelStudioError, match=r"refused the token .*POST /api/token/refresh/: HTTP 401"):
+            studio.find_project(title)
+
+
+def expired(bearer: str) -> str:
+    """`Bearer <access token>` with the token's expiry moved an hour back (so its signature no longer matches
+    either): what Label Studio answers with 401 token_not_valid."""
+    import base64
+
+    header, payload, signature = bearer.removeprefix("Bearer ").split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["exp"] = int(claims["exp"]) - 3600
+    moved = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return f"Bearer {header}.{moved}.{signature}"
 
 
 @pytest.mark.slow
@@ -349,10 +447,12 @@ def test_labels_sync_pulls_the_finished_batches_and_announces_them(
     server: Server, ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The labels-sync flow: a batch still being labelled waits; once every task is done it is pulled and
-    announced, and the next tick has nothing left to pull."""
+    announced, announced again on the next tick while retraining has not accepted it, and once accepted the next
+    tick has nothing left to do."""
     from prefect.testing.utilities import prefect_test_harness
 
     import flows.labels_sync as sync_flow
+    from detops.monitoring.accept import take_batch
     from flows.labels_sync import labels_sync
 
     announced: list[Any] = []
@@ -374,35 +474,122 @@ def test_labels_sync_pulls_the_finished_batches_and_announces_them(
     labels = truth_of(ws)
     tasks = sorted(state.tasks.items(), key=lambda item: item[1])
     for name, task in tasks[:-1]:
-        submit(server, task, [box_to_result(tuple(b[:4]), b[4], SIZE, SIZE) for b in labels[name]])
+        submit(server, task, truth_results(labels, name))
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
     with prefect_test_harness(server_startup_timeout=120):
         waiting = labels_sync(workspace=str(ws.root))
-        assert waiting == {night: {"finished": IMAGES - 1, "skipped": 0, "tasks": IMAGES, "labelled": None}}
+        assert waiting == {night: {"finished": IMAGES - 1, "skipped": 0, "tasks": IMAGES, "labelled": None,
+                                   "dropped": []}}
         assert not announced
         submit(server, tasks[-1][1], [], skipped=True)
         done = labels_sync(workspace=str(ws.root))
-        assert labels_sync(workspace=str(ws.root)) == {}  # pulled: nothing left to pull
-    assert done[night]["labelled"] == labelled_name(night)
-    [result] = announced
-    assert (result.batch, result.labelled, result.images, result.skipped) == (
-        night, labelled_name(night), IMAGES - 1, 1)
+        again = labels_sync(workspace=str(ws.root))  # pulled, not accepted yet: announced again
+        take_batch(ws, labelled_name(night))  # what retrain-on-drift does with it
+        assert labels_sync(workspace=str(ws.root)) == {}  # pulled and accepted: nothing left to do
+    assert done[night]["labelled"] == labelled_name(night) and done[night]["announced"]
+    assert again == {night: {"labelled": labelled_name(night), "announced": True}}
+    first, second = announced
+    assert (first.batch, first.labelled, first.images, first.skipped) == (night, labelled_name(night), IMAGES - 1, 1)
+    assert second == first
     assert (landing / labelled_name(night) / ws.params.monitor.manifest).is_file()
+
+
+@pytest.mark.slow
+def test_a_lost_event_or_a_pull_stopped_between_its_writes_ends_with_the_batch_accepted_once(
+    server: Server, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every way labels-sync can stop half-way, one tick after another: the pull stops inside the batch folder, then
+    before its state is written (each a write that raises, as a full disk or a killed worker would); the next tick
+    finishes the pull, and its event is lost; the next announces it again (heard), and so does the one after, as
+    retraining has not run yet. Retraining, once per event heard, accepts the batch once; then nothing is left to
+    do."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    import detops.labeling.pull as pulling
+    import flows.labels_sync as sync_flow
+    from detops.monitoring.accept import accepted_path, take_batch
+    from detops.monitoring.batches import ledger
+    from flows.labels_sync import labels_sync
+
+    night = "night-4"
+    landing = ws.resolve(ws.params.monitor.landing)
+    shutil.copytree(landing / BATCH, landing / night)
+    with LabelStudio(server.url, server.token) as studio:
+        push(ws, night, studio, None)
+    state = load_state(ws, night)
+    assert state is not None
+    labels = truth_of(ws)
+    for name, task in state.tasks.items():
+        submit(server, task, truth_results(labels, name))
+    labelled, manifest = landing / labelled_name(night), ws.params.monitor.manifest
+
+    heard: list[str] = []  # the events retrain-on-drift receives
+    lost = [True]  # the next event is lost on its way (the Prefect server restarts)
+    real = sync_flow.emit_labelled_event
+
+    def announce(ws: Workspace, result: Any) -> None:
+        if lost:
+            lost.pop()
+            return
+        heard.append(result.labelled)
+        real(ws, result)
+
+    def fails(what: str) -> Any:
+        def write(*_: Any, **__: Any) -> None:
+            raise OSError(f"no space left on device: {what}")
+        return write
+
+    monkeypatch.setattr(sync_flow, "emit_labelled_event", announce)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+
+    def tick() -> dict[str, Any]:
+        return labels_sync(workspace=str(ws.root))
+
+    with prefect_test_harness(server_startup_timeout=120):
+        with monkeypatch.context() as broken, pytest.raises(OSError, match="annotations"):
+            broken.setattr(pulling, "write_json", fails("annotations.json"))
+            tick()
+        assert ledger(ws).entries()[labelled.name]["labelled_from"] == night  # 1 done, 2 half-done
+        assert labelled.is_dir() and not (labelled / manifest).exists()
+        with monkeypatch.context() as broken, pytest.raises(OSError, match="state"):
+            broken.setattr(pulling, "save_state", fails("the round trip's state"))
+            tick()
+        assert (labelled / manifest).is_file() and pushed_batches(ws) == [night]  # 2 done, not 3
+        written = tree_bytes(labelled)
+        finished = tick()
+        assert finished[night]["labelled"] == labelled.name and finished[night]["announced"] and not heard
+        assert tree_bytes(labelled) == written and pushed_batches(ws) == []  # kept as written, then marked
+        assert tick() == tick() == {night: {"labelled": labelled.name, "announced": True}}
+        assert heard == [labelled.name, labelled.name]
+
+        once = take_batch(ws, heard[0])
+        accepted = accepted_path(ws, labelled.name)
+        stamp = [(p.name, p.stat().st_ino, p.stat().st_mtime_ns) for p in [accepted, *accepted.rglob("*")]]
+        again = take_batch(ws, heard[1])
+        assert once.accepted == again.accepted == accepted and once.notes and not again.notes  # audited once
+        assert [(p.name, p.stat().st_ino, p.stat().st_mtime_ns) for p in [accepted, *accepted.rglob("*")]] == stamp
+        assert [p.name for p in accepted.parent.iterdir() if night in p.name] == [labelled.name]  # one copy
+        assert tick() == {}
+    coco = json.loads((labelled / "annotations.json").read_text())
+    assert len(coco["images"]) == IMAGES and ledger(ws).entries()[labelled.name]["images"] == IMAGES
 
 
 def test_label_config_and_box_conversion() -> None:
     import xml.etree.ElementTree as ET
 
-    from detops.labeling.labelconfig import label_config, result_to_box
+    from detops.labeling.labelconfig import Refused, box_to_result, label_config, result_to_box
 
     root = ET.fromstring(label_config(["RBC", 'odd "name" & <co>']))
     assert [label.get("value") for label in root.iter("Label")] == ["RBC", 'odd "name" & <co>']
+    assert [box.get("canRotate") for box in root.iter("RectangleLabels")] == ["false"]
     result = box_to_result((10.5, 20.0, 30.25, 40.0), "RBC", 640, 480, 0.9)
-    value = result["value"]
-    assert isinstance(value, dict) and value["x"] == pytest.approx(100 * 10.5 / 640)
-    converted = result_to_box(result)
-    assert converted is not None and np.allclose(converted[0], [10.5, 20.0, 30.25, 40.0]) and converted[1] == ["RBC"]
-    assert result_to_box({"type": "choices", "value": {"choices": ["x"]}}) is None
+    drawn = frontend_result((10.5, 20.0, 30.25, 40.0), "RBC", (640, 480))  # as Label Studio's frontend submits it
+    converted = result_to_box(drawn, 640, 480)
+    assert not isinstance(converted, Refused) and np.allclose(converted[0], [10.5, 20.0, 30.25, 40.0])
+    assert converted[1] == ["RBC"]
+    assert same_boxes(pixel_boxes([result], (640, 480)), [[10.5, 20.0, 30.25, 40.0, "RBC"]])  # push's, read back
+    other = result_to_box({"type": "choices", "from_name": "quality", "value": {"choices": ["x"]}}, 640, 480)
+    assert other == Refused("not a rectangle (a choices result of quality)", loses_a_box=False)
 
 
 def test_retrain_on_drift_is_also_started_by_a_labelled_batch_and_labels_sync_is_scheduled() -> None:

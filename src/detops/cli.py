@@ -546,6 +546,8 @@ def label_pull(
     from detops.console import out_console
 
     console = out_console()
+    for dropped in done.dropped:
+        console.print(f"batch {batch}: left out {dropped}", highlight=False, markup=False)
     if done.labelled is None:
         console.print(f"batch {batch}: {done.finished} of {done.tasks} task(s) finished, {done.skipped} skipped in "
                       f"project {done.project}; nothing written until every task is done", highlight=False)

@@ -57,10 +57,15 @@ def save_state(ws: Workspace, state: RoundTrip) -> Path:
                                                     "review": state.review})
 
 
-def pushed_batches(ws: Workspace) -> list[str]:
-    """Batches pushed to Label Studio and not pulled yet, by name."""
+def round_trips(ws: Workspace) -> list[RoundTrip]:
+    """Every batch's round trip, by batch name."""
     folder = labeling_folder(ws)
     if not folder.is_dir():
         return []
     states = (load_state(ws, p.parent.name) for p in sorted(folder.glob(f"*/{STATE_FILE}")))
-    return [s.batch for s in states if s is not None and s.pulled is None]
+    return [s for s in states if s is not None]
+
+
+def pushed_batches(ws: Workspace) -> list[str]:
+    """Batches pushed to Label Studio and not pulled yet, by name."""
+    return [s.batch for s in round_trips(ws) if s.pulled is None]

@@ -2,7 +2,9 @@
 
 Not `label-studio-sdk`: its pins would downgrade OpenCV in detops' environment. Tokens: a personal access token
 (a JWT refresh token, exchanged at `/api/token/refresh` for a short-lived access token sent as `Bearer`) or a legacy
-token (sent as `Token`); both are read from LABEL_STUDIO_API_KEY, never from params.yaml.
+token (sent as `Token`); both are read from LABEL_STUDIO_API_KEY, never from params.yaml. An access token lives
+minutes (a long pre-annotation outlives it): a call refused with 401 exchanges the personal access token again and
+is sent once more.
 """
 
 from __future__ import annotations
@@ -56,12 +58,18 @@ class LabelStudio:
     def _authorization(self) -> str:
         if not is_personal_access_token(self.token):
             return f"Token {self.token}"
-        answer = self._send("POST", "/api/token/refresh/", json={"refresh": self.token})  # no header yet
+        self._http.headers.pop("Authorization", None)  # the exchange is made with the token alone
+        answer = self._send("POST", "/api/token/refresh/", json={"refresh": self.token}, refresh=False)
         return f"Bearer {answer['access']}"
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, refresh: bool = True, **kwargs: Any) -> Any:
+        """One call; with `refresh`, a 401 to a personal access token's expired access token exchanges it again
+        and sends the call once more."""
         try:
             response = self._http.request(method, path, **kwargs)
+            if response.status_code == 401 and refresh and is_personal_access_token(self.token):
+                self._http.headers["Authorization"] = self._authorization()
+                response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise LabelStudioError(f"Label Studio at {self.url} does not answer ({type(exc).__name__}: {exc}). Is "
                                    "the server running? label_studio.url in params.yaml names it.") from None

@@ -160,8 +160,10 @@ def test_missing_split_and_missing_checkpoint(workspace: Path) -> None:
     with pytest.raises(DataError, match=r"checkpoint not found\. Run `detops train` first"):
         evaluate.run(ws)
     ws.models.mkdir(parents=True)
-    (ws.models / "last.ckpt").write_bytes(b"x")  # an interrupted training: evaluate does not go on from it
-    with pytest.raises(DataError, match=r"best\.ckpt: checkpoint not found\. last\.ckpt is there.*--resume"):
+    resume = ws.root / ".detops/resume/key.ckpt"  # an interrupted training: evaluate does not go on from it
+    resume.parent.mkdir(parents=True)
+    resume.write_bytes(b"x")
+    with pytest.raises(DataError, match=r"best\.ckpt: checkpoint not found\. \.detops/resume holds a checkpoint"):
         evaluate.run(ws)
 
 

@@ -16,7 +16,7 @@ from detops.errors import ClassSetMismatch, DataError
 from detops.evaluation.metrics import coco_metrics
 from detops.evaluation.scorer import Scorer
 from detops.inference import ModelMeta, Predictor, Thresholds
-from detops.workspace import Workspace
+from detops.workspace import RESUME_DIR, Workspace
 
 CATEGORIES = [{"id": 3, "name": "box"}, {"id": 7, "name": "disc"}]
 
@@ -101,8 +101,13 @@ def test_every_step_reads_the_best_checkpoint_and_only_it(ws: Workspace) -> None
     with pytest.raises(DataError, match=r"best\.ckpt: checkpoint not found\. Run `detops train` first"):
         ws.checkpoint()
     ws.models.mkdir(parents=True)
-    last.write_bytes(b"x")
-    with pytest.raises(DataError, match=r"last\.ckpt is there, so training was interrupted: `detops train --resume`"):
+    last.write_bytes(b"x")  # the final state of a finished training: not a model to evaluate either
+    with pytest.raises(DataError, match=r"best\.ckpt: checkpoint not found\. Run `detops train` first"):
+        ws.checkpoint()
+    resume = ws.root / RESUME_DIR / "key.ckpt"
+    resume.parent.mkdir(parents=True)
+    resume.write_bytes(b"x")
+    with pytest.raises(DataError, match=r"holds a checkpoint, so training was interrupted: `detops train` goes on"):
         ws.checkpoint()
     best.write_bytes(b"x")
     assert ws.checkpoint() == best

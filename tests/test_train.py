@@ -73,15 +73,23 @@ def run_train(ws: Workspace, **kwargs: Any) -> Any:
     return train.run(ws, **kwargs)
 
 
-class StopAfter(pl.Callback):
-    """Simulates an interrupted run: stops cleanly once `epochs` epochs are done."""
+class Preempt(pl.Callback):
+    """Simulates a killed run: raises at the start of batch `batch` of epoch `epoch` (0-based), as a preempted
+    machine stops a run mid-way (what was saved before stays, nothing after)."""
 
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
+    def __init__(self, epoch: int, batch: int = 0) -> None:
+        self.epoch, self.batch = epoch, batch
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise RuntimeError("preempted")
+
+
+def resume_files(ws: Workspace) -> list[Path]:
+    from detops.workspace import RESUME_DIR
+
+    return sorted((ws.root / RESUME_DIR).glob("*.ckpt"))
 
 
 @pytest.fixture(scope="module")
@@ -133,28 +141,69 @@ def test_best_checkpoint_holds_the_ema_weights(trained: tuple[Workspace, Any]) -
     assert differs, "EMA weights should differ from the raw weights after training"
 
 
+def _same_state(expected: Path, got: Path) -> None:
+    want, have = _state(expected), _state(got)
+    for kind in ("ema", "current"):
+        assert want[kind].keys() == have[kind].keys()
+        for key, value in want[kind].items():
+            assert torch.equal(value, have[kind][key]), (kind, key)  # bit-identical on the CPU
+
+
 @pytest.mark.slow
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
-    trained: tuple[Workspace, Any], tmp_path: Path
+@pytest.mark.parametrize(("where", "overrides"), [
+    ("epoch end", ()),  # killed at the start of the third epoch: goes on from the end of the second
+    ("mid-epoch", ("train.checkpoint_minutes=1e-9",)),  # a time-based checkpoint after every batch
+])
+def test_an_interrupted_run_goes_on_to_the_same_weights_as_an_uninterrupted_one(
+    trained: tuple[Workspace, Any], tmp_path: Path, where: str, overrides: tuple[str, ...]
 ) -> None:
     from detops import tracking
 
     straight_ws, _ = trained
-    ws = make_workspace(tmp_path / "resumed")
-    run_train(ws, callbacks=[StopAfter(2)])
-    interrupted = _state(ws.models / "last.ckpt")
+    ws = make_workspace(tmp_path / "resumed", *overrides)
+    with pytest.raises(RuntimeError, match="preempted"):
+        run_train(ws, callbacks=[Preempt(epoch=2, batch=0) if where == "epoch end" else Preempt(epoch=1, batch=1)])
+    saved = resume_files(ws)
+    assert [p.name.endswith(".best-weights.ckpt") for p in saved] == [True, False]  # the best weights beside the state
+    stopped = torch.load(saved[1], map_location="cpu", weights_only=True)
+    step = 4 if where == "epoch end" else 3  # 2 batches an epoch
+    assert (stopped["epoch"], stopped["global_step"]) == (1, step)
     run_id = tracking.read_run_id(ws)
-    run_train(ws, resume=True)
+    (ws.models / "best.ckpt").unlink()  # what `dvc repro` does to the stage's outputs before it runs it
+    (ws.reports / "mlflow_run.json").unlink()
+    result = run_train(ws)
 
-    expected, got = _state(straight_ws.models / "last.ckpt"), _state(ws.models / "last.ckpt")
-    assert any(not torch.equal(interrupted["current"][k], got["current"][k]) for k in got["current"])
-    for kind in ("ema", "current"):
-        assert expected[kind].keys() == got[kind].keys()
-        for key, value in expected[kind].items():
-            assert torch.allclose(value.float(), got[kind][key].float(), rtol=1e-4, atol=1e-6), (kind, key)
-    assert tracking.read_run_id(ws) == run_id  # the resumed run continues the same MLflow run
+    _same_state(straight_ws.models / "last.ckpt", ws.models / "last.ckpt")
+    best, want = (torch.load(d.models / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+                  for d in (ws, straight_ws))
+    assert best.keys() == want.keys() and all(torch.equal(best[k], want[k]) for k in want)
+    assert resume_files(ws) == []  # a completed run leaves no resume checkpoint
+    assert tracking.read_run_id(ws) == run_id  # the resumed run goes on in the same MLflow run
+    assert f"resumed an interrupted run after step {step} (epoch 2)" in result.notes[1]
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking.tracking_uri(ws)).get_run(run_id)
+    assert run.data.tags["detops.resumed_after_step"] == str(step) and run.info.status == "FINISHED"
     summary = json.loads((ws.reports / "train.json").read_text())
-    assert summary["epochs"] == 3
+    assert summary["epochs"] == 3 and summary == {
+        **json.loads((straight_ws.reports / "train.json").read_text()),
+        **{k: summary[k] for k in ("train_seconds", "images_per_second")}}
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_other_params_is_set_aside_and_a_half_written_one_removed(tmp_path: Path) -> None:
+    from detops.workspace import RESUME_DIR
+
+    ws = make_workspace(tmp_path / "ws", "train.epochs=2")
+    with pytest.raises(RuntimeError, match="preempted"):
+        run_train(ws, callbacks=[Preempt(epoch=1)])
+    (ws.root / RESUME_DIR / ".x.ckpt.abc.tmp").write_bytes(b"half a checkpoint")  # a kill during a write
+    changed = Workspace.at(ws.root, load_params(ws.root / "params.yaml", [*TINY, "train.epochs=2", "train.lr=0.02"]))
+    result = run_train(changed)
+    assert len(result.notes) == 1  # started over: no "resumed" note
+    aside = sorted(p.name for p in (ws.root / RESUME_DIR / "set-aside").iterdir())
+    assert len(aside) == 2 and not list((ws.root / RESUME_DIR).glob(".*.tmp"))
+    assert resume_files(ws) == []
 
 
 @pytest.mark.slow
@@ -230,7 +279,7 @@ def test_image_size_not_divisible_by_the_stride_is_refused_before_training(tmp_p
     assert not (ws.models / "last.ckpt").exists()
 
 
-def test_resume_without_a_last_checkpoint_is_refused(tmp_path: Path) -> None:
+def test_resume_without_an_interrupted_run_is_refused(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
     with pytest.raises(TrainingError, match="nothing to resume"):
         run_train(ws, resume=True)

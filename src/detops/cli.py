@@ -162,7 +162,9 @@ def split() -> None:
 
 @app.command()
 def train(
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from models/last.ckpt.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Fail instead of starting over when no interrupted run with the same params, data and code "
+        "left a checkpoint (one that did is always gone on from).")] = False,
 ) -> None:
     """Train the detector (timm backbone, FPN, anchor-free head) with Lightning; tracked in MLflow."""
     _run_step("train", resume=resume)

@@ -133,8 +133,9 @@ def provenance(ws: Workspace) -> dict[str, str]:
 
 
 def run_record(ws: Workspace) -> Path:
-    """File where `train` records its MLflow run id, so `evaluate` logs into the same run."""
-    return ws.reports / "mlflow_run.json"
+    """train's declared output `mlflow_run`: its MLflow run id, which evaluate, export and promote declare as a
+    dep (so a new training run re-runs them) and read."""
+    return ws.output("train", "mlflow_run")
 
 
 def read_run_id(ws: Workspace) -> str | None:

@@ -11,6 +11,8 @@ from detops.config import Params
 from detops.errors import DataError, ParamsError
 from detops.steps.graph import STEPS
 
+RESUME_DIR = ".detops/resume"  # an interrupted training's checkpoints: outside every declared output
+
 _VAR = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
 
 
@@ -73,15 +75,15 @@ class Workspace:
     def checkpoint(self) -> Path:
         """The trained model every step after `train` reads: its `best` output, and only that one.
 
-        `last` (the full training state) is for `detops train --resume` alone: it exists without `best` only when
-        training stopped before a validation epoch finished, and going on from it would evaluate, export and
-        register weights that `train` never selected."""
+        `last` (the full final state) and the resume checkpoint of an interrupted run
+        (`detops.training.resume`) are for training alone: going on from them would evaluate, export and register
+        weights that `train` never selected."""
         best = self.output("train", "best")
         if best.is_file():
             return best
-        last = self.output("train", "last")
-        how = (f"{last.name} is there, so training was interrupted: `detops train --resume` finishes it"
-               if last.is_file() else "Run `detops train` first")
+        interrupted = any((self.root / RESUME_DIR).glob("*.ckpt"))
+        how = (f"{RESUME_DIR} holds a checkpoint, so training was interrupted: `detops train` goes on from it"
+               if interrupted else "Run `detops train` first")
         raise DataError(f"{best}: checkpoint not found. {how}.")
 
     @property

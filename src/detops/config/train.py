@@ -52,6 +52,10 @@ class TrainParams(Section):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warmup length before the cosine decay.")
     grad_clip: float = Field(10.0, ge=0, description="Gradient norm clip; 0 = off.")
+    checkpoint_minutes: float = Field(
+        10, ge=0, description="Inside an epoch, write the resume checkpoint at least this often (it is also written "
+        "after every epoch), so an interrupted run loses at most this much work; 0 = at epoch ends only."
+    )
     ema: bool = Field(True, description="Keep an exponential moving average of the weights for eval.")
     ema_decay: float = Field(0.999, gt=0, lt=1, description="Largest EMA decay per step (ramped up from 0).")
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(

@@ -54,6 +54,7 @@ class Step:
 
 
 PREPARED, MODELS, REPORTS, RAW = "${paths.prepared}", "${paths.models}", "${paths.reports}", "${paths.raw}"
+RUN = f"{REPORTS}/mlflow_run.json"  # train's MLflow run: evaluate logs into it, export stamps it, promote registers it
 
 STEPS: dict[str, Step] = {s.name: s for s in (
     Step(
@@ -82,11 +83,14 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         # evaluate: validation during training decodes with the evaluation thresholds
         "train", ("train", "evaluate"), (f"{PREPARED}/train.json", f"{PREPARED}/val.json"),
         (Out("best", f"{MODELS}/best.ckpt"), Out("last", f"{MODELS}/last.ckpt"),
+         # the MLflow run every later step logs into or registers from: a declared output, so a retraining
+         # with a new run re-runs evaluate and export even when best.ckpt comes out byte-identical
+         Out("mlflow_run", f"{REPORTS}/mlflow_run.json", cache=False),
          Out("metrics", f"{REPORTS}/train.json", "metric", cache=False),
          Out("curves", f"{REPORTS}/plots/training_curves.png", "plot", cache=False)),
     ),
     Step(
-        "evaluate", ("evaluate",), (f"{MODELS}/best.ckpt", f"{PREPARED}/test.json"),
+        "evaluate", ("evaluate",), (f"{MODELS}/best.ckpt", f"{PREPARED}/test.json", RUN),
         (Out("detections", f"{REPORTS}/detections.json", cache=False),
          Out("metrics", f"{REPORTS}/metrics.json", "metric", cache=False),
          Out("report", f"{REPORTS}/evaluation.json", "metric", cache=False),
@@ -99,7 +103,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step(
         # evaluate: every variant is scored as evaluate scores; predict: the serving threshold in each file
         "export", ("export", "evaluate", "predict"),
-        (f"{MODELS}/best.ckpt", f"{PREPARED}/test.json", f"{PREPARED}/train.json"),
+        (f"{MODELS}/best.ckpt", f"{PREPARED}/test.json", f"{PREPARED}/train.json", RUN),
         (Out("folder", f"{MODELS}/export"),
          Out("markdown", f"{REPORTS}/export.md", cache=False),
          Out("report", f"{REPORTS}/export.json", "metric", cache=False),
@@ -109,7 +113,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         # evaluate + predict: the champion is re-scored on the current test split as evaluate scores;
         # monitor: the reference feature table logged with the version is computed as monitor computes it
         "promote", ("promote", "evaluate", "predict", "monitor"),
-        (f"{MODELS}/best.ckpt", f"{REPORTS}/metrics.json", f"{REPORTS}/export.json", f"{PREPARED}/test.json"),
+        (f"{MODELS}/best.ckpt", f"{REPORTS}/metrics.json", f"{REPORTS}/export.json", f"{PREPARED}/test.json", RUN),
         (Out("decision", f"{REPORTS}/promotion.json", "metric", cache=False),
          Out("summary", f"{REPORTS}/promotion.md", cache=False)),
         cacheable=False,

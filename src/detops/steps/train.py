@@ -8,7 +8,6 @@ import time
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detops.atomic import write_json
@@ -21,17 +20,24 @@ if TYPE_CHECKING:
 
     from detops.training.callbacks import TrainHistory
     from detops.training.data import ClassMap
+    from detops.training.resume import ResumePoint
 
 
 def run(ws: Workspace, resume: bool = False, callbacks: Sequence[Any] = ()) -> StepResult:
-    """Train (or, with `resume`, continue models/last.ckpt to the same result as an uninterrupted run).
+    """Train; an interrupted run with the same key (params, data, code, library versions) is gone on from, to
+    the same result as an uninterrupted run (`detops.training.resume`). `resume`: refuse to start over.
 
     `callbacks` are extra Lightning callbacks, for library users (and tests that interrupt a run).
     """
     import pytorch_lightning as pl
+    from pytorch_lightning.utilities import rank_zero_only
 
+    from detops.console import err_console
     from detops.dataset.canonical import read_dataset
     from detops.model.detector import DetectorConfig, check_image_size
+    from detops.pipeline import fingerprint
+    from detops.steps.graph import STEPS
+    from detops.training.resume import find_resume_point, restore_best, resume_file
     from detops.training.splits import check_splits
 
     p = ws.params.train
@@ -42,45 +48,46 @@ def run(ws: Workspace, resume: bool = False, callbacks: Sequence[Any] = ()) -> S
     check_image_size(p.image_size, tuple(p.strides), p.backbone)
     config = DetectorConfig.from_params(p, len(classes.ids))
     files = ws.outputs("train")
-    last_ckpt = files["last"]
-    if resume:
-        _check_resumable(last_ckpt, config.to_dict(), classes.to_dict())
+    key = fingerprint(ws, STEPS["train"])
+    first_rank = getattr(rank_zero_only, "rank", 0) == 0  # extra DDP ranks run this too: they only read
+    say = err_console().print if first_rank else (lambda _: None)
+    point = find_resume_point(ws.root, key, say, tidy=first_rank)
+    if resume and point is None:
+        raise TrainingError(f"{ws.relative(resume_file(ws.root, key))}: nothing to resume (no interrupted training "
+                            "with these params, data and code). Run `detops train` without --resume.")
+    if point is not None:
+        if first_rank:
+            restore_best(point, files["best"])
+        say(f"resuming the interrupted training from {ws.relative(point.path)}: after step {point.step} "
+            f"(epoch {point.epoch + 1})")
 
     with _quiet_lightning():
         pl.seed_everything(p.seed, workers=True, verbose=False)
-        module = _module(ws, config.to_dict(), classes, pretrained=False if resume else _pretrained(ws))
+        module = _module(ws, config.to_dict(), classes, pretrained=False if point else _pretrained(ws))
         datamodule = _datamodule(ws, train_set, val_set, classes)
-        logger = _mlflow_logger(ws, resume)
+        logger = _mlflow_logger(ws, point.run_id if point else None)
         from detops.training.callbacks import TrainHistory
+        from detops.training.resume import ResumeCheckpoint
         from detops.training.trainer import build_trainer
 
         history = TrainHistory()
         steps_per_epoch = -(-len(datamodule.train_set) // p.batch_size)
-        trainer = build_trainer(p, files["best"], last_ckpt, logger, history, callbacks, steps_per_epoch)
+        saver = ResumeCheckpoint(resume_file(ws.root, key), key, files["best"], p.checkpoint_minutes)
+        trainer = build_trainer(p, files["best"], saver, logger, history, callbacks, steps_per_epoch)
         if trainer.is_global_zero:
-            _start_run_record(ws, logger, resume, datamodule.cache_params)
+            saver.run_id = _start_run_record(ws, logger, point, datamodule.cache_params)
         started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last_ckpt) if resume else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(point.path) if point else None)
         wall = time.perf_counter() - started
+    if trainer.interrupted:  # Ctrl+C: Lightning stops cleanly; the resume checkpoint stays for the next run
+        raise TrainingError(f"training was interrupted; `detops train` or the next flow run goes on from "
+                            f"{ws.relative(saver.path)}")
     if not trainer.is_global_zero:
         return StepResult(step="train")
-    return _finish(ws, trainer, logger, history, module, wall)
+    from detops.training.resume import finish
 
-
-def _check_resumable(last_ckpt: Path, model: dict[str, Any], classes: dict[str, Any]) -> None:
-    import torch
-
-    if not last_ckpt.is_file():
-        raise TrainingError(f"{last_ckpt}: nothing to resume. Run `detops train` without --resume first.")
-    hparams = torch.load(last_ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-    saved = {**hparams.get("model", {}), "classes": hparams.get("classes")}
-    wanted = {**model, "classes": classes}
-    changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
-    if changed:
-        raise TrainingError(
-            f"{last_ckpt} was trained with different {', '.join(changed)} than params.yaml / the splits now "
-            "give; --resume needs the same model and classes. Run `detops train` without --resume to start over."
-        )
+    finish(saver.path, files["last"])
+    return _finish(ws, trainer, logger, history, module, wall, point)
 
 
 def _pretrained(ws: Workspace) -> bool | str:
@@ -106,6 +113,7 @@ def _datamodule(ws: Workspace, train_set: dict[str, Any], val_set: dict[str, Any
         DetectionDataModule,
         DetectionDataset,
         build_records,
+        local_ranks,
         resolve_workers,
     )
     from detops.training.trainer import uses_cuda
@@ -115,7 +123,8 @@ def _datamodule(ws: Workspace, train_set: dict[str, Any], val_set: dict[str, Any
                              train_pipeline(p.image_size, p.augment), seed=p.seed)
     val = DetectionDataset(build_records(val_set, ws.root, classes), p.image_size, eval_pipeline(p.image_size))
     cache_dir = ws.resolve(p.cache_dir)
-    plans = [dataset.cache(name, p.cache_images, cache_dir, p.cache_ram_share, usable_cpus(), err_console().print)
+    plans = [dataset.cache(name, p.cache_images, cache_dir, p.cache_ram_share, usable_cpus(), err_console().print,
+                           keep=p.cache_keep, ranks=local_ranks(p))
              for name, dataset in (("train", train), ("val", val))]
     # Validation batches are sized like evaluation's: no gradients, so they can be larger than training's.
     datamodule = DetectionDataModule(train, val, p.batch_size, resolve_workers(p.num_workers), uses_cuda(p), p.seed,
@@ -124,25 +133,24 @@ def _datamodule(ws: Workspace, train_set: dict[str, Any], val_set: dict[str, Any
     return datamodule
 
 
-def _mlflow_logger(ws: Workspace, resume: bool) -> MLFlowLogger:
+def _mlflow_logger(ws: Workspace, interrupted_run: str | None) -> MLFlowLogger:
     from pytorch_lightning.loggers import MLFlowLogger
 
     from detops import tracking
 
     tracking.configure(ws)
-    run_id = _existing_run(ws) if resume else None
+    run_id = _existing_run(ws, interrupted_run)
     return MLFlowLogger(experiment_name=ws.params.mlflow.experiment, tracking_uri=tracking.tracking_uri(ws),
                         tags=None if run_id else tracking.provenance(ws), run_id=run_id,
                         artifact_location=tracking.artifact_location(ws))
 
 
-def _existing_run(ws: Workspace) -> str | None:
-    """The run recorded by the interrupted training, if this tracking store still has it."""
+def _existing_run(ws: Workspace, run_id: str | None) -> str | None:
+    """The run of the interrupted training, if this tracking store still has it."""
     from mlflow.exceptions import MlflowException
 
     from detops import tracking
 
-    run_id = tracking.read_run_id(ws)
     if not run_id:
         return None
     try:
@@ -152,23 +160,24 @@ def _existing_run(ws: Workspace) -> str | None:
     return run_id
 
 
-def _start_run_record(ws: Workspace, logger: MLFlowLogger, resume: bool, cache_params: dict[str, Any]) -> None:
+def _start_run_record(ws: Workspace, logger: MLFlowLogger, point: ResumePoint | None,
+                      cache_params: dict[str, Any]) -> str:
     """Params (with where the images were cached, and why) and provenance go in at the start, and the run id is
-    recorded, so --resume finds the run."""
+    recorded (the declared output `mlflow_run`, and in every resume checkpoint, so a resumed run goes on in it)."""
     from detops import tracking
 
-    run_id = logger.run_id
-    if resume and run_id == tracking.read_run_id(ws):
-        logger.experiment.set_tag(run_id, "detops.resumed", "true")
+    run_id = str(logger.run_id)
+    if point is not None and run_id == point.run_id:
+        logger.experiment.set_tag(run_id, "detops.resumed_after_step", str(point.step))
     else:
         logger.log_hyperparams({**ws.params.flat(), **cache_params})
-        tracking.log_data_inputs(ws, str(run_id))
+        tracking.log_data_inputs(ws, run_id)
     write_json(tracking.run_record(ws), {"run_id": run_id})
+    return run_id
 
 
 def _finish(ws: Workspace, trainer: Any, logger: MLFlowLogger, history: TrainHistory, module: Any,
-            wall: float) -> StepResult:
-    from detops import tracking
+            wall: float, point: ResumePoint | None) -> StepResult:
     from detops.training.curves import plot_training_curves
 
     best = history.best()
@@ -206,12 +215,13 @@ def _finish(ws: Workspace, trainer: Any, logger: MLFlowLogger, history: TrainHis
     rel = ws.relative
     return StepResult(
         step="train",
-        outputs={**{name: rel(path) for name, path in files.items()}, "mlflow_run": rel(tracking.run_record(ws))},
+        outputs={name: rel(path) for name, path in files.items()},
         metrics={"epochs run": summary["epochs"], "best epoch": summary["best_epoch"],
                  "val/map": summary["val/map"], "val/map_50": summary["val/map_50"],
                  "train time": f"{summary['train_seconds']:.1f} s", "images/s": f"{summary['images_per_second']:.1f}",
                  "parameters": f"{params_count / 1e6:.2f}M"},
-        notes=[f"stopped at {stopped} after {wall:.0f}s; MLflow run {run_id}"],
+        notes=[f"stopped at {stopped} after {wall:.0f}s; MLflow run {run_id}",
+               *([f"resumed an interrupted run after step {point.step} (epoch {point.epoch + 1})"] if point else [])],
     )
 
 

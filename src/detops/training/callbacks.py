@@ -93,10 +93,16 @@ class TrainHistory(pl.Callback):
         self._started: float | None = None
         self._loss_sum = 0.0
         self._loss_count = 0
+        self._resumed_mid_epoch = False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
         self._loss_sum, self._loss_count = 0.0, 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Resumed mid-epoch, Lightning skips that epoch's start: the clock restarts here, the loss so far is kept.
+        if self._resumed_mid_epoch:
+            self._started, self._resumed_mid_epoch = time.perf_counter(), False
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -134,9 +140,15 @@ class TrainHistory(pl.Callback):
         return max(scored, key=lambda e: e["val/map"]) if scored else None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "images": self.images, "seconds": self.seconds}
+        """Saved mid-epoch too (a time-based resume checkpoint): the open epoch's loss and seconds so far."""
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return {"epochs": self.epochs, "images": self.images, "seconds": self.seconds + running,
+                "open_epoch": self._started is not None, "loss_sum": self._loss_sum, "loss_count": self._loss_count}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epochs = list(state_dict["epochs"])
         self.images = int(state_dict["images"])
         self.seconds = float(state_dict["seconds"])
+        self._resumed_mid_epoch = bool(state_dict.get("open_epoch", False))
+        self._loss_sum = float(state_dict.get("loss_sum", 0.0))
+        self._loss_count = int(state_dict.get("loss_count", 0))

@@ -8,6 +8,7 @@ batches an uninterrupted run would have seen, whichever worker loads them.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -168,10 +169,17 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class EpochSampler(DistributedSampler):
-    """Lightning's DDP sampler (shuffled by seed + epoch) that also hands the epoch to the dataset."""
+    """Lightning's DDP sampler (shuffled by seed + epoch) that also hands the epoch to the dataset, and skips the
+    samples a resumed epoch already trained on (`resume_at`: the epoch and how many of this rank's samples)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume_at: tuple[int, int] | None = None
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in super().__iter__():
+        # kept, not cleared: Lightning may start an iterator of the resumed epoch more than once before training
+        skip = self.resume_at[1] if self.resume_at is not None and self.resume_at[0] == self.epoch else 0
+        for index in itertools.islice(super().__iter__(), skip, None):
             yield int(index), int(self.epoch)
 
 
@@ -214,12 +222,30 @@ class DetectionDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.pin_memory, self.seed = batch_size, num_workers, pin_memory, seed
         self.val_batch_size = val_batch_size or batch_size
         self.cache_params: dict[str, Any] = {}  # where the image caches went, for the run's MLflow params
+        self.sampler: EpochSampler | None = None
+        self.resume_at: tuple[int, int] | None = None  # (epoch, this rank's samples already trained), on resume
 
     def train_dataloader(self) -> DataLoader[Any]:
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = EpochSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-        return make_loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory, sampler=sampler)
+        self.sampler = EpochSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        self.sampler.resume_at = self.resume_at
+        return make_loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory, sampler=self.sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint, mid-epoch ones too: the epoch and how many of its batches were trained."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {"epoch": trainer.current_epoch, "batches": trainer.fit_loop.epoch_loop.batch_progress.current.ready}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """A resumed run skips the batches its epoch already trained (Lightning restores this before the first
+        batch, possibly after the loader was made)."""
+        if state_dict:
+            self.resume_at = (int(state_dict["epoch"]), int(state_dict["batches"]) * self.batch_size)
+            if self.sampler is not None:
+                self.sampler.resume_at = self.resume_at
 
     def val_dataloader(self) -> DataLoader[Any]:
         return make_loader(self.val_set, self.val_batch_size, self.num_workers, self.pin_memory)

@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 
 from detops.config.train import TrainParams
 from detops.training.callbacks import EMA, FitScheduleToBudget, TrainHistory
+from detops.training.resume import AtomicCheckpointIO, ResumeCheckpoint
 
 MONITOR = "val/map"
 
@@ -39,23 +40,18 @@ def uses_cuda(params: TrainParams) -> bool:
     return params.accelerator != "cpu" and torch.cuda.is_available()
 
 
-def checkpoint_callbacks(best: Path, last: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
-    """`best` (best.ckpt): weights only (EMA in `state_dict`), by val/map; `last` (last.ckpt): full state for
-    --resume. Lightning adds the `.ckpt` suffix itself."""
-    def stem(path: Path) -> str:
-        return path.name.removesuffix(ModelCheckpoint.FILE_EXTENSION)
-
-    best_cb = ModelCheckpoint(dirpath=best.parent, filename=stem(best), monitor=MONITOR, mode="max", save_top_k=1,
-                              save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False)
-    last_cb = ModelCheckpoint(dirpath=last.parent, filename=stem(last), monitor=None, save_top_k=1,
-                              auto_insert_metric_name=False, enable_version_counter=False)
-    return best_cb, last_cb
+def best_checkpoint(best: Path) -> ModelCheckpoint:
+    """`best` (best.ckpt): weights only (EMA in `state_dict`), by val/map. Lightning adds the `.ckpt` suffix."""
+    return ModelCheckpoint(dirpath=best.parent, filename=best.name.removesuffix(ModelCheckpoint.FILE_EXTENSION),
+                           monitor=MONITOR, mode="max", save_top_k=1, save_weights_only=True,
+                           auto_insert_metric_name=False, enable_version_counter=False)
 
 
-def build_trainer(params: TrainParams, best: Path, last: Path, logger: Any, history: TrainHistory,
+def build_trainer(params: TrainParams, best: Path, resume: ResumeCheckpoint, logger: Any, history: TrainHistory,
                   extra_callbacks: Sequence[pl.Callback] = (), steps_per_epoch: int = 50) -> pl.Trainer:
-    best_cb, last_cb = checkpoint_callbacks(best, last)
-    callbacks: list[pl.Callback] = [best_cb, last_cb, history, ProgressBar(leave=False)]
+    """`resume` (the full state, `detops.training.resume`) comes after `best` among the checkpoints, which
+    Lightning runs last and in order: each resume checkpoint holds the best checkpoint's state of its epoch."""
+    callbacks: list[pl.Callback] = [best_checkpoint(best), resume, history, ProgressBar(leave=False)]
     if params.ema:
         callbacks.append(EMA(params.ema_decay))
     if params.max_minutes:
@@ -78,6 +74,7 @@ def build_trainer(params: TrainParams, best: Path, last: Path, logger: Any, hist
         num_sanity_val_steps=0,
         enable_model_summary=False,
         default_root_dir=str(best.parent),
+        plugins=[AtomicCheckpointIO()],
     )
 
 

@@ -29,7 +29,7 @@ from detops.steps.result import StepResult
 from detops.workspace import Workspace
 from flows.events import emit_promotion_event
 from tasks import run_step
-from tasks.dvc_sync import add, commit_stage, dvc_repo, params_are_the_file, push
+from tasks.dvc_sync import add, commit_stage, dvc_repo, params_are_the_file, push, sync_code_fingerprints
 
 
 def workspace_for(workspace: str, params: ParamsOverlay | dict[str, Any] | None, overrides: list[str]) -> Workspace:
@@ -77,6 +77,8 @@ def retrain(workspace: str = ".", params: ParamsOverlay | None = None,
             notes.append(f"batch {batch}: {len(outcome.images)} labelled image(s) joined the dataset "
                          f"({ws.relative(outcome.accepted or ws.root)})")
             notes.extend(outcome.notes)  # the label audit: its page, and what went back for review
+        if sync_dvc:  # dvc.yaml's code deps: what `dvc repro` writes first, from the code this run imports
+            sync_code_fingerprints(ws)
         try:
             for verb in verbs:
                 logger.info("step %s", verb)

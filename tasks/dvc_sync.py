@@ -46,6 +46,14 @@ def commit_stage(ws: Workspace, verb: str) -> None:
         repo.commit(verb, force=True)
 
 
+def sync_code_fingerprints(ws: Workspace) -> None:
+    """Run what dvc.yaml's `code` stage runs and commit it, so each stage's code dep is this run's code."""
+    from detops.pipeline import write_code_fingerprints
+
+    write_code_fingerprints(ws)
+    commit_stage(ws, "code")
+
+
 def push(ws: Workspace) -> str:
     """Push the tracked data and outputs to the default remote, when one is configured."""
     with dvc_repo_at(ws) as repo:

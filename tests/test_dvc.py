@@ -36,8 +36,8 @@ def tiny_params(path: Path) -> None:
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
 
 
-def sh(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DO_NOT_TRACK": "1"}
+def sh(*args: str, cwd: Path, **extra_env: str) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DO_NOT_TRACK": "1", **extra_env}
     env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -45,7 +45,13 @@ def sh(*args: str, cwd: Path) -> str:
 
 
 def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
+    """The pipeline stages a `dvc repro` ran; `code` (the code fingerprints, always run) is left out."""
+    return [s for s in re.findall(r"Running stage '([^']+)'", output) if s != "code"]
+
+
+def stale(status: str) -> list[str]:
+    """The stages `dvc status` names, but `code`, which it always lists ("always changed"): [] is clean."""
+    return [s for s in re.findall(r"^(\w+):$", status, flags=re.MULTILINE) if s != "code"]
 
 
 def make_copy(root: Path) -> Path:
@@ -90,17 +96,59 @@ def test_an_edit_of_shared_code_makes_every_stage_that_imports_it_stale(copy: Pa
     dvc = str(BIN / "dvc")
     if not (copy / "dvc.lock").is_file():
         sh(dvc, "repro", cwd=copy)
-    assert "up to date" in sh(dvc, "status", cwd=copy)
+    assert stale(sh(dvc, "status", cwd=copy)) == []
+    # the copy's own source is what runs (as in a user's editable install of their clone)
+    env = {"PYTHONPATH": str(copy / "src")}
     metric = copy / "src/detops/evaluation/map_metric.py"
     original = metric.read_text(encoding="utf-8")
     metric.write_text(original + "\n# edited\n", encoding="utf-8")
     try:
+        sh(str(BIN / "detops"), "code-fingerprint", cwd=copy, **env)  # what `dvc repro` runs first
         status = sh(dvc, "status", cwd=copy)
     finally:
         metric.write_text(original, encoding="utf-8")
-    stale = re.findall(r"^(\w+):$", status, flags=re.MULTILINE)
-    assert stale == ["train", "evaluate", "export", "promote"], status
-    assert "src/detops/evaluation/map_metric.py" in status
+        sh(str(BIN / "detops"), "code-fingerprint", cwd=copy, **env)
+    assert stale(status) == ["train", "evaluate", "export", "promote"], status
+    assert ".detops/code/train.sha256" in status
+
+
+KEYS = """
+import json
+from pathlib import Path
+from detops.config import load_params
+from detops.pipeline import fingerprint
+from detops.steps.graph import STEPS
+from detops.workspace import Workspace
+ws = Workspace.at(Path.cwd(), load_params(Path("params.yaml")))
+print(json.dumps({name: fingerprint(ws, step) for name, step in STEPS.items() if step.dvc}))
+"""
+
+
+@pytest.mark.slow
+def test_a_library_upgrade_makes_dvc_and_the_prefect_key_name_the_same_steps(copy: Path, tmp_path: Path) -> None:
+    """`pip install -U torch`, faked by a newer torch's metadata first on the path: the steps whose code imports
+    torch get a new Prefect cache key, and exactly those are stale to DVC once its `code` stage has run."""
+    import json
+
+    dvc, detops = str(BIN / "dvc"), str(BIN / "detops")
+    if not (copy / "dvc.lock").is_file():
+        sh(dvc, "repro", cwd=copy)
+    dist = tmp_path / "fake" / "torch-99.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 99.0\n", encoding="utf-8")
+    (dist / "top_level.txt").write_text("torch\n", encoding="utf-8")
+    upgraded = {"PYTHONPATH": str(dist.parent)}
+    before = json.loads(sh(sys.executable, "-c", KEYS, cwd=copy).splitlines()[-1])
+    after = json.loads(sh(sys.executable, "-c", KEYS, cwd=copy, **upgraded).splitlines()[-1])
+    new_keys = [name for name in before if before[name] != after[name]]
+    try:
+        sh(detops, "code-fingerprint", cwd=copy, **upgraded)
+        status = sh(dvc, "status", cwd=copy)
+    finally:
+        sh(detops, "code-fingerprint", cwd=copy)
+    assert "train" in new_keys and "import" not in new_keys, new_keys
+    assert sorted(stale(status)) == sorted(new_keys), status
+    assert stale(sh(dvc, "status", cwd=copy)) == []  # torch "downgraded" again: nothing is stale
 
 
 @pytest.mark.slow
@@ -119,7 +167,7 @@ def test_a_flow_run_leaves_dvc_status_clean(tmp_path: Path) -> None:
         assert not (copy / "dvc.lock").exists()  # a run with UI overrides leaves dvc.lock alone
         state = retrain(workspace=str(copy), return_state=True)
     assert state.is_completed(), state.message
-    assert "up to date" in sh(dvc, "status", cwd=copy)
+    assert stale(sh(dvc, "status", cwd=copy)) == []
     assert stages_run(sh(dvc, "repro", cwd=copy)) == []
 
 
@@ -136,4 +184,4 @@ def test_push_drop_the_cache_pull_and_status_is_clean(copy: Path) -> None:
     sh(dvc, "pull", cwd=copy)
     assert (copy / "models/best.ckpt").is_file()
     status = sh(dvc, "status", cwd=copy)
-    assert "up to date" in status, status
+    assert stale(status) == [], status

@@ -128,21 +128,33 @@ def test_flow_runs_every_step_then_caches_all_but_promote(prefect_api: None, own
 @pytest.mark.slow
 def test_a_code_change_reruns_the_steps_that_use_it(prefect_api: None, own_dataset: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cache key carries the installed code's fingerprint, per step: a change in detops.model.head (seen
-    here as a changed fingerprint of the steps that reach it) re-runs train, not the data steps."""
+    """The cache key carries the installed code's fingerprint, per step: a change in a module only `train` reaches
+    (detops.training.callbacks, seen here as a changed fingerprint of the steps that reach it) re-runs train, not
+    the data steps. Training is deterministic, so best.ckpt comes out byte-identical; the new MLflow run still
+    re-runs evaluate and export (the run record is train's declared output and their dep), and promote registers
+    exports stamped with the new run."""
     import detops.pipeline as pipeline
+    from detops.filehash import file_digest
+    from detops.inference.loading import load_predictor
     from detops.steps.graph import Step
 
     run_flow(own_dataset, *MINE)
+    best = file_digest(own_dataset / "models/best.ckpt")
     original = pipeline.code_fingerprint
 
     def changed(step: Step) -> str:
-        return original(step) + ("-edited" if "detops.model.head" in pipeline.code_files(step) else "")
+        return original(step) + ("-edited" if "detops.training.callbacks" in pipeline.code_files(step) else "")
 
     monkeypatch.setattr(pipeline, "code_fingerprint", changed)
-    _, states = run_flow(own_dataset, *MINE)
+    state, states = run_flow(own_dataset, *MINE)
+    assert state.is_completed(), state.message
     assert states["import"] == states["validate"] == states["split"] == "Cached"
-    assert states["train"] == "Completed"
+    assert states["train"] == states["evaluate"] == states["export"] == states["promote"] == "Completed"
+    assert file_digest(own_dataset / "models/best.ckpt") == best
+    run_id = json.loads((own_dataset / "reports/mlflow_run.json").read_text())["run_id"]
+    onnx = next((own_dataset / "models/export").rglob("*.onnx"))
+    assert load_predictor(onnx, device="cpu").meta.run_id == run_id
+    assert json.loads((own_dataset / "reports/promotion.json").read_text())["run_id"] == run_id
 
 
 @pytest.mark.slow

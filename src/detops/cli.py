@@ -281,7 +281,7 @@ def dvc_yaml(
     from detops.pipeline import dvc_yaml as generate
 
     root = _Globals.workspace.resolve()
-    text, target = generate(root), root / "dvc.yaml"
+    text, target = generate(), root / "dvc.yaml"
     if check:
         same = target.is_file() and target.read_text(encoding="utf-8") == text
         typer.echo(f"{target}: {'up to date' if same else 'differs from the step graph: run `detops dvc-yaml`'}")
@@ -294,7 +294,7 @@ def dvc_yaml(
 
 @app.command("code-fingerprint", hidden=True)
 def code_fingerprint() -> None:
-    """Write .detops/code/<step>.sha256 (the code deps of dvc.yaml in a workspace outside the repository)."""
+    """Write .detops/code/<step>.sha256, the code deps of dvc.yaml: the installed code and library versions."""
     from detops.pipeline import write_code_fingerprints
 
     ws = _workspace()
@@ -549,7 +549,7 @@ def label_pull(
 
     console = out_console()
     for dropped in done.dropped:
-        console.print(f"batch {batch}: left out {dropped}", highlight=False, markup=False)
+        console.print(f"batch {batch}: left out {dropped}", highlight=False, markup=False, soft_wrap=True)
     if done.labelled is None:
         console.print(f"batch {batch}: {done.finished} of {done.tasks} task(s) finished, {done.skipped} skipped in "
                       f"project {done.project}; nothing written until every task is done", highlight=False)

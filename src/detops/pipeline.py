@@ -45,11 +45,10 @@ def code_fingerprint(step: Step) -> str:
 
 
 def write_code_fingerprints(ws: Workspace) -> dict[str, Path]:
-    """`.detops/code/<step>.sha256` for every step: the code deps of a workspace outside the repository."""
+    """`.detops/code/<step>.sha256` for every DVC stage: the code deps of `dvc.yaml` (the `code` stage's outputs)."""
     from detops.atomic import write_text
 
-    folder = ws.root / CODE_DIR
-    return {name: write_text(folder / f"{name}.sha256", code_fingerprint(step) + "\n")
+    return {name: write_text(ws.root / code_file(name), code_fingerprint(step) + "\n")
             for name, step in STEPS.items() if step.dvc}
 
 
@@ -127,33 +126,22 @@ PLOTS = [
 ]
 
 
-def code_deps(root: Path, step: Step) -> list[str] | None:
-    """The step's code as source files inside `root` (the repository), or None when it is installed elsewhere."""
-    out = []
-    for path in code_files(step).values():
-        try:
-            out.append(path.resolve().relative_to(root.resolve()).as_posix())
-        except ValueError:
-            return None
-    return sorted(out)
-
-
-def dvc_stages(root: Path) -> dict[str, Any]:
-    """The stages for a workspace at `root`: code deps as source paths inside the repository, or as the
-    fingerprint files of a `code` stage (always run, cheap) in a workspace outside it. A step declared with
-    `dvc=False` (`monitor`) is no stage."""
-    stages: dict[str, Any] = {}
+def dvc_stages() -> dict[str, Any]:
+    """One stage per step, and first a `code` stage (always run, cheap) that writes `.detops/code/<step>.sha256`:
+    the step's code fingerprint from the *installed* detops (every module file it reaches and the versions of the
+    result-deciding libraries those import), the same value the Prefect cache key holds. Each stage depends on its
+    file, so `dvc status` and the flow name the same stale steps after an edit or a `pip install -U torch`.
+    The price: `dvc status` always lists `code` as "always changed" (it cannot know without running), and a fresh
+    clone sees every stage stale until `dvc repro` has run `code` once. A step declared with `dvc=False`
+    (`monitor`) is no stage."""
     staged = {name: step for name, step in STEPS.items() if step.dvc}
-    inside = all(code_deps(root, step) is not None for step in staged.values())
-    if not inside:
-        stages["code"] = {
-            "cmd": "detops code-fingerprint",
-            "always_changed": True,
-            "outs": [{f"{CODE_DIR}/{name}.sha256": {"cache": False}} for name in staged],
-        }
+    stages: dict[str, Any] = {"code": {
+        "cmd": "detops code-fingerprint",
+        "always_changed": True,
+        "outs": [{code_file(name): {"cache": False}} for name in staged],
+    }}
     for name, step in staged.items():
-        code = code_deps(root, step) if inside else [f"{CODE_DIR}/{name}.sha256"]
-        body: dict[str, Any] = {"cmd": f"detops {name}", "deps": [*step.deps, *(code or [])],
+        body: dict[str, Any] = {"cmd": f"detops {name}", "deps": [*step.deps, code_file(name)],
                                 "params": list(step.params)}
         for kind, key in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
             entries = [_dvc_out(o) for o in step.outs if o.kind == kind]
@@ -161,6 +149,11 @@ def dvc_stages(root: Path) -> dict[str, Any]:
                 body[key] = entries
         stages[name] = body
     return stages
+
+
+def code_file(step: str) -> str:
+    """Where the `code` stage writes a step's fingerprint (workspace-relative)."""
+    return f"{CODE_DIR}/{step}.sha256"
 
 
 def _dvc_out(out: Out) -> Any:
@@ -173,6 +166,6 @@ def _dvc_out(out: Out) -> Any:
     return {out.path: options} if options else out.path
 
 
-def dvc_yaml(root: Path) -> str:
-    spec = {"stages": dvc_stages(root), "plots": PLOTS}
+def dvc_yaml() -> str:
+    spec = {"stages": dvc_stages(), "plots": PLOTS}
     return HEADER + yaml.safe_dump(spec, sort_keys=False, width=120)

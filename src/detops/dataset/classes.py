@@ -22,12 +22,21 @@ def check_classes(theirs: Classes, ours: Classes, *, who: str, ref: str, fix: st
     """ClassSetMismatch when `theirs` (the classes of `who`) holds one that `ours` (the reference, `ref`: "the
     dataset", "the split") lacks, or, with `exact`, lacks one of `ours`. `examples` names where a class was seen
     (e.g. an image file); `ref_file` the file the reference was read from."""
+    error = class_mismatch(theirs, ours, who=who, ref=ref, fix=fix, exact=exact, examples=examples, ref_file=ref_file)
+    if error is not None:
+        raise error
+
+
+def class_mismatch(theirs: Classes, ours: Classes, *, who: str, ref: str, fix: str, exact: bool = False,
+                   examples: Mapping[str, str] | None = None, ref_file: str | None = None) -> ClassSetMismatch | None:
+    """`check_classes`' error, returned rather than raised (None when the classes agree), for a caller that reports
+    it beside other problems."""
     with_ids = isinstance(theirs, Mapping) and isinstance(ours, Mapping)
     mine, reference = _pairs(theirs, with_ids), _pairs(ours, with_ids)
     lacking = sorted(mine - reference)
     extra = sorted(reference - mine) if exact else []
     if not lacking and not extra:
-        return
+        return None
     seen = examples or {}
     difference = (f"new in {ref}: {_listing(extra, with_ids, seen)}; "
                   f"missing from {ref}: {_listing(lacking, with_ids, seen)}")
@@ -39,7 +48,7 @@ def check_classes(theirs: Classes, ours: Classes, *, who: str, ref: str, fix: st
         owner = ref[0].upper() + ref[1:]
         message = (f"{who}: class(es) {ref} lacks: {_listing(lacking, with_ids, seen)}. {owner}'s classes are "
                    f"{_names(reference)}{where}.")
-    raise ClassSetMismatch(f"{message} {fix}", difference)
+    return ClassSetMismatch(f"{message} {fix}", difference)
 
 
 def _pairs(classes: Classes, with_ids: bool) -> set[tuple[int, str]]:

@@ -34,6 +34,7 @@ from typing import Any
 
 from detops.atomic import write_json
 from detops.dataset.canonical import Dataset, category_names, read_dataset
+from detops.dataset.classes import class_mismatch
 from detops.errors import DataError
 from detops.labeling.labelconfig import Refused, result_to_box
 from detops.labeling.state import RoundTrip, load_state, round_trips, save_state
@@ -142,10 +143,10 @@ def to_coco(batch: str, state: RoundTrip, export: list[dict[str, Any]], images: 
                                             "category_id": class_ids[label], "bbox": box,
                                             "area": box[2] * box[3], "iscrowd": 0})
     if out.refused:
-        lacks = "; ".join(f"{name!r} (e.g. {files[0]})" for name, files in sorted(unknown.items()))
-        classes_part = (f" It has boxes of class(es) the dataset lacks: {lacks}. The dataset's classes are "
-                        f"{sorted(classes.values())}: fix those boxes (or add the class to the dataset)."
-                        if unknown else "")
+        mismatch = class_mismatch(unknown.keys(), classes.values(), who="Its boxes", ref="the dataset",
+                                  examples={name: files[0] for name, files in unknown.items()},
+                                  fix="Fix those boxes (or add the class to the dataset).")
+        classes_part = f" {mismatch}" if mismatch else ""
         raise DataError(f"batch {batch!r}: {len(out.refused)} result(s) in Label Studio project {state.project} "
                         f"cannot be taken as boxes.{classes_part} Fix them in Label Studio, then pull again. Nothing "
                         f"was written.\n{listing(out.refused)}")

@@ -8,7 +8,8 @@ Announcing is the last step of every tick, not of the pull, and is repeated unti
 lost (a server restart, a worker down) or a pull stopped before it announced costs a tick, never the batch, and
 `retrain-on-drift` accepts a batch once however often it hears of it (`detops.monitoring.accept`).
 
-A server that is down or refuses the token fails the run (nothing was pulled); a batch whose labels cannot be
+A server that is down or refuses the token fails the run (nothing was pulled, what was pulled before is announced
+all the same); a batch whose labels cannot be
 accepted (a class the dataset lacks, a rotated box, a box outside its image) is reported by name and fails the run
 once the other batches were pulled and announced, so one bad batch does not hold the others back.
 """
@@ -20,8 +21,9 @@ from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
 
-from detops.errors import DataError
+from detops.errors import DataError, LabelStudioError
 from detops.locking import workspace_lock
+from detops.workspace import Workspace
 from flows.events import emit_labelled_event
 
 T = TypeVar("T")
@@ -31,41 +33,56 @@ T = TypeVar("T")
 def labels_sync(workspace: str = ".") -> dict[str, Any]:
     """Pull every pushed batch and announce every pulled one not accepted yet; returns each batch's progress (tasks
     finished, results dropped), the labelled batch written, and whether it was announced."""
-    from detops.labeling.pull import pull, unaccepted
-    from detops.labeling.review import pending_reviews, push_review
-    from detops.labeling.state import pushed_batches
-    from detops.labeling.studio import LabelStudio
+    from detops.labeling.pull import unaccepted
     from flows.retrain import workspace_for
 
     ws = workspace_for(workspace, None, [])
     logger = get_run_logger()
     outcome: dict[str, Any] = {}
     failed: dict[str, str] = {}
-    reviews = pending_reviews(ws)
-    if reviews or pushed_batches(ws):
-        settings = ws.params.label_studio
-        with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, workspace_lock(ws.root):
-            for batch, sent in _each(reviews, lambda b: push_review(ws, b, studio), failed, logger):
-                logger.info("batch %s: %d flagged image(s) sent for review -> %s", batch, sent.imported, sent.url)
-            for batch, result in _each(pushed_batches(ws), lambda b: pull(ws, b, studio), failed, logger):
-                outcome[batch] = {"finished": result.finished, "skipped": result.skipped, "tasks": result.tasks,
-                                  "labelled": result.labelled, "dropped": list(result.dropped)}
-                for dropped in result.dropped:
-                    logger.warning("batch %s: left out %s", batch, dropped)
-                if not result.labelled:
-                    logger.info("batch %s: %d of %d task(s) finished, %d skipped", batch, result.finished,
-                                result.tasks, result.skipped)
+    try:
+        _sync(ws, outcome, failed, logger)
+        unreachable = None
+    except LabelStudioError as exc:  # what was pulled before needs no Label Studio to be announced
+        unreachable = exc
     for result in unaccepted(ws):  # read-only: no lock, so a long retraining holding it delays no announcement
         assert result.labelled is not None
         emit_labelled_event(ws, result)
         outcome.setdefault(result.batch, {"labelled": result.labelled})["announced"] = True
         logger.info("batch %s: %d image(s), %d box(es) in %s, not accepted yet: detops.batch.labelled emitted",
                     result.batch, result.images, result.boxes, result.labelled)
+    if unreachable is not None:
+        raise unreachable
     if not outcome and not failed:
         logger.info("no batch waits for labels in Label Studio or for retraining to accept it")
     if failed:
         raise DataError("labels-sync: " + "; ".join(f"{batch}: {why}" for batch, why in failed.items()))
     return outcome
+
+
+def _sync(ws: Workspace, outcome: dict[str, Any], failed: dict[str, str], logger: Any) -> None:
+    """Send the pending reviews, then pull every pushed batch: each one's progress in `outcome`, its DataError in
+    `failed`; LabelStudioError when the server is down or refuses the token."""
+    from detops.labeling.pull import pull
+    from detops.labeling.review import pending_reviews, push_review
+    from detops.labeling.state import pushed_batches
+    from detops.labeling.studio import LabelStudio
+
+    reviews = pending_reviews(ws)
+    if not reviews and not pushed_batches(ws):
+        return
+    settings = ws.params.label_studio
+    with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, workspace_lock(ws.root):
+        for batch, sent in _each(reviews, lambda b: push_review(ws, b, studio), failed, logger):
+            logger.info("batch %s: %d flagged image(s) sent for review -> %s", batch, sent.imported, sent.url)
+        for batch, result in _each(pushed_batches(ws), lambda b: pull(ws, b, studio), failed, logger):
+            outcome[batch] = {"finished": result.finished, "skipped": result.skipped, "tasks": result.tasks,
+                              "labelled": result.labelled, "dropped": list(result.dropped)}
+            for dropped in result.dropped:
+                logger.warning("batch %s: left out %s", batch, dropped)
+            if not result.labelled:
+                logger.info("batch %s: %d of %d task(s) finished, %d skipped", batch, result.finished,
+                            result.tasks, result.skipped)
 
 
 def _each(batches: list[str], action: Callable[[str], T], failed: dict[str, str], logger: Any

@@ -26,7 +26,7 @@ import httpx
 VERSION = "1.23.2"
 USER, PASSWORD, TOKEN = "labeller@example.com", "detops-test-password", "0123456789abcdef0123456789abcdef01234567"
 REQUIRE_ENV = "DETOPS_REQUIRE_LABEL_STUDIO"
-START_TIMEOUT_S = 180
+START_TIMEOUT_S = 360  # a fresh data dir runs its migrations first: minutes on a busy 2-core machine
 
 
 class Unavailable(RuntimeError):

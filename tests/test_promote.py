@@ -235,7 +235,9 @@ def test_one_version_per_run_with_its_tags_splits_and_model(promoted: tuple[Work
     assert aliases(ws) == {"champion": str(mv.version)} and result.metrics["decision"] == "promoted"
     metrics = json.loads((ws.reports / "metrics.json").read_text(encoding="utf-8"))
     tags = mv.tags
-    assert float(tags[M]) == metrics[M] and float(tags["test/ap/box"]) == metrics["test/ap/box"]
+    assert float(tags[M]) == metrics[M] and float(tags["test/map_50"]) == metrics["test/map_50"]
+    assert not {k for k in tags if k.startswith("test/")} - {M, "test/map_50"}  # the rest stay on the run
+    assert client_of(ws).get_run(run_id).data.metrics["test/ap/box"] == pytest.approx(metrics["test/ap/box"])
     for key in ("data.train_hash", "data.val_hash", "data.test_hash"):
         assert tags[key] == data_versions(ws)[key]
     assert tags["detops.run_id"] == run_id == mv.run_id and len(tags["detops.params_hash"]) == 64

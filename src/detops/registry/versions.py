@@ -1,4 +1,4 @@
-"""One registered version per training run, tagged with what it was trained and tested on.
+"""One registered version per training run, tagged with what it was trained on and its headline test numbers.
 
 Registration happens under the promotion lock: look the run id up among the model's versions, and only if none
 has it log the split files, the pyfunc model, then create the version with its tags in one call. A failure on
@@ -65,9 +65,16 @@ def register_run(ws: Workspace, client: MlflowClient, run: Run, metrics: Mapping
         return version, True
 
 
+def tagged_metrics(ws: Workspace) -> tuple[str, ...]:
+    """The test metrics a version carries as tags: the gate's metric and mAP@0.5. The other ~20 stay on the run:
+    as tags they crowd the MLflow UI's version table."""
+    return tuple(dict.fromkeys((ws.params.promote.metric, "test/map_50")))
+
+
 def version_tags(ws: Workspace, run: Run, metrics: Mapping[str, float | None], files: ModelFiles) -> dict[str, str]:
-    """Test metrics, the data and split hashes and git commit already on the run, the params hash, the run id."""
-    tags = {key: repr(float(value)) for key, value in metrics.items() if value is not None}
+    """The gate's metric and mAP@0.5, the data and split hashes and git commit already on the run, the params hash,
+    the run id."""
+    tags = {key: repr(float(value)) for key in tagged_metrics(ws) if (value := metrics.get(key)) is not None}
     tags.update({key: run.data.tags[key] for key in RUN_TAGS if run.data.tags.get(key)})
     tags[PARAMS_HASH_TAG] = params_hash(ws.params.to_dict())
     tags[RUN_ID_TAG] = run.info.run_id

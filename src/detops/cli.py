@@ -273,6 +273,33 @@ def report() -> None:
                         highlight=False)
 
 
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON, for scripts.")] = False,
+    serve: Annotated[
+        Optional[list[str]],  # noqa: UP045 - typer needs Optional on Python 3.10
+        typer.Option("--serve", help="A `detops serve` replica's URL: the version it serves (repeatable)."),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each server.")] = 3.0,
+) -> None:
+    """Where the loop stands: registry aliases, each landing batch's state, Label Studio, deployments, replicas."""
+    import json
+
+    from detops.console import out_console
+    from detops.errors import DetopsError
+    from detops.status import collect, render
+
+    try:
+        state = collect(_workspace(), list(serve or ()), timeout)
+    except DetopsError as exc:
+        _exit_with(exc)
+    if as_json:
+        sys.stdout.write(json.dumps(state, indent=2) + "\n")
+        return
+    for part in render(state):
+        out_console().print(part)
+
+
 @app.command("dvc-yaml")
 def dvc_yaml(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 if dvc.yaml differs from the declaration.")] = False,

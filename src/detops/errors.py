@@ -58,3 +58,7 @@ class DeployError(DetopsError):
 class LabelStudioError(DetopsError):
     """The Label Studio server is down, refuses the token, or answers something the label round trip cannot use;
     nothing is written and the batch stays as it was."""
+
+
+class LabelStudioUnreachable(LabelStudioError):
+    """The Label Studio server does not answer at all (down, wrong URL): `detops status` says so and goes on."""

@@ -203,7 +203,7 @@ def pull(ws: Workspace, batch: str, studio: LabelStudio) -> PullResult:
     if target.exists() and not ours:
         raise DataError(f"{target} exists already: move it away to pull batch {batch!r} again.")
     if not (ours and (target / ws.params.monitor.manifest).is_file()):  # else 1 and 2 were done: on to 3
-        ledger(ws).record(name, {"verdict": "labelled", origin: batch, "images": len(coco["images"]),
+        ledger(ws).record(name, {origin: batch, "images": len(coco["images"]),
                                  "boxes": len(coco["annotations"]), "skipped": done.skipped,
                                  "dropped": list(dropped), "labelled": True, "format": "coco",
                                  "label_studio_project": state.project})

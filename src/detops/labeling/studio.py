@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from detops.errors import LabelStudioError
+from detops.errors import LabelStudioError, LabelStudioUnreachable
 
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"
 
@@ -71,8 +71,8 @@ class LabelStudio:
                 self._http.headers["Authorization"] = self._authorization()
                 response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise LabelStudioError(f"Label Studio at {self.url} does not answer ({type(exc).__name__}: {exc}). Is "
-                                   "the server running? label_studio.url in params.yaml names it.") from None
+            raise LabelStudioUnreachable(f"Label Studio at {self.url} does not answer ({type(exc).__name__}: {exc}). "
+                                         "Is the server running? label_studio.url in params.yaml names it.") from None
         if response.status_code in (401, 403):
             raise LabelStudioError(f"Label Studio at {self.url} refused the token in {TOKEN_ENV} ({method} {path}: "
                                    f"HTTP {response.status_code}). Copy a valid personal access token or legacy "
@@ -92,6 +92,10 @@ class LabelStudio:
     def create_project(self, title: str, label_config: str, description: str) -> dict[str, Any]:
         return dict(self._send("POST", "/api/projects/",
                                json={"title": title, "label_config": label_config, "description": description}))
+
+    def project(self, project: int) -> dict[str, Any]:
+        """The project with its counts (`task_number`, `finished_task_number`: tasks labelled)."""
+        return dict(self._send("GET", f"/api/projects/{project}/"))
 
     def update_project(self, project: int, **fields: Any) -> dict[str, Any]:
         return dict(self._send("PATCH", f"/api/projects/{project}/", json=fields))

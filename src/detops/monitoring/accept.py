@@ -51,7 +51,18 @@ def accepted_path(ws: Workspace, name: str) -> Path:
 
 def take_batch(ws: Workspace, name: str) -> BatchOutcome:
     """Accept a labelled batch into the dataset (once: a batch accepted before is left as it is), or write the list
-    of its images to label."""
+    of its images to label. A batch refused (bad labels, no images) has the reason in its ledger entry as `failed`,
+    where `detops status` reads it."""
+    from detops.monitoring.batches import ledger
+
+    try:
+        return _take(ws, name)
+    except (DataError, RegistryError) as exc:
+        ledger(ws).update(name, failed=str(exc))
+        raise
+
+
+def _take(ws: Workspace, name: str) -> BatchOutcome:
     from detops.monitoring.batches import find_batch, read_batch
 
     data = read_batch(ws, find_batch(ws, name))

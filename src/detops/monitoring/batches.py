@@ -149,6 +149,18 @@ class Ledger:
             batches[name] = {**entry, "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             write_json(self.path, {"batches": dict(sorted(batches.items()))})
 
+    def update(self, name: str, **fields: Any) -> None:
+        """Merge `fields` into the entry of batch `name`, keeping what it holds; a batch the ledger lacks is left
+        out (an entry would mark it checked, and it is not)."""
+        from filelock import FileLock
+
+        with FileLock(str(self.path) + ".lock"):
+            batches = self.entries()
+            if name not in batches:
+                return
+            batches[name] = {**batches[name], **fields}
+            write_json(self.path, {"batches": dict(sorted(batches.items()))})
+
 
 def ledger(ws: Workspace) -> Ledger:
     return Ledger(ws.output("monitor", "ledger"))

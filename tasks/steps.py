@@ -23,6 +23,7 @@ from prefect.tasks import exponential_backoff
 
 from detops.errors import DetopsError
 from detops.pipeline import fingerprint, is_current, record_run
+from detops.steplog import step_log
 from detops.steps.graph import STEPS
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
@@ -58,11 +59,12 @@ def _retry_transient(task_: Task[..., Any], task_run: TaskRun, state: State[Any]
 
 
 def _run(ws: Workspace, verb: str, options: dict[str, Any], key: str) -> StepResult:
-    if verb == "train" and _several_devices(ws):
-        result = train_in_subprocess(ws, bool(options.get("resume")))
-    else:
-        module = importlib.import_module(STEPS[verb].module)
-        result = module.run(ws, **options)
+    with step_log(ws, verb):  # library prints: reports/logs/<verb>.log, as `detops <verb>` does
+        if verb == "train" and _several_devices(ws):
+            result = train_in_subprocess(ws, bool(options.get("resume")))
+        else:
+            module = importlib.import_module(STEPS[verb].module)
+            result = module.run(ws, **options)
     if STEPS[verb].cacheable:
         record_run(ws, STEPS[verb], key)
     create_markdown_artifact(key=f"detops-{verb}", markdown=result.to_markdown() + _mlflow_link(ws),

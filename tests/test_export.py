@@ -409,3 +409,27 @@ def test_tensorrt_engines_are_built_scored_and_bound_to_this_gpu(exported: tuple
         assert load_predictor(engine).predict([np.zeros((48, 80, 3), np.uint8)]) is not None
     assert (ws.root / ".cache" / "tensorrt").is_dir()  # timing cache kept outside the stage's outputs
 
+
+
+def test_library_prints_go_to_the_step_log_and_the_terminal_keeps_the_summary(exported: tuple[Workspace, Any],
+                                                                                tmp_path: Path) -> None:
+    """`detops export` as a user runs it: ONNX Runtime's calibration prints (Python prints), C-level writes and
+    warnings land in reports/logs/export.log; the terminal gets our summary only."""
+    from detops.steplog import log_path
+
+    ws, _ = exported
+    copy = tmp_path / "ws"
+    shutil.copytree(ws.root, copy, ignore=shutil.ignore_patterns("export"))
+    sets = [arg for item in ws_overrides() for arg in ("--set", item)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([str(Path(sys.executable).parent / "detops"), "-w", str(copy), *sets, "export"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == "", done.stderr[-3000:]  # no library print, warning or bar (not a terminal: no bar of ours)
+    assert "detops export" in done.stdout and "Collecting tensor data" not in done.stdout
+    log = log_path(Workspace.at(copy, ws.params), "export").read_text(encoding="utf-8")
+    assert "Collecting tensor data and making histogram" in log and "Finding optimal threshold" in log
+    from detops.reporting.page import build_run_page
+
+    page = build_run_page(Workspace.at(copy, ws.params)).read_text(encoding="utf-8")
+    assert '<a href="logs/export.log">export</a>' in page  # the run page links the step's log

@@ -195,6 +195,12 @@ def test_multi_device_training_runs_through_the_cli_inside_the_flow(prefect_api:
     assert (root / "models/best.ckpt").is_file()
 
 
+LIBRARY_PRINTS = ("Collecting tensor data", "Finding optimal threshold",  # ONNX Runtime's calibrator
+                  "Warning:", "UserWarning", "FutureWarning", "DeprecationWarning",
+                  "GPU available", "TPU available", "LOCAL_RANK", "Trainable params",  # Lightning
+                  "Calculating Metrics", "it/s]")  # Great Expectations' and other tqdm bars
+
+
 @pytest.mark.slow
 def test_editing_installed_code_reruns_exactly_the_steps_that_import_it(tmp_path: Path) -> None:
     """A workspace outside the repository, detops imported from a copy of its package (as a user's install).
@@ -229,10 +235,13 @@ def test_editing_installed_code_reruns_exactly_the_steps_that_import_it(tmp_path
             "PREFECT_HOME": str(tmp_path / "prefect"),
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}  # a loaded 2-core machine starts it slowly
 
+    outputs: list[str] = []
+
     def run(script: str) -> dict[str, str]:
         done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
                               timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(done.stdout + done.stderr)
         line = next(x for x in done.stdout.splitlines() if x.startswith("OUT="))
         return dict(json.loads(line.removeprefix("OUT=")))
 
@@ -241,6 +250,11 @@ def test_editing_installed_code_reruns_exactly_the_steps_that_import_it(tmp_path
         path.write_text(path.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
 
     assert set(run(flow).values()) == {"Completed"}
+    # what a user's terminal shows: Prefect's log and our summary, no library print (they are in the step logs)
+    for library_print in LIBRARY_PRINTS:
+        assert library_print not in outputs[0], library_print
+    assert "Collecting tensor data" in (root / "reports" / "logs" / "export.log").read_text(encoding="utf-8")
+    assert "detops retrain" in outputs[0]  # the summary
     append_comment("evaluation/map_metric.py")
     states = run(flow)
     assert states["sample"] == states["import"] == states["validate"] == states["split"] == "Cached", states

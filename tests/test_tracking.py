@@ -78,3 +78,31 @@ def test_only_the_factory_builds_an_mlflow_client() -> None:
                 for folder in ("src", "flows", "tasks") for path in sorted((root / folder).rglob("*.py"))
                 for line in path.read_text(encoding="utf-8").splitlines() if "MlflowClient(" in line]
     assert builders == ["src/detops/tracking.py: return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)"]
+
+
+def test_a_flow_run_records_the_git_state_it_started_with_and_names_edits(tmp_path: Path) -> None:
+    """The flow takes the git state at its start: the run's own dvc.lock update later is no user edit; an edit
+    made before the start is named."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.email=ci@detops.invalid", "-c", "user.name=ci", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ("dvc.lock", "notes.txt", "untracked-later.txt"):
+        (tmp_path / name).write_text("v1\n")
+    git("add", "dvc.lock", "notes.txt")
+    git("commit", "-qm", "one")
+    ws = Workspace.at(tmp_path, load_params(None))
+    assert tracking.provenance(ws)["git.dirty"] == "false" and "git.dirty_files" not in tracking.provenance(ws)
+    with tracking.git_state_at_start(tmp_path) as started:
+        (tmp_path / "dvc.lock").write_text("v2\n")  # what the run's own steps write
+        assert started["git.dirty"] == "false"
+        assert tracking.provenance(ws)["git.dirty"] == "false"
+        assert tracking.git_commit(tmp_path)["git.dirty_files"] == "dvc.lock"  # the tree now: dirty
+    assert tracking.provenance(ws)["git.dirty_files"] == "dvc.lock"  # outside a flow run: the tree as it is
+    (tmp_path / "notes.txt").write_text("an edit\n")
+    with tracking.git_state_at_start(tmp_path):
+        assert tracking.provenance(ws)["git.dirty"] == "true"
+        assert tracking.provenance(ws)["git.dirty_files"] == "dvc.lock, notes.txt"

@@ -63,14 +63,16 @@ def _workspace(extra: tuple[str, ...] = ()) -> Workspace:
 
 
 def _run_step(module: str, extra: tuple[str, ...] = (), **options: Any) -> None:
-    """Load params, run `detops.steps.<module>.run`, print its summary; user errors exit cleanly."""
+    """Load params, run `detops.steps.<module>.run` (library prints to its log), print its summary; user errors exit
+    cleanly."""
     from detops.errors import DetopsError
     from detops.locking import workspace_lock
+    from detops.steplog import step_log
 
     try:
         ws = _workspace(extra)
         step = importlib.import_module(f"detops.steps.{module}")
-        with workspace_lock(ws.root):
+        with workspace_lock(ws.root), step_log(ws, module.rstrip("_")):  # library prints: reports/logs/
             result = step.run(ws, **options)
     except DetopsError as exc:
         _exit_with(exc)

@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,18 +87,53 @@ def configure(ws: Workspace) -> str:
     return str(exp_id)
 
 
+GIT_STATE_ENV = "DETOPS_GIT_STATE"  # the git state a flow run took at its start (json), for its steps
+MAX_DIRTY_SHOWN = 50  # modified files named in `git.dirty_files`; more are counted
+
+
 def git_commit(root: Path) -> dict[str, str]:
-    """Commit and dirty flag of the workspace's repository ('unknown' outside git)."""
+    """Commit, dirty flag and the modified tracked files of the workspace's repository ('unknown' outside git)."""
     def git(*args: str) -> str:
         try:
             out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.SubprocessError):
             return ""
-        return out.stdout.strip() if out.returncode == 0 else ""
+        return out.stdout if out.returncode == 0 else ""
 
-    commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return {"git.commit": commit, "git.dirty": str(dirty).lower()}
+    commit = git("rev-parse", "HEAD").strip() or "unknown"
+    dirty = git("status", "--porcelain", "-z", "--untracked-files=no", "--no-renames").split("\0")
+    names = sorted(entry[3:] for entry in dirty if entry)  # "XY path" each
+    shown = ", ".join(names[:MAX_DIRTY_SHOWN]) + (
+        f", ... and {len(names) - MAX_DIRTY_SHOWN} more" if len(names) > MAX_DIRTY_SHOWN else "")
+    named = {"git.dirty_files": shown} if names else {}
+    return {"git.commit": commit, "git.dirty": str(bool(names)).lower(), **named}
+
+
+def git_state(root: Path) -> dict[str, str]:
+    """The git state a run records: the one its flow took at the start (the run's own dvc.lock and .gitignore
+    updates come later and are not the user's edits), else the repository's now."""
+    taken = os.environ.get(GIT_STATE_ENV)
+    if taken:
+        state = json.loads(taken)
+        if Path(state.pop("root")) == root.resolve():
+            return {str(k): str(v) for k, v in state.items()}
+    return git_commit(root)
+
+
+@contextmanager
+def git_state_at_start(root: Path) -> Iterator[dict[str, str]]:
+    """Take the repository's git state now and have every step of this run (and the processes it starts) record
+    that one."""
+    state = git_commit(root)
+    before = os.environ.get(GIT_STATE_ENV)
+    os.environ[GIT_STATE_ENV] = json.dumps({"root": str(root.resolve()), **state})
+    try:
+        yield state
+    finally:
+        if before is None:
+            os.environ.pop(GIT_STATE_ENV, None)
+        else:
+            os.environ[GIT_STATE_ENV] = before
 
 
 def package_versions() -> dict[str, str]:
@@ -129,7 +166,7 @@ def data_versions(ws: Workspace) -> dict[str, str]:
 
 def provenance(ws: Workspace) -> dict[str, str]:
     """Everything needed to reproduce a run: code commit, package versions, data versions."""
-    return {**git_commit(ws.root), **package_versions(), **data_versions(ws)}
+    return {**git_state(ws.root), **package_versions(), **data_versions(ws)}
 
 
 def run_record(ws: Workspace) -> Path:

@@ -4,10 +4,12 @@ tool's own report at the bottom."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from detops.reporting.html import Raw, esc, facts, join, link, tag
 from detops.reporting.sources import Sources
+from detops.workspace import Workspace
 
 
 def mlflow_run(src: Sources) -> Raw:
@@ -25,10 +27,11 @@ def mlflow_run(src: Sources) -> Raw:
 
 
 def header(src: Sources, validation: dict[str, Any] | None, mlflow: Raw) -> Raw:
-    from detops.tracking import git_commit
+    from detops.tracking import git_state
 
-    git = git_commit(src.ws.root)
-    commit = git["git.commit"] + (" (uncommitted changes)" if git["git.dirty"] == "true" else "")
+    git = git_state(src.ws.root)
+    commit = git["git.commit"] + (f" (uncommitted changes: {git.get('git.dirty_files', '')})"
+                                  if git["git.dirty"] == "true" else "")
     dataset = (validation or {}).get("content_hash", {}).get("output") or "unknown (detops validate has not run)"
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return tag("header", join([
@@ -36,6 +39,16 @@ def header(src: Sources, validation: dict[str, Any] | None, mlflow: Raw) -> Raw:
         facts([("dataset content hash", tag("code", dataset)), ("git commit", tag("code", commit)),
                ("generated", now), ("MLflow run", mlflow), ("workspace", src.ws.root)]),
     ]))
+
+
+def step_logs(ws: Workspace) -> list[Path]:
+    """The step logs (`detops.steplog`) there are, in the pipeline's order, then any other."""
+    from detops.steplog import LOGS
+    from detops.steps.graph import STEPS
+
+    order = {verb: i for i, verb in enumerate(STEPS)}
+    found = sorted((ws.reports / LOGS).glob("*.log"))
+    return sorted(found, key=lambda path: order.get(path.stem, len(order)))
 
 
 def tools(src: Sources, validation: dict[str, Any] | None, drift: dict[str, Any] | None, mlflow: Raw) -> Raw:
@@ -50,6 +63,11 @@ def tools(src: Sources, validation: dict[str, Any] | None, drift: dict[str, Any]
             items.append(join([f"Evidently drift report of {check.get('batch') or check.get('source')}: ",
                                link(src.href(html), html)]))
     items.append(join(["MLflow run: ", mlflow]))
+    logs = step_logs(src.ws)
+    if logs:
+        items.append(join(["What the libraries printed during each step (ONNX Runtime, Lightning, warnings): ",
+                           join(join([" " if i else "", link(src.href(path), path.stem)])
+                                for i, path in enumerate(logs))]))
     items.append(join(["DVC: ", tag("code", "dvc metrics show"), " and ", tag("code", "dvc plots show"),
                        " in the workspace compare these numbers and plots across commits and experiments"]))
     return tag("section", join([tag("h2", "Tool reports"), tag("ul", join(tag("li", item) for item in items))]),

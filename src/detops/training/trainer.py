@@ -12,6 +12,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
 from detops.config.train import TrainParams
+from detops.console import err_console
 from detops.training.callbacks import EMA, FitScheduleToBudget, TrainHistory
 from detops.training.resume import AtomicCheckpointIO, ResumeCheckpoint
 
@@ -51,7 +52,8 @@ def build_trainer(params: TrainParams, best: Path, resume: ResumeCheckpoint, log
                   extra_callbacks: Sequence[pl.Callback] = (), steps_per_epoch: int = 50) -> pl.Trainer:
     """`resume` (the full state, `detops.training.resume`) comes after `best` among the checkpoints, which
     Lightning runs last and in order: each resume checkpoint holds the best checkpoint's state of its epoch."""
-    callbacks: list[pl.Callback] = [best_checkpoint(best), resume, history, ProgressBar(leave=False)]
+    bar = ProgressBar(leave=False, console_kwargs={"file": err_console().file})  # the terminal, not the step's log
+    callbacks: list[pl.Callback] = [best_checkpoint(best), resume, history, bar]
     if params.ema:
         callbacks.append(EMA(params.ema_decay))
     if params.max_minutes:

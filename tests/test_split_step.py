@@ -306,7 +306,7 @@ def test_hashes_are_cached_by_content(tmp_path: Path, base) -> None:
     first = run_split(ws, dataset)
     again = run_split(ws, renumber(dataset))
     assert first.metrics["images_hashed"] == 240 and again.metrics["images_hashed"] == 0
-    cache = json.loads((ws / "data/prepared/phash_cache.json").read_text())
+    cache = json.loads((ws / ".cache/detops/phash_cache.json").read_text())
     assert set(cache["hashes"]) == {im["sha1"] for im in dataset["images"]}
 
 

@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from detops.atomic import write_json, write_text
+from detops.atomic import atomic_path, write_json, write_text
 from detops.export.gate import Variant
 
 
@@ -135,11 +135,9 @@ def scatter(variants: list[Variant], metric: str, path: Path, title: str) -> Non
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_reports(variants: list[Variant], deploy: dict[str, str | None], context: dict[str, Any],

@@ -111,9 +111,12 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     ),
     Step(
         # evaluate + predict: the champion is re-scored on the current test split as evaluate scores;
-        # monitor: the reference feature table logged with the version is computed as monitor computes it
+        # monitor: the reference feature table logged with the version is computed as monitor computes it;
+        # export's folder: the accepted variants export.json names are logged with the version; the three splits
+        # too (train and val checked against the run's hashes, train's image features are the monitoring reference)
         "promote", ("promote", "evaluate", "predict", "monitor"),
-        (f"{MODELS}/best.ckpt", f"{REPORTS}/metrics.json", f"{REPORTS}/export.json", f"{PREPARED}/test.json", RUN),
+        (f"{MODELS}/best.ckpt", f"{REPORTS}/metrics.json", f"{REPORTS}/export.json", f"{MODELS}/export",
+         f"{PREPARED}/train.json", f"{PREPARED}/val.json", f"{PREPARED}/test.json", RUN),
         (Out("decision", f"{REPORTS}/promotion.json", "metric", cache=False),
          Out("summary", f"{REPORTS}/promotion.md", cache=False)),
         cacheable=False,

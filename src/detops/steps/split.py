@@ -1,9 +1,10 @@
 """Step `split`: validated dataset -> train/val/test COCO files, the assignments file and a report.
 
 Reads `data/prepared/validated.json` and, with `split.stable`, the previous
-`data/prepared/split_assignments.json`; hashes the images for near-duplicate grouping (cached in
-`data/prepared/phash_cache.json` by content sha1); writes one canonical json per split, the new
-assignments and `reports/split.json`. Everything is decided before the first file is written.
+`data/prepared/split_assignments.json`; hashes the images for near-duplicate grouping (cached by content sha1 in
+`.cache/detops/phash_cache.json`, beside the other caches: a cache is no step's output or input); writes one
+canonical json per split, the new assignments and `reports/split.json`. Everything is decided before the first
+file is written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from detops.splitting.stability import assignments_payload, read_assignments, wr
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 
-HASH_CACHE = "phash_cache.json"
+HASH_CACHE = ".cache/detops/phash_cache.json"
 SHARE_TOLERANCE_PP = 5.0
 
 
@@ -33,7 +34,7 @@ def run(ws: Workspace) -> StepResult:
         root = dataset_root(dataset, ws.root)
         paths = [resolve_inside(root, im["file_name"], f"{ws.validated_json}: image {im['id']}") for im in images]
         sha1s = [im.get("sha1") for im in images]
-        codes, hashed = hash_images(paths, sha1s, ws.prepared / HASH_CACHE, params.hash_workers)
+        codes, hashed = hash_images(paths, sha1s, ws.root / HASH_CACHE, params.hash_workers)
 
     plan = plan_split(dataset, params, codes, previous)
     report = split_report(dataset, plan, params, removed=previous.removed(images) if previous else 0)

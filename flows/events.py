@@ -1,16 +1,19 @@
 """Prefect events detops emits, for automations to act on: `detops.promotion.promoted` or
 `detops.promotion.rejected`, one per promote step of the retraining flow (notifications, a deployment of the new
-champion), and `detops.batch.labelled` for a batch pulled from Label Studio in full (it starts `retrain-on-drift`;
-labels-sync repeats it every tick until the batch is accepted, so a lost event costs a tick)."""
+champion), `detops.accuracy.dropped` when the champion's accuracy on a labelled batch's share fell (notified; it
+starts nothing: that batch's retraining is the run that found it), and `detops.batch.labelled` for a batch pulled
+from Label Studio in full (it starts `retrain-on-drift`; labels-sync repeats it every tick until the batch is
+accepted, so a lost event costs a tick)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
-from flows.deploy.spec import LABELLED_EVENT
+from flows.deploy.spec import ACCURACY_EVENT, LABELLED_EVENT
 
 if TYPE_CHECKING:
     from detops.labeling.pull import PullResult
@@ -60,3 +63,26 @@ def emit_labelled_event(ws: Workspace, result: PullResult) -> None:
                  "images": result.images, "boxes": result.boxes, "skipped": result.skipped,
                  "label_studio_project": result.project},
     )
+
+
+def emit_accuracy_event(ws: Workspace, report: Path | None) -> bool:
+    """Announce the accuracy drop the batch's production report (`detops.monitoring.production`) found, if any;
+    whether it did. The resource is the registered model, as for the promotion events."""
+    from prefect.events import emit_event
+
+    if report is None:
+        return False
+    found = json.loads(report.read_text(encoding="utf-8"))
+    if not found["alarm"]:
+        return False
+    model = ws.params.mlflow.registered_model
+    interval = found["interval"]
+    emit_event(
+        event=ACCURACY_EVENT,
+        resource={"prefect.resource.id": f"detops.model.{model}", "prefect.resource.name": model},
+        payload={"model": model, "version": found["version"], "batch": found["batch"], "map": found["map"],
+                 "map_50": found["map_50"], "interval_low": interval[0], "interval_high": interval[1],
+                 "images": found["images"], "test_map": found["test_map"], "reason": "; ".join(found["alarm"]),
+                 "workspace": str(ws.root)},
+    )
+    return True

@@ -27,7 +27,7 @@ from detops.reporting.page import build_run_page
 from detops.steps.graph import RETRAIN
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
-from flows.events import emit_promotion_event
+from flows.events import emit_accuracy_event, emit_promotion_event
 from tasks import run_step
 from tasks.dvc_sync import add, commit_stage, dvc_repo, params_are_the_file, push, sync_code_fingerprints
 
@@ -70,6 +70,7 @@ def retrain(workspace: str = ".", params: ParamsOverlay | None = None,
     with workspace_lock(ws.root):
         if batch:
             outcome = take_batch(ws, batch)
+            emit_accuracy_event(ws, outcome.production)  # the champion's accuracy on the batch's share dropped
             if not outcome.labelled:
                 return labels_needed(ws, outcome)
             if dvc_repo(ws) and outcome.accepted is not None:

@@ -1,6 +1,6 @@
 """Notifications: Prefect automations post to params.yaml's `deploy.webhook_url` when a `retrain` or `drift_check`
-flow run fails or crashes, and when the promote step rejects a candidate (the `detops.promotion.rejected` event of
-flows.events).
+flow run fails or crashes, when the promote step rejects a candidate (the `detops.promotion.rejected` event of
+flows.events), and when the champion's accuracy on a labelled production share dropped (`detops.accuracy.dropped`).
 
 The server sends them (its automation service), so they arrive whichever worker or machine ran the flow. The
 webhook is a Custom Webhook block posting `{"text": "<subject>\\n<body>"}`, what Slack and Mattermost incoming
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 BLOCK_NAME = "detops-webhook"
 FAILED = "detops: run failed"
 REJECTED = "detops: promotion rejected"
+DROPPED = "detops: accuracy dropped"
 
 FLOWS = ["retrain", "drift_check"]
 FAILED_SUBJECT = "detops {{ flow.name }} {{ flow_run.state.name }}: {{ flow_run.name }}"
@@ -35,11 +36,19 @@ REJECTED_BODY = (
     "{% endif %}{% endif %}"
 )
 
+DROPPED_SUBJECT = "detops: {{ event.payload.model }} version {{ event.payload.version }} accuracy dropped"
+DROPPED_BODY = (
+    "On labelled batch {{ event.payload.batch }} ({{ event.payload.images }} images): mAP {{ event.payload.map }},"
+    " 90 % interval [{{ event.payload.interval_low }}, {{ event.payload.interval_high }}], test mAP"
+    " {{ event.payload.test_map }}.\n{{ event.payload.reason }}{% if flow_run %}\nFlow run {{ flow_run.name }}"
+    "{% if flow_run|ui_url %}: {{ flow_run|ui_url }}{% endif %}{% endif %}"
+)
+
 
 def configure_notifications(client: SyncPrefectClient, webhook_url: str) -> list[str]:
     """Create or update the webhook block and both automations; with no URL, remove the automations."""
     if not webhook_url:
-        removed = [name for name in (FAILED, REJECTED) if _delete(client, name)]
+        removed = [name for name in (FAILED, REJECTED, DROPPED) if _delete(client, name)]
         return ["notifications: off, deploy.webhook_url is empty", *(f"automation {n!r}: removed" for n in removed)]
     block_id = save_webhook(webhook_url)
     lines = []
@@ -70,10 +79,13 @@ def save_webhook(url: str) -> UUID:
 
 
 def automations(block_id: UUID) -> list[AutomationCore]:
-    """A failed or crashed run of a detops flow (any deployment, or none), and a rejected promotion."""
+    """A failed or crashed run of a detops flow (any deployment, or none), a rejected promotion, an accuracy
+    drop."""
     from datetime import timedelta
 
     from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
+
+    from flows.deploy.spec import ACCURACY_EVENT
 
     def on(events: set[str], resource: str, **related: str | list[str]) -> EventTrigger:
         return EventTrigger(expect=events, match={"prefect.resource.id": resource},
@@ -91,6 +103,11 @@ def automations(block_id: UUID) -> list[AutomationCore]:
             name=REJECTED, description="detops deploy: tell the team when a trained model is not promoted.",
             trigger=on({"detops.promotion.rejected"}, "detops.model.*"),
             actions=[SendNotification(block_document_id=block_id, subject=REJECTED_SUBJECT, body=REJECTED_BODY)],
+        ),
+        AutomationCore(
+            name=DROPPED, description="detops deploy: tell the team when the champion's production accuracy drops.",
+            trigger=on({ACCURACY_EVENT}, "detops.model.*"),
+            actions=[SendNotification(block_document_id=block_id, subject=DROPPED_SUBJECT, body=DROPPED_BODY)],
         ),
     ]
 

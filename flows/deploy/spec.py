@@ -20,6 +20,7 @@ RETRAIN = "flows.retrain.retrain"
 DRIFT_CHECK = "flows.drift_check.drift_check"
 LABELS_SYNC = "flows.labels_sync.labels_sync"
 DRIFT_EVENT = "detops.drift.detected"  # flows.drift_check emits it, one per drifted batch
+ACCURACY_EVENT = "detops.accuracy.dropped"  # flows.retrain emits it when a labelled share shows the champion's drop
 LABELLED_EVENT = "detops.batch.labelled"  # `detops label pull` and flows.labels_sync emit it, one per labelled batch
 # prefect.yaml cannot know the workspace's path; Prefect resolves this on the worker when a run starts.
 WORKSPACE_PLACEHOLDER = "{{ $DETOPS_WORKSPACE }}"

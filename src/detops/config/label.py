@@ -37,6 +37,10 @@ class LabelParams(Section):
         "On the sample's val+test with 5 % of images per error kind injected (a model at test mAP@0.5 0.90): "
         "untouched images have median quality 0.92 (10th percentile 0.52), injected ones 0.47; at 0.5, 20 of 121 "
         "images are flagged, 11 of the 18 injected."))
+    accuracy_share: float = Field(0.2, ge=0, lt=1, description=(
+        "Share of each pushed batch's images drawn at random, outside the ranking, and pushed without "
+        "pre-annotations: labelled like the rest, they measure the champion's accuracy on the traffic it serves "
+        "without the ranking's bias (its hardest images) or the labellers' anchoring on its boxes. 0 = off."))
     thumbnails: int = Field(12, ge=0, le=100, description="Top-ranked images shown as thumbnails on the run page.")
     pictures: int = Field(24, ge=0, le=500, description=(
         "Lowest-quality images drawn (label beside prediction) in the audit page; pictures cost time and bytes."))

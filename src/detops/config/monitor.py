@@ -85,6 +85,14 @@ class MonitorParams(Section):
     screenshot: bool | Literal["auto"] = Field(
         "auto", description="PNG of the report by headless chromium: auto = when chromium is installed."
     )
+    min_labelled_images: int = Field(30, ge=1, description=(
+        "Fewest images of a labelled share (or a labelled batch) whose production mAP is alarmed on; a smaller one "
+        "is scored and marked too small."))
+    max_accuracy_drop: float = Field(0.05, ge=0, le=1, description=(
+        "Alarm (event detops.accuracy.dropped) when the upper end of the production mAP's 90 % interval falls "
+        "below the champion's own test mAP minus this."))
+    min_production_map: float = Field(0.0, ge=0, le=1, description=(
+        "Alarm when the upper end of the production mAP's 90 % interval falls below this; 0 = off."))
     workers: int = Field(0, ge=0, le=64, description="Threads computing image features; 0 = one per core.")
     cache: str = Field(".cache/detops/features", description="Feature cache, keyed by image sha1 (and model version).")
 

@@ -7,6 +7,11 @@ order (the ranking `detops label select` wrote, else file order) with the model'
 `model_version` is the registry version. Label Studio does not de-duplicate imports, so each task carries its image's
 file name and the task id of each image is kept in the round trip's state file: pushing again imports only the
 images that have no task yet.
+
+Besides the ranked images, a random share of the batch (`label.accuracy_share` of its images, drawn from those the
+ranking did not choose, seeded by the batch's name) is pushed last and without pre-annotations: the ranking picks
+what the champion is least sure of and labellers anchor on its boxes, so only this share measures the champion on
+its traffic without bias (`detops.monitoring.production`). The share is recorded once, in the round trip's state.
 """
 
 from __future__ import annotations
@@ -143,9 +148,31 @@ def push(ws: Workspace, batch: str, studio: LabelStudio, pre: Preannotator | Non
         raise DataError(f"batch {batch!r} is labelled already ({data.format}); only unlabelled batches are pushed.")
     classes = dataset_classes(ws)
     preannotate = None if pre is None else partial(predictions, pre, ws, data.dataset, classes=classes)
-    return import_tasks(ws, studio, Tasks(batch, data.dataset, ranked_images(ws, batch, data.dataset), classes,
+    ranked = ranked_images(ws, batch, data.dataset)
+    share = accuracy_share(ws, batch, data.dataset, ranked)
+    by_name = {str(im["file_name"]): im for im in data.dataset["images"]}
+    images = [im for im in ranked if str(im["file_name"]) not in set(share)] + [by_name[name] for name in share]
+    return import_tasks(ws, studio, Tasks(batch, data.dataset, images, classes,
                                           f"detops batch {batch}: images to label, pre-annotated.", preannotate,
-                                          pre.model_version if pre else ""))
+                                          pre.model_version if pre else "", share=share))
+
+
+def accuracy_share(ws: Workspace, batch: str, dataset: Dataset, ranked: list[dict[str, Any]]) -> list[str]:
+    """The batch's accuracy share: the one its state recorded, else `label.accuracy_share` of its images drawn at
+    random (seeded by the batch name) from those outside the ranking's choice (all of them without a selection)."""
+    import hashlib
+
+    import numpy as np
+
+    previous = load_state(ws, batch)
+    if previous is not None and previous.accuracy_share:
+        return previous.accuracy_share
+    chosen = set(ranking(ws, batch) or [])
+    candidates = sorted(str(im["file_name"]) for im in dataset["images"] if str(im["file_name"]) not in chosen)
+    wanted = min(len(candidates), round(ws.params.label.accuracy_share * len(dataset["images"])))
+    seed = int.from_bytes(hashlib.sha256(batch.encode()).digest()[:8], "big")
+    picked = np.random.default_rng(seed).choice(len(candidates), size=wanted, replace=False)
+    return [candidates[int(i)] for i in sorted(picked)]
 
 
 @dataclass(frozen=True)
@@ -162,6 +189,7 @@ class Tasks:
     model_version: str
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
     review: bool = False
+    share: list[str] = field(default_factory=list)  # the accuracy share: pushed without pre-annotations
 
 
 def import_tasks(ws: Workspace, studio: LabelStudio, todo: Tasks) -> PushResult:
@@ -171,11 +199,13 @@ def import_tasks(ws: Workspace, studio: LabelStudio, todo: Tasks) -> PushResult:
     # The project's own tasks say which images have one: a push cut short after Label Studio imported, but before
     # the state file was written, imports nothing twice either.
     state = RoundTrip(todo.batch, project, studio.tasks_by_file(project),
-                      previous.pulled if previous is not None and previous.project == project else None, todo.review)
+                      previous.pulled if previous is not None and previous.project == project else None, todo.review,
+                      todo.share)
     new = [(rank, im) for rank, im in enumerate(todo.images, 1) if str(im["file_name"]) not in state.tasks]
     tasks = [task(ws, todo.dataset, im, rank, **todo.extra.get(str(im["file_name"]), {})) for rank, im in new]
-    if todo.preannotate is not None and tasks:
-        for one, preds in zip(tasks, todo.preannotate([im for _, im in new]), strict=True):
+    annotated = [(one, im) for one, (_, im) in zip(tasks, new, strict=True) if str(im["file_name"]) not in todo.share]
+    if todo.preannotate is not None and annotated:
+        for (one, _), preds in zip(annotated, todo.preannotate([im for _, im in annotated]), strict=True):
             one["predictions"] = preds
     ids = studio.import_tasks(project, tasks) if tasks else []
     state.tasks.update({str(im["file_name"]): task_id for (_, im), task_id in zip(new, ids, strict=True)})

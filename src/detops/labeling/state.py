@@ -1,6 +1,7 @@
 """The state of a batch's Label Studio round trip: its project, each image's task id (Label Studio does not
-de-duplicate imports, so this is what makes pushing again safe), whether it is a review of labels the audit flagged
-and, once pulled, the labelled batch it became.
+de-duplicate imports, so this is what makes pushing again safe), whether it is a review of labels the audit flagged,
+which images form its accuracy share (drawn at random, pushed without pre-annotations: `detops.monitoring.production`
+scores the champion on them) and, once pulled, the labelled batch it became.
 
 One json file per batch, in its folder under the monitor step's `label_studio` output (the landing batch is never
 modified).
@@ -9,7 +10,7 @@ modified).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from detops.atomic import write_json
@@ -35,6 +36,7 @@ class RoundTrip:
     tasks: dict[str, int]  # image file name (in the batch) -> task id
     pulled: str | None = None  # the labelled batch written by `pull`
     review: bool = False  # the tasks are labels the audit sent back for review, not images to label
+    accuracy_share: list[str] = field(default_factory=list)  # file names drawn at random (label.accuracy_share)
 
 
 def load_state(ws: Workspace, batch: str) -> RoundTrip | None:
@@ -45,7 +47,8 @@ def load_state(ws: Workspace, batch: str) -> RoundTrip | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return RoundTrip(str(data["batch"]), int(data["project"]), {str(k): int(v) for k, v in data["tasks"].items()},
-                         data.get("pulled"), bool(data.get("review", False)))
+                         data.get("pulled"), bool(data.get("review", False)),
+                         [str(name) for name in data.get("accuracy_share") or []])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{path}: the Label Studio state of batch {batch!r} is unreadable ({exc}). It maps each image "
                         "to its task; without it a push imports every image again.") from None
@@ -54,7 +57,8 @@ def load_state(ws: Workspace, batch: str) -> RoundTrip | None:
 def save_state(ws: Workspace, state: RoundTrip) -> Path:
     return write_json(state_path(ws, state.batch), {"batch": state.batch, "project": state.project,
                                                     "tasks": state.tasks, "pulled": state.pulled,
-                                                    "review": state.review})
+                                                    "review": state.review,
+                                                    "accuracy_share": state.accuracy_share})
 
 
 def round_trips(ws: Workspace) -> list[RoundTrip]:

@@ -6,7 +6,8 @@ error and nothing is accepted) and its labels are audited with the champion (`de
 `label.audit: review` the images the audit flags stay out of the accepted copy (then written as COCO, whatever the
 batch's format) and go to the batch's review list, which labels-sync sends to Label Studio (`detops.labeling.review`);
 under `warn`, and for a batch that is itself such a review, the audit only reports. With no champion yet there
-is nothing to audit with: `warn` says so and accepts, `review` refuses.
+is nothing to audit with: `warn` says so and accepts, `review` refuses. Before acceptance, the champion and the
+challenger also score the batch's accuracy share (`detops.monitoring.production`): the flow announces a drop.
 
 The landing folder is the inbox and is never modified; the accepted copy is what DVC versions.
 """
@@ -38,6 +39,7 @@ class BatchOutcome:
     to_label: Path | None = None
     review: list[str] = field(default_factory=list)  # flagged by the audit, left out (label.audit: review)
     notes: list[str] = field(default_factory=list)
+    production: Path | None = None  # reports/production/<batch>.json: the champion's accuracy on the batch's share
 
 
 def labels_needed_file(ws: Workspace, batch: str) -> Path:
@@ -80,7 +82,11 @@ def _take(ws: Workspace, name: str) -> BatchOutcome:
         left_out = {r.file_name for r in read_review_list(ws, name)}
         return BatchOutcome(name, True, [f for f in files if f not in left_out], accepted=target)
     check_batch_classes(ws, data)
-    audit, notes = _audit(ws, data)
+    from detops.monitoring.production import score_batch
+
+    production, notes = score_batch(ws, data)
+    audit, audit_notes = _audit(ws, data)
+    notes += audit_notes
     reviewed = reviewed_from(ws, name)
     sends_back = audit is not None and ws.params.label.audit == "review" and reviewed is None
     review = [i.file_name for i in audit.flagged] if audit is not None and sends_back else []
@@ -91,7 +97,7 @@ def _take(ws: Workspace, name: str) -> BatchOutcome:
         notes.append(f"reviewed in Label Studio (labels of {reviewed} the audit flagged): reported, none left out")
     if len(review) == len(files):
         raise DataError(f"batch {name!r}: the label audit flagged all {len(files)} images (label.review_threshold="
-                        f"{ws.params.label.review_threshold}); nothing accepted. See {notes[0]}.")
+                        f"{ws.params.label.review_threshold}); nothing accepted. See {audit_notes[0]}.")
     with atomic_dir(target) as tmp:
         if review:
             _copy_without(ws, data, set(review), tmp)
@@ -99,7 +105,7 @@ def _take(ws: Workspace, name: str) -> BatchOutcome:
             shutil.copytree(data.batch.path, tmp, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(ws.params.monitor.manifest))
     kept = [f for f in files if f not in set(review)]
-    return BatchOutcome(name, True, kept, accepted=target, review=review, notes=notes)
+    return BatchOutcome(name, True, kept, accepted=target, review=review, notes=notes, production=production)
 
 
 def reviewed_from(ws: Workspace, name: str) -> str | None:

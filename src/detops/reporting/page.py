@@ -28,6 +28,7 @@ def build_run_page(ws: Workspace) -> Path:
     from detops.reporting import data, drift, model, shipping
     from detops.reporting.header import header, mlflow_run, tools
     from detops.reporting.labeling import labeling_section
+    from detops.reporting.production import production_section
 
     target = ws.reports / PAGE
     src = Sources(ws, target.parent)
@@ -49,6 +50,7 @@ def build_run_page(ws: Workspace) -> Path:
               lambda r: shipping.promotion(src, r, promote["summary"])),
         _read("drift", "Drift", verdict_file, "detops monitor", lambda r: drift.drift(src, r)),
         labeling_section(src),
+        production_section(src),
     ]
     validation, verdict = _optional(validate["report"]), _optional(verdict_file)
     mlflow = mlflow_run(src)

@@ -252,3 +252,24 @@ def test_a_push_to_a_real_label_studio(ws: Workspace, tmp_path: Path) -> None:
     row = state_of(answer, "ward-1")
     assert (row["state"], row["project"], row["done"], row["pending"]) == ("pushed", pushed.project, 1, 2)
     assert answer["label_studio"] == f"asked {server.url}"
+
+
+@pytest.mark.slow
+def test_the_last_run_of_each_deployment(ws: Workspace) -> None:
+    """Prefect's test server with two deployments of one flow: the last run of one (failed after a completed one,
+    a scheduled one after both), none of the other."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+    from prefect.states import Completed, Failed, Scheduled
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120), get_client(sync_client=True) as client:
+        flow = client.create_flow_from_name("retrain")
+        drift = client.create_deployment(flow, "retrain-on-drift")
+        client.create_deployment(flow, "retrain-on-demand")
+        for name, state in (("first", Completed()), ("second", Failed(message="bad data")), ("next", Scheduled())):
+            client.create_flow_run_from_deployment(drift, name=name, state=state)
+        answer, heavy = status(ws.root, env={"PREFECT_API_URL": str(PREFECT_API_URL.value())})
+    assert heavy == []
+    assert [(r["deployment"], r["run"], r["state"]) for r in answer["deployments"]] == [
+        ("retrain/retrain-on-demand", None, None), ("retrain/retrain-on-drift", "second", "Failed")]

@@ -273,3 +273,16 @@ def test_the_last_run_of_each_deployment(ws: Workspace) -> None:
     assert heavy == []
     assert [(r["deployment"], r["run"], r["state"]) for r in answer["deployments"]] == [
         ("retrain/retrain-on-demand", None, None), ("retrain/retrain-on-drift", "second", "Failed")]
+
+
+@pytest.mark.slow
+def test_the_version_a_replica_serves(ws: Workspace, tmp_path: Path) -> None:
+    """A real `detops serve` of the champion: its /health names the version, as the registry does."""
+    from _serve_server import ServeProcess
+
+    with ServeProcess(ws.root, *OVERRIDES, log_dir=tmp_path) as server:
+        server.wait_ready()
+        answer, _ = status(ws.root, "--serve", server.url)
+    champion = next(m for m in answer["models"] if m["alias"] == "champion")
+    replica = answer["replicas"][0]
+    assert (replica["status"], replica["version"], replica["alias"]) == ("ready", champion["version"], "champion")

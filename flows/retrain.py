@@ -20,12 +20,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment, flow_run
 
 from detops.config import load_params, validate_params
-from detops.config.overlay import ParamsOverlay, overlay
+from detops.config.overlay import ParamsOverlay, changes_of, overlay
 from detops.locking import workspace_lock
 from detops.monitoring.accept import BatchOutcome, take_batch
 from detops.reporting.page import build_run_page
 from detops.steps.graph import RETRAIN
 from detops.steps.result import StepResult
+from detops.tracking import git_state_at_start
 from detops.workspace import Workspace
 from flows.events import emit_accuracy_event, emit_promotion_event
 from tasks import run_step
@@ -38,7 +39,7 @@ def workspace_for(workspace: str, params: ParamsOverlay | dict[str, Any] | None,
 
     root = Path(workspace).resolve()
     params_file = root / "params.yaml"
-    if params is None:
+    if not changes_of(params):  # the form's default, an empty overlay: params.yaml as it is
         return Workspace.at(root, load_params(params_file if params_file.is_file() else None, overrides))
     raw = overlay(read_raw(params_file) if params_file.is_file() else {}, params)
     for item in overrides:
@@ -51,7 +52,7 @@ def uses_embedded_sample(ws: Workspace) -> bool:
 
 
 @flow(name="retrain")
-def retrain(workspace: str = ".", params: ParamsOverlay | None = None,
+def retrain(workspace: str = ".", params: ParamsOverlay = ParamsOverlay(),
             overrides: list[str] | None = None, batch: str | None = None) -> dict[str, Any]:
     """Retrain, evaluate, export and (if it beats the champion) promote the detector of a workspace.
 
@@ -67,7 +68,8 @@ def retrain(workspace: str = ".", params: ParamsOverlay | None = None,
     notes = [] if sync_dvc or not dvc_repo(ws) else [
         "dvc.lock left as it was: this run's params differ from params.yaml (lineage in MLflow)"]
     results: dict[str, StepResult] = {}
-    with workspace_lock(ws.root):
+    # the commit as the run found it: its own dvc.lock and .gitignore updates must not read as the user's edits
+    with workspace_lock(ws.root), git_state_at_start(ws.root):
         if batch:
             outcome = take_batch(ws, batch)
             emit_accuracy_event(ws, outcome.production)  # the champion's accuracy on the batch's share dropped

@@ -280,6 +280,9 @@ def test_deploy_creates_pool_lock_deployments_and_notifications(deployed: str, a
     assert [d.entrypoint for d in (scheduled, on_demand, drift_check, on_drift, labels_sync)] == [
         RETRAIN, RETRAIN, DRIFT_CHECK, RETRAIN, LABELS_SYNC]
     assert "ParamsOverlay" in json.dumps(on_demand.parameter_openapi_schema)  # the UI's typed form
+    form = on_demand.parameter_openapi_schema["properties"]["params"]
+    assert isinstance(form["default"], dict) and "anyOf" not in form  # an empty overlay, not "ParamsOverlay / None"
+    assert form["default"]["train"]["epochs"] is None  # its fields shown at once, each unset
     assert [s.schedule for s in scheduled.schedules] == [CronSchedule(cron=CRON, timezone=TIMEZONE)]
     assert [s.schedule for s in drift_check.schedules] == [CronSchedule(cron=DRIFT_CRON, timezone=TIMEZONE)]
     assert [s.schedule for s in labels_sync.schedules] == [CronSchedule(cron=DRIFT_CRON, timezone=TIMEZONE)]

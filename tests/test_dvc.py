@@ -157,18 +157,31 @@ def test_a_flow_run_leaves_dvc_status_clean(tmp_path: Path) -> None:
     `dvc status` is clean and a following `dvc repro` runs nothing."""
     from prefect.testing.utilities import prefect_test_harness
 
+    from detops.config import load_params
+    from detops.tracking import mlflow_client, read_run_id
+    from detops.workspace import Workspace
     from flows.retrain import retrain
 
     dvc = str(BIN / "dvc")
     copy = make_copy(tmp_path / "detops")
+    empty_lock = "schema: '2.0'\nstages: {}\n"  # committed, as a clone's dvc.lock is: this run rewrites it
+    (copy / "dvc.lock").write_text(empty_lock, encoding="utf-8")
+    sh("git", "add", "dvc.lock", cwd=copy)
+    sh("git", "commit", "-qm", "dvc.lock", cwd=copy)
     with prefect_test_harness(server_startup_timeout=120):
         state = retrain(workspace=str(copy), params={"train": {"seed": 3}}, return_state=True)
         assert state.is_completed()
-        assert not (copy / "dvc.lock").exists()  # a run with UI overrides leaves dvc.lock alone
+        assert (copy / "dvc.lock").read_text() == empty_lock  # a run with UI overrides leaves dvc.lock alone
         state = retrain(workspace=str(copy), return_state=True)
     assert state.is_completed(), state.message
     assert stale(sh(dvc, "status", cwd=copy)) == []
     assert stages_run(sh(dvc, "repro", cwd=copy)) == []
+    # the tree is dirty now (this run's dvc.lock), but it was clean when the run started, before train logged it
+    assert "dvc.lock" in sh("git", "status", "--porcelain", "--untracked-files=no", cwd=copy)
+    ws = Workspace.at(copy, load_params(copy / "params.yaml"))
+    tags = mlflow_client(ws).get_run(str(read_run_id(ws))).data.tags
+    assert tags["git.dirty"] == "false" and "git.dirty_files" not in tags
+    assert tags["git.commit"] == sh("git", "rev-parse", "HEAD", cwd=copy).strip()
 
 
 @pytest.mark.slow

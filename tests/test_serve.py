@@ -606,6 +606,7 @@ def test_routes_health_model_metrics_docs_and_the_key(fixed_server: ServeProcess
     loaded = f'alias="",name="{registry.name}",role="champion",variant="{model["variant"]}",version="1",worker="0"'
     assert metrics[f"detops_serve_model_loaded{{{loaded}}}"] == 1
     assert metrics['detops_serve_request_seconds_count{route="/predict"}'] >= 1
+    assert "capture: off (serve.capture_share is 0" in fixed_server.log_path.read_text()  # said at start
 
 
 def test_capture_that_cannot_write_stops_and_serving_goes_on(registry: Registry, tmp_path: Path) -> None:
@@ -628,3 +629,5 @@ def test_capture_that_cannot_write_stops_and_serving_goes_on(registry: Registry,
         assert metrics['detops_serve_capture_failures_total{error="ENOTDIR"}'] == 1
         assert metrics['detops_serve_capture_images_total{outcome="stopped"}'] == len(images) - 1
         assert "capture stopped" in server.log()
+        assert f"capture: on, 100% of requests (serve.capture_share) with the champion's answers, in batches of " \
+               f"200 image(s) or 60 min, into {blocked / 'landing'}" in server.log_path.read_text()

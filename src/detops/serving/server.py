@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from detops.serving.settings import ServeSettings, settings_for
+from detops.serving.settings import ServeSettings, capture_line, settings_for
 from detops.workspace import Workspace
 
 log = logging.getLogger("detops.serve")
@@ -46,6 +46,7 @@ def serve(ws: Workspace) -> None:
         log.info("serving %s on http://%s:%d (%d worker(s), batches of up to %d, %s)", settings.champion,
                  _display(serve_params.host), serve_params.port, serve_params.workers, serve_params.max_batch_size,
                  "GPU" if settings.gpu else f"CPU, {settings.threads} thread(s) per worker")
+        log.info("%s", capture_line(ws))
         threading.Thread(target=_announce_ready, args=(settings,), name="detops-announce", daemon=True).start()
         with _sigterm_as_interrupt():
             server.run(host=serve_params.host, port=serve_params.port, num_api_servers=serve_params.api_servers,

@@ -47,6 +47,16 @@ class ServeSettings:
         return int(self.serve.max_body_mb * 1024 * 1024)
 
 
+def capture_line(ws: Workspace) -> str:
+    """What `detops serve` says at start about capture: off, or the share and the folder its batches go to."""
+    serve = ws.params.serve
+    if serve.capture_share <= 0:
+        return "capture: off (serve.capture_share is 0; no served image is kept for the drift check)"
+    return (f"capture: on, {serve.capture_share:.0%} of requests (serve.capture_share) with the champion's answers, "
+            f"in batches of {serve.capture_batch_size} image(s) or {serve.capture_max_minutes:g} min, into "
+            f"{ws.resolve(ws.params.monitor.landing)}")
+
+
 def settings_for(ws: Workspace, runtime: Path) -> ServeSettings:
     """Parse `serve.model`, check that a registry reference names something that exists (a typo fails here, not
     in every worker), pick the device and the threads."""

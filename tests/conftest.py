@@ -57,3 +57,12 @@ def workspace(tmp_path: Path) -> Path:
     ws.mkdir()
     shutil.copy(REPO / "params.yaml", ws / "params.yaml")
     return ws
+
+
+@pytest.fixture(scope="session")
+def labelling_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint that has learned the easy sample (`_labelling_model`: a few CPU seconds of `train`), trained once
+    for the audit and selection tests, which need a model whose answers mean something."""
+    from _labelling_model import train_labelling_model
+
+    return train_labelling_model(tmp_path_factory.mktemp("labelling-model"))

@@ -1,5 +1,6 @@
-"""The label audit: cleanlab's score as cleanlab computes it, planted errors ranked on top, `label.audit: review`
-leaving flagged images out of the accepted batch, and a batch with classes the dataset lacks refused."""
+"""The label audit: cleanlab's score as cleanlab computes it, planted errors ranked on top (by an oracle's
+predictions, and by a trained model's through `run_audit`), `label.audit: review` leaving flagged images out of
+the accepted batch, and a batch with classes the dataset lacks refused."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _files import tree_bytes
-from _monitoring_fixtures import batch_from, sample, tiny_checkpoint, workspace
+from _labelling_model import CLASSES, easy_sample
+from _monitoring_fixtures import batch_from, workspace
 
 from detops.dataset.canonical import write_dataset
 from detops.errors import DataError
@@ -20,19 +22,22 @@ from detops.labeling.inject import KINDS, inject_errors
 from detops.labeling.quality import ISSUES, LabelBoxes, label_quality, per_class
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = ["circle", "square", "triangle", "star"]
-# the untrained checkpoint scores every box about 0.08: its boxes count as confident here, so qualities differ
-UNTRAINED = ("label.model=models/tiny.ckpt", "label.confident_score=0.075", "label.plausible_score=0.07")
+IMAGES = 24
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A workspace with a sample (seed 1) to make batches of, and an untrained checkpoint as the labelling model."""
+def root(tmp_path_factory: pytest.TempPathFactory, labelling_model: Path) -> Iterator[Path]:
+    """A workspace with samples of the labelling model's distribution to make batches of (seed 1: 24 images, seed
+    2: 60), the trained checkpoint as its labelling model."""
     root = tmp_path_factory.mktemp("audit")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
-    sample(root / "seed1", seed=1, num_images=24)
-    tiny_checkpoint(root / "models/tiny.ckpt", CLASSES)
+    easy_sample(root / "seed1", seed=1, num_images=IMAGES)
+    easy_sample(root / "seed2", seed=2, num_images=60)
     yield root
+
+
+def trained(labelling_model: Path, *overrides: str) -> tuple[str, ...]:
+    return (f"label.model={labelling_model}", *overrides)
 
 
 def _oracle(dataset: dict, seed: int) -> list[list[np.ndarray]]:
@@ -93,7 +98,33 @@ def test_injected_errors_rank_above_untouched_images(root: Path) -> None:
     assert set(named) <= set(ISSUES)
 
 
-def test_review_leaves_flagged_images_out_of_the_accepted_batch(root: Path) -> None:
+def test_a_trained_model_ranks_planted_label_errors_above_untouched_images(root: Path, labelling_model: Path
+                                                                          ) -> None:
+    """The audit end to end (batch, `run_audit`, the trained labelling model's own predictions): a removed box, a
+    wrong class and a shifted box in 18 of 60 images put those images well above the untouched ones."""
+    from detops.labeling.audit import audit_target, run_audit
+
+    landing = root / "data/landing"
+    shutil.rmtree(landing, ignore_errors=True)
+    batch = batch_from(root / "seed2", landing, "planted")
+    noisy, kinds = inject_errors(json.loads((batch / "annotations.json").read_text()), 0.1, seed=3)
+    (batch / "annotations.json").write_text(json.dumps(noisy))
+    ws = workspace(root, *trained(labelling_model))
+    audit = run_audit(ws, *audit_target(ws, "planted"))
+
+    names = {int(im["id"]): str(im["file_name"]) for im in noisy["images"]}
+    planted = {names[i]: kind for i, kind in kinds.items()}
+    assert len(planted) == 18 and len(audit.images) == 60
+    ranks = {image.file_name: image.rank for image in audit.images}  # 1 = worst label quality
+    untouched = np.mean([rank for name, rank in ranks.items() if name not in planted])
+    assert np.mean([ranks[name] for name in planted]) < untouched - 5, (sorted(ranks.items()), planted)
+    by_kind = {kind: np.mean([ranks[n] for n, k in planted.items() if k == kind]) for kind in KINDS}
+    assert sum(rank < untouched for rank in by_kind.values()) >= 2, by_kind  # not one kind carrying the rest
+    top = [image.file_name for image in audit.images[: len(planted)]]
+    assert sum(name in planted for name in top) > 0.3 * len(planted), top  # more than chance (30 %) would put there
+
+
+def test_review_leaves_flagged_images_out_of_the_accepted_batch(root: Path, labelling_model: Path) -> None:
     from detops.labeling.audit import audit_target, run_audit
     from detops.monitoring.accept import take_batch
 
@@ -101,22 +132,22 @@ def test_review_leaves_flagged_images_out_of_the_accepted_batch(root: Path) -> N
     shutil.rmtree(landing, ignore_errors=True)
     batch = batch_from(root / "seed1", landing, "labelled")
     before = tree_bytes(batch)
-    ws = workspace(root, *UNTRAINED)
+    ws = workspace(root, *trained(labelling_model))
     dataset, source, name = audit_target(ws, "labelled")
     qualities = [i.quality for i in run_audit(ws, dataset, source, name).images]
     threshold = float(np.median(qualities))
     assert min(qualities) < threshold, qualities
-    ws = workspace(root, *UNTRAINED, "label.audit=review", f"label.review_threshold={threshold}")
+    ws = workspace(root, *trained(labelling_model, "label.audit=review", f"label.review_threshold={threshold}"))
 
     outcome = take_batch(ws, "labelled")
 
     audit = json.loads((root / "reports/labeling/audits/labelled/label_audit.json").read_text())
     flagged = {i["file_name"] for i in audit["ranking"] if i["flagged"]}
-    assert 0 < len(flagged) < 24
+    assert 0 < len(flagged) < IMAGES
     assert set(outcome.review) == flagged == {i.file_name for i in read_review_list(ws, "labelled")}
     accepted = json.loads((outcome.accepted / "annotations.json").read_text())
     kept = {im["file_name"] for im in accepted["images"]}
-    assert kept == set(outcome.images) and not kept & flagged and len(kept) + len(flagged) == 24
+    assert kept == set(outcome.images) and not kept & flagged and len(kept) + len(flagged) == IMAGES
     kept_ids = {im["id"] for im in accepted["images"]}
     assert accepted["annotations"] and all(a["image_id"] in kept_ids for a in accepted["annotations"])
     assert all((outcome.accepted / f).is_file() for f in kept)
@@ -126,7 +157,7 @@ def test_review_leaves_flagged_images_out_of_the_accepted_batch(root: Path) -> N
     assert take_batch(ws, "labelled").images == outcome.images  # taken again: the accepted copy, as it was
 
 
-def test_a_batch_with_classes_the_dataset_lacks_is_refused_naming_them(root: Path) -> None:
+def test_a_batch_with_classes_the_dataset_lacks_is_refused_naming_them(root: Path, labelling_model: Path) -> None:
     from detops.monitoring.accept import take_batch
 
     landing = root / "data/landing"
@@ -137,7 +168,7 @@ def test_a_batch_with_classes_the_dataset_lacks_is_refused_naming_them(root: Pat
     coco["annotations"][0]["category_id"] = 99
     (batch / "annotations.json").write_text(json.dumps(coco))
     (batch / "_READY").touch()
-    ws = workspace(root, *UNTRAINED)
+    ws = workspace(root, *trained(labelling_model))
     dataset = {"info": {"root": "seed1"}, "images": [], "annotations": [],
                "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
     write_dataset(ws.dataset_json, dataset)

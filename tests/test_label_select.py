@@ -1,5 +1,6 @@
 """What to label next: the uncertainty measure, the uncertainty-weighted k-center ranking, and `detops label select`
-on a real batch (selection file, budget, thumbnails, the landing batch untouched, `read_selection`)."""
+with a trained labelling model on a real batch (noisy images, which the model is unsure of, ranked above clean ones;
+selection file, budget, thumbnails, the landing batch untouched, `read_selection`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _monitoring_fixtures import sample, tiny_checkpoint
+from _labelling_model import easy_sample, noisy
+from PIL import Image
 from typer.testing import CliRunner
 
 from detops.cli import app
@@ -18,7 +20,6 @@ from detops.errors import DataError
 from detops.labeling.select import image_uncertainty, rank_for_labelling, read_selection
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = ["circle", "square", "triangle", "star"]
 
 
 def test_uncertainty_adds_up_the_undecided_boxes() -> None:
@@ -44,29 +45,33 @@ def test_ranking_prefers_uncertain_images_but_not_near_duplicates() -> None:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A workspace with an unlabelled batch of 20 sample images and an untrained checkpoint as the model."""
+    """A workspace with an unlabelled batch of 24 images of the labelling model's distribution, every other one
+    under strong noise (`noisy-*.png`, the others `clean-*.png`)."""
     root = tmp_path_factory.mktemp("select")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
-    source = sample(root / "seed2", seed=2, num_images=20)
+    source = easy_sample(root / "seed2", seed=2, num_images=24)
     batch = root / "data/landing/night"
-    shutil.copytree(source / "images", batch)
+    batch.mkdir(parents=True)
+    for i, path in enumerate(sorted((source / "images").glob("*.png"))):
+        with Image.open(path) as image:
+            picture = image.convert("RGB")
+        (noisy(picture, seed=i) if i % 2 else picture).save(batch / f"{'noisy' if i % 2 else 'clean'}-{i:02d}.png")
     (batch / "_READY").touch()
-    tiny_checkpoint(root / "models/tiny.ckpt", CLASSES)
     yield root
 
 
-def test_label_select_ranks_a_batch_within_the_budget(root: Path) -> None:
+def test_label_select_ranks_a_batch_within_the_budget(root: Path, labelling_model: Path) -> None:
     batch = root / "data/landing/night"
     before = {p.name: p.read_bytes() for p in batch.iterdir()}
     result = CliRunner().invoke(app, ["-w", str(root), "--set", "label.thumbnails=3", "label", "select", "night",
-                                      "--budget", "5", "--model", str(root / "models/tiny.ckpt")])
+                                      "--budget", "5", "--model", str(labelling_model)])
     assert result.exit_code == 0, result.output
-    assert "5 of 20 image(s) selected" in result.output
+    assert "5 of 24 image(s) selected" in result.output
     selection = json.loads((root / "reports/labeling/selections/night/selection.json").read_text())
     ranking = selection["ranking"]
-    assert [e["rank"] for e in ranking] == list(range(1, 21))
+    assert [e["rank"] for e in ranking] == list(range(1, 25))
     assert sorted(e["file_name"] for e in ranking) == sorted(p for p in before if p.endswith(".png"))
-    assert [e["selected"] for e in ranking] == [True] * 5 + [False] * 15
+    assert [e["selected"] for e in ranking] == [True] * 5 + [False] * 19
     assert [bool(e.get("thumbnail", "").startswith("data:image/jpeg;base64,")) for e in ranking[:4]] == [
         True, True, True, False]
     from detops.config import load_params
@@ -77,10 +82,17 @@ def test_label_select_ranks_a_batch_within_the_budget(root: Path) -> None:
     assert [(c.file_name, c.rank) for c in chosen] == [(e["file_name"], e["rank"]) for e in ranking[:5]]
     assert before == {p.name: p.read_bytes() for p in batch.iterdir()}  # raw data never modified
 
+    # the images the model is unsure of come first: higher uncertainty, and ranked above the clean ones
+    noisy_ones = [e for e in ranking if e["file_name"].startswith("noisy")]
+    clean_ones = [e for e in ranking if e["file_name"].startswith("clean")]
+    assert len(noisy_ones) == len(clean_ones) == 12
+    assert np.mean([e["uncertainty"] for e in noisy_ones]) > 1.05 * np.mean([e["uncertainty"] for e in clean_ones])
+    assert np.mean([e["rank"] for e in noisy_ones]) < np.mean([e["rank"] for e in clean_ones]) - 3, ranking
+    assert sum(e["file_name"].startswith("noisy") for e in ranking[:5]) >= 4, ranking[:5]
 
-def test_a_missing_batch_or_selection_is_a_clear_error(root: Path) -> None:
-    result = CliRunner().invoke(app, ["-w", str(root), "label", "select", "nope", "--model",
-                                      str(root / "models/tiny.ckpt")])
+
+def test_a_missing_batch_or_selection_is_a_clear_error(root: Path, labelling_model: Path) -> None:
+    result = CliRunner().invoke(app, ["-w", str(root), "label", "select", "nope", "--model", str(labelling_model)])
     assert result.exit_code != 0 and "batch 'nope'" in result.output
     from detops.config import load_params
     from detops.workspace import Workspace

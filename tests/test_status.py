@@ -2,7 +2,8 @@
 store): the registry's aliases with their test and production mAP, each landing batch's state (arriving, landed,
 checked with its verdict, failed with the reason, accepted, pushed) as the steps leave them, and the servers that do
 not answer said as such. The command runs in a process of its own, as a user runs it, and must not import mlflow,
-torch or prefect when no server is asked. The push to a real Label Studio is `slow` (its server starts in minutes).
+torch or prefect. The real servers are `slow`: a push to Label Studio (it starts in minutes), Prefect's test server
+with deployments and runs, a `detops serve` replica, and `mlflow server` on the workspace's own store.
 """
 
 from __future__ import annotations
@@ -286,3 +287,38 @@ def test_the_version_a_replica_serves(ws: Workspace, tmp_path: Path) -> None:
     champion = next(m for m in answer["models"] if m["alias"] == "champion")
     replica = answer["replicas"][0]
     assert (replica["status"], replica["version"], replica["alias"]) == ("ready", champion["version"], "champion")
+
+
+@pytest.mark.slow
+def test_the_registry_of_a_tracking_server(ws: Workspace, tmp_path: Path) -> None:
+    """`mlflow server` on the workspace's own store: its REST API gives the aliases the file gives, without mlflow
+    in the status process; a server that does not answer is said."""
+    import time
+
+    import httpx
+    from _mlflow_server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    with (tmp_path / "mlflow.log").open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{ws.root / 'mlflow.db'}",
+             "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        from_file, _ = status(ws.root)
+        from_server, heavy = status(ws.root, env={"MLFLOW_TRACKING_URI": url})
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait(10)
+    assert heavy == [] and from_server["registry"].endswith(f"at {url}")
+    assert from_server["models"] == from_file["models"] and from_file["models"][0]["version"] is not None
+    down, _ = status(ws.root, env={"MLFLOW_TRACKING_URI": url}, sets=())
+    assert down["models"] == [] and down["registry"].startswith(f"the tracking server at {url} does not answer")

@@ -103,13 +103,18 @@ def _rest_aliases(uri: str, name: str, aliases: tuple[str, ...], timeout_s: floa
     found = {}
     try:
         with httpx.Client(base_url=uri.rstrip("/"), timeout=timeout_s) as http:
-            for alias in aliases:
-                answer = http.get("/api/2.0/mlflow/registered-models/alias", params={"name": name, "alias": alias})
-                if answer.status_code == 404:
+            answer = http.get("/api/2.0/mlflow/registered-models/get", params={"name": name})
+            if answer.status_code == 404:  # nothing registered yet
+                return {}
+            answer.raise_for_status()
+            for one in answer.json()["registered_model"].get("aliases", []):
+                if one["alias"] not in aliases:
                     continue
-                answer.raise_for_status()
-                version = answer.json()["model_version"]
-                found[alias] = (str(version["version"]), {t["key"]: t["value"] for t in version.get("tags", [])})
+                version = http.get("/api/2.0/mlflow/model-versions/get",
+                                   params={"name": name, "version": one["version"]})
+                version.raise_for_status()
+                tags = version.json()["model_version"].get("tags", [])
+                found[one["alias"]] = (str(one["version"]), {t["key"]: t["value"] for t in tags})
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         raise _Unreachable(f"the tracking server at {uri} does not answer ({type(exc).__name__}: {exc})") from None
     return found

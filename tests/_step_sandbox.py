@@ -5,6 +5,9 @@ A fresh interpreter per step, so every module of ours the step needs is imported
 process, a module first imported by an earlier step would go unseen). Recorded, as JSON in REPORT:
 - `reads`: every path under ROOT opened for reading, or listed (`open`, `os.listdir`, `os.scandir` audit events:
   every Python file open, including those by numpy, torch and PIL, goes through them);
+- `missing`: every path under ROOT looked for and not found (`os.stat`, which `Path.exists`/`is_file` and
+  `os.path.exists` call): a read guarded by an existence check, of a file the sandbox does not hold, leaves no
+  `open` event, yet the step does something else without it (logs into another run, skips a check);
 - `sections`: the params sections the step read by attribute (`ParamsSpy`);
 - `modules`: the modules in `sys.modules` when the step is done.
 """
@@ -50,19 +53,33 @@ def _opened_for_reading(mode: Any, flags: Any) -> bool:
 def main(root: Path, verb: str, report: Path, overrides: list[str]) -> None:
     prefix = str(root) + os.sep
     reads: set[str] = set()
+    missing: set[str] = set()
     recording = True
 
+    def under_root(path: Any) -> str | None:
+        """`path` relative to ROOT, or None. A relative name is relative to a folder's descriptor (`dir_fd`, as
+        shutil.rmtree opens) or to the working directory, which the test keeps outside the workspace."""
+        if not recording or not isinstance(path, (str, bytes, os.PathLike)):
+            return None
+        name = os.fsdecode(path)
+        if not os.path.isabs(name) or not (name := os.path.normpath(name)).startswith(prefix):
+            return None
+        return name[len(prefix):]
+
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        if not recording or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
-            return
-        if event == "open" and not _opened_for_reading(*args[1:3]):
-            return
-        if event == "open" or event in READ_EVENTS:
-            # a relative name is relative to a folder's descriptor (`dir_fd`, as shutil.rmtree opens) or to the
-            # working directory, which the test keeps outside the workspace: never under ROOT by this name
-            path = os.fsdecode(args[0])
-            if os.path.isabs(path) and (path := os.path.normpath(path)).startswith(prefix):
-                reads.add(path[len(prefix):])
+        read = (event == "open" and _opened_for_reading(*args[1:3])) or event in READ_EVENTS
+        if read and (name := under_root(args[0])) is not None:
+            reads.add(name)
+
+    real_stat = os.stat
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        try:
+            return real_stat(path, *args, **kwargs)
+        except FileNotFoundError:
+            if "dir_fd" not in kwargs and (name := under_root(path)) is not None:
+                missing.add(name)
+            raise
 
     from detops.config import load_params
     from detops.steps.graph import STEPS
@@ -71,10 +88,11 @@ def main(root: Path, verb: str, report: Path, overrides: list[str]) -> None:
     sections: set[str] = set()
     params = load_params(root / "params.yaml", overrides)
     sys.addaudithook(hook)
+    os.stat = stat
     ws = Workspace(root, ParamsSpy(params, sections))  # type: ignore[arg-type]
     importlib.import_module(STEPS[verb].module).run(ws)
     recording = False
-    report.write_text(json.dumps({"reads": sorted(reads), "sections": sorted(sections),
+    report.write_text(json.dumps({"reads": sorted(reads), "missing": sorted(missing), "sections": sorted(sections),
                                   "modules": sorted(sys.modules)}), encoding="utf-8")
 
 

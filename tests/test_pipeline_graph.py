@@ -167,8 +167,9 @@ def _own(path: str, outs: set[str]) -> bool:
 def test_each_step_in_a_process_of_its_own_reads_only_what_it_declares(tmp_path: Path) -> None:
     """Each step runs in a fresh interpreter (`_step_sandbox.py`), in a sandbox workspace holding only
     params.yaml, its declared deps (copied from the outputs of the steps before it) and the raw images those
-    name. Every file it opens for reading or lists under the sandbox must be one of those, its own output (read
-    back: split's assignments, monitor's ledger) or ambient (`.detops/` locks and runs, `.cache/`); every file it
+    name. Every file it opens for reading, lists or looks for under the sandbox must be one of those, its own
+    output (read back: split's assignments, monitor's ledger; or the folders they go in) or ambient (`.detops/`
+    locks, runs and resume points, `.cache/`); every file it
     leaves is a declared output; every module of ours it imports is in its code fingerprint; every params
     section it reads is declared. A side channel between steps (a file written by one and read by another
     without a declaration) fails here: the file is absent, and reading it is flagged.
@@ -214,6 +215,10 @@ def test_each_step_in_a_process_of_its_own_reads_only_what_it_declares(tmp_path:
         undeclared = [p for p in seen["reads"] if not (_within(p, inputs) or _own(p, outs)
                                                        or _within(p, AMBIENT_FILES))]
         assert not undeclared, f"{verb} read {undeclared}, which it does not declare (deps: {sorted(deps)})"
+        folders = {"/".join(parts[:i]) for p in {*inputs, *outs} for parts in [p.split("/")] for i in range(len(parts))}
+        sought = [p for p in seen["missing"] if not (_within(p, inputs) or _own(p, outs) or p in folders
+                                                     or _within(p, AMBIENT_FILES))]
+        assert not sought, f"{verb} looked for {sought}, which it does not declare (deps: {sorted(deps)})"
         left = [p.relative_to(box).as_posix() for p in box.rglob("*") if p.is_file()]
         stray = [p for p in left if not (_within(p, inputs) or _within(p, outs) or _within(p, AMBIENT_FILES))]
         assert not stray, f"{verb} wrote {stray}, which are no declared outputs"

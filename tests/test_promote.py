@@ -53,7 +53,7 @@ def new_run(ws: Workspace) -> str:
     from detops import tracking
 
     experiment = tracking.configure(ws)
-    run = client_of(ws).create_run(experiment, tags=tracking.provenance(ws))
+    run = client_of(ws).create_run(experiment, tags=tracking.provenance(ws, "train"))
     (ws.reports).mkdir(parents=True, exist_ok=True)
     tracking.run_record(ws).write_text(json.dumps({"run_id": run.info.run_id}), encoding="utf-8")
     return str(run.info.run_id)
@@ -239,7 +239,7 @@ def test_one_version_per_run_with_its_tags_splits_and_model(promoted: tuple[Work
     assert not {k for k in tags if k.startswith("test/")} - {M, "test/map_50"}  # the rest stay on the run
     assert client_of(ws).get_run(run_id).data.metrics["test/ap/box"] == pytest.approx(metrics["test/ap/box"])
     for key in ("data.train_hash", "data.val_hash", "data.test_hash"):
-        assert tags[key] == data_versions(ws)[key]
+        assert tags[key] == data_versions(ws, "promote")[key]
     assert tags["detops.run_id"] == run_id == mv.run_id and len(tags["detops.params_hash"]) == 64
     assert tags["git.commit"] and tags["detops.promotion.decision"] == "promoted"
     client = client_of(ws)

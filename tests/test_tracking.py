@@ -31,7 +31,7 @@ def test_environment_and_params_override_the_local_store(tmp_path: Path, monkeyp
 
 def test_provenance_names_commit_versions_and_data(tmp_path: Path) -> None:
     ws = Workspace.at(tmp_path, load_params(None))
-    record = tracking.provenance(ws)
+    record = tracking.provenance(ws, "train")
     assert record["git.commit"] == "unknown"  # tmp_path is not a git repository
     assert record["version.torch"]
 
@@ -95,14 +95,15 @@ def test_a_flow_run_records_the_git_state_it_started_with_and_names_edits(tmp_pa
     git("add", "dvc.lock", "notes.txt")
     git("commit", "-qm", "one")
     ws = Workspace.at(tmp_path, load_params(None))
-    assert tracking.provenance(ws)["git.dirty"] == "false" and "git.dirty_files" not in tracking.provenance(ws)
+    record = tracking.provenance(ws, "train")
+    assert record["git.dirty"] == "false" and "git.dirty_files" not in record
     with tracking.git_state_at_start(tmp_path) as started:
         (tmp_path / "dvc.lock").write_text("v2\n")  # what the run's own steps write
         assert started["git.dirty"] == "false"
-        assert tracking.provenance(ws)["git.dirty"] == "false"
+        assert tracking.provenance(ws, "train")["git.dirty"] == "false"
         assert tracking.git_commit(tmp_path)["git.dirty_files"] == "dvc.lock"  # the tree now: dirty
-    assert tracking.provenance(ws)["git.dirty_files"] == "dvc.lock"  # outside a flow run: the tree as it is
+    assert tracking.provenance(ws, "train")["git.dirty_files"] == "dvc.lock"  # outside a flow run: the tree as it is
     (tmp_path / "notes.txt").write_text("an edit\n")
     with tracking.git_state_at_start(tmp_path):
-        assert tracking.provenance(ws)["git.dirty"] == "true"
-        assert tracking.provenance(ws)["git.dirty_files"] == "dvc.lock, notes.txt"
+        assert tracking.provenance(ws, "train")["git.dirty"] == "true"
+        assert tracking.provenance(ws, "train")["git.dirty_files"] == "dvc.lock, notes.txt"

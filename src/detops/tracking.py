@@ -146,27 +146,34 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def data_versions(ws: Workspace) -> dict[str, str]:
-    """Content hashes of the dataset and each split, as written by the import and split steps."""
+def data_versions(ws: Workspace, step: str) -> dict[str, str]:
+    """Content hashes of the data files `step` declares as deps (`detops.steps.graph`): each split's, and the
+    dataset's (its `info`, which import writes and validate and split carry along). Only declared files: another
+    step's output that `step` does not declare is not its input, and reading it would be a side channel."""
     from detops.dataset.canonical import annotation_hash, read_dataset
+    from detops.steps.graph import STEPS
 
+    declared = {ws.fill(dep) for dep in STEPS[step].deps}
+    splits = {f"data.{split}_hash": ws.split_json(split) for split in ("train", "val", "test")}
     out: dict[str, str] = {}
-    if ws.dataset_json.is_file():
-        info = read_dataset(ws.dataset_json).get("info", {})
-        out["data.content_hash"] = str(info.get("content_hash", ""))
-        out["data.root"] = str(info.get("root", ""))
-        if info.get("batches"):  # lineage: the accepted batches (labelled from production) this data holds
-            out["data.batches"] = ",".join(info["batches"])
-    for split in ("train", "val", "test"):
-        path = ws.split_json(split)
-        if path.is_file():
-            out[f"data.{split}_hash"] = annotation_hash(read_dataset(path))
+    for key, path in [("", ws.dataset_json), ("", ws.validated_json), *splits.items()]:
+        if path not in declared or not path.is_file():
+            continue
+        dataset = read_dataset(path)
+        if key:
+            out[key] = annotation_hash(dataset)
+        info = dataset.get("info", {})
+        if "data.content_hash" not in out and "content_hash" in info:
+            out["data.content_hash"] = str(info["content_hash"])
+            out["data.root"] = str(info.get("root", ""))
+            if info.get("batches"):  # lineage: the accepted batches (labelled from production) this data holds
+                out["data.batches"] = ",".join(info["batches"])
     return out
 
 
-def provenance(ws: Workspace) -> dict[str, str]:
-    """Everything needed to reproduce a run: code commit, package versions, data versions."""
-    return {**git_state(ws.root), **package_versions(), **data_versions(ws)}
+def provenance(ws: Workspace, step: str) -> dict[str, str]:
+    """Everything needed to reproduce a run of `step`: code commit, package versions, the versions of its data."""
+    return {**git_state(ws.root), **package_versions(), **data_versions(ws, step)}
 
 
 def run_record(ws: Workspace) -> Path:

@@ -42,7 +42,8 @@ def log_evaluation(
     if reused:
         run_id, note = str(recorded), f"logged into the training run {recorded}"
     else:
-        run = client.create_run(experiment_id, run_name="evaluate", tags={**provenance(ws), "detops.step": "evaluate"})
+        tags = {**provenance(ws, "evaluate"), "detops.step": "evaluate"}
+        run = client.create_run(experiment_id, run_name="evaluate", tags=tags)
         run_id = run.info.run_id
         why = (f"the run {recorded} recorded in {ws.relative(run_record(ws))} is not in {tracking_uri(ws)}"
                if recorded else f"no training run recorded in {ws.relative(run_record(ws))}")

@@ -24,7 +24,7 @@ def log_check(ws: Workspace, check: dict[str, Any], folder: Path) -> str:
 
     experiment_id = configure(ws)
     client = mlflow_client(ws)
-    tags = {**provenance(ws), "detops.step": "monitor", "detops.verdict": check["verdict"],
+    tags = {**provenance(ws, "monitor"), "detops.step": "monitor", "detops.verdict": check["verdict"],
             "detops.current": check["source"], "detops.drifted_columns": ", ".join(check["drifted_columns"])}
     run_id = client.create_run(experiment_id, run_name="monitor").info.run_id
     try:

@@ -80,8 +80,9 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          Out("report", f"{REPORTS}/split.json", "metric", cache=False)),
     ),
     Step(
-        # evaluate: validation during training decodes with the evaluation thresholds
-        "train", ("train", "evaluate"), (f"{PREPARED}/train.json", f"{PREPARED}/val.json"),
+        # evaluate: validation during training decodes with the evaluation thresholds; test: its classes must be
+        # learnable from train (checked before hours of training, not after)
+        "train", ("train", "evaluate"), (f"{PREPARED}/train.json", f"{PREPARED}/val.json", f"{PREPARED}/test.json"),
         (Out("best", f"{MODELS}/best.ckpt"), Out("last", f"{MODELS}/last.ckpt"),
          # the MLflow run every later step logs into or registers from: a declared output, so a retraining
          # with a new run re-runs evaluate and export even when best.ckpt comes out byte-identical

@@ -97,7 +97,7 @@ def training_run(ws: Workspace, client: MlflowClient, run_id: str) -> Run:
                              " re-run `detops train`, or point MLFLOW_TRACKING_URI at the store it used.") from None
     except OSError as exc:
         raise to_registry_error(exc, "reading the training run") from exc
-    now = data_versions(ws)
+    now = data_versions(ws, "promote")
     for key in ("data.train_hash", "data.val_hash"):
         then = run_.data.tags.get(key)
         if then and now.get(key) and then != now[key]:

@@ -141,7 +141,7 @@ def _mlflow_logger(ws: Workspace, interrupted_run: str | None) -> MLFlowLogger:
     tracking.configure(ws)
     run_id = _existing_run(ws, interrupted_run)
     return MLFlowLogger(experiment_name=ws.params.mlflow.experiment, tracking_uri=tracking.tracking_uri(ws),
-                        tags=None if run_id else tracking.provenance(ws), run_id=run_id,
+                        tags=None if run_id else tracking.provenance(ws, "train"), run_id=run_id,
                         artifact_location=tracking.artifact_location(ws))
 
 

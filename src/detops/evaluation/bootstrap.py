@@ -62,13 +62,13 @@ def per_image_matches(gt: Dataset, detections: list[Detection]) -> tuple[list[Cl
         gt_count = np.array([0 if e is None else int((np.asarray(e["gtIgnore"]) == 0).sum()) for _, e in entries])
         if gt_count.sum() == 0:
             continue  # COCOeval leaves the class undefined (-1) and the mean skips it
-        kept = [(i, e) for i, e in entries if e is not None]
-        scores = np.concatenate([np.asarray(e["dtScores"][:max_det], dtype=np.float64) for _, e in kept] or [[]])
-        image = np.concatenate([np.full(min(len(e["dtScores"]), max_det), i) for i, e in kept] or [[]]).astype(int)
-        matched = np.concatenate([np.asarray(e["dtMatches"])[:, :max_det] for _, e in kept]
-                                 or [np.zeros((len(params.iouThrs), 0))], axis=1)
-        ignored = np.concatenate([np.asarray(e["dtIgnore"])[:, :max_det] for _, e in kept]
-                                 or [np.zeros((len(params.iouThrs), 0))], axis=1).astype(bool)
+        kept = [(i, e) for i, e in entries if e is not None]  # not empty: an image holds the class's ground truth
+        scores = np.concatenate([np.asarray(e["dtScores"][:max_det], dtype=np.float64) for _, e in kept])
+        image = np.concatenate([np.full(min(len(e["dtScores"]), max_det), i, dtype=np.int64) for i, e in kept])
+        matched = np.concatenate([np.asarray(e["dtMatches"]).reshape(len(params.iouThrs), -1)[:, :max_det]
+                                  for _, e in kept], axis=1)
+        ignored = np.concatenate([np.asarray(e["dtIgnore"]).reshape(len(params.iouThrs), -1)[:, :max_det]
+                                  for _, e in kept], axis=1).astype(bool)
         order = np.argsort(-scores, kind="mergesort")
         tp = (matched != 0) & ~ignored
         fp = (matched == 0) & ~ignored

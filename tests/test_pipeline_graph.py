@@ -28,7 +28,8 @@ from detops.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 SANDBOX = Path(__file__).with_name("_step_sandbox.py")
-AMBIENT_FILES = {"params.yaml", ".detops", ".cache"}  # the params, locks / runs / resume points, caches
+# the params; locks, runs and resume points; caches; the repository's git and DVC folders (provenance)
+AMBIENT_FILES = {"params.yaml", ".detops", ".cache", ".git", ".dvc"}
 
 
 def repo_ws() -> Workspace:
@@ -216,8 +217,9 @@ def test_each_step_in_a_process_of_its_own_reads_only_what_it_declares(tmp_path:
                                                        or _within(p, AMBIENT_FILES))]
         assert not undeclared, f"{verb} read {undeclared}, which it does not declare (deps: {sorted(deps)})"
         folders = {"/".join(parts[:i]) for p in {*inputs, *outs} for parts in [p.split("/")] for i in range(len(parts))}
+        sidecars = {f"{p}.json" for p in inputs}  # a model file's metadata beside it (inference.tensorrt), if any
         sought = [p for p in seen["missing"] if not (_within(p, inputs) or _own(p, outs) or p in folders
-                                                     or _within(p, AMBIENT_FILES))]
+                                                     or p in sidecars or _within(p, AMBIENT_FILES))]
         assert not sought, f"{verb} looked for {sought}, which it does not declare (deps: {sorted(deps)})"
         left = [p.relative_to(box).as_posix() for p in box.rglob("*") if p.is_file()]
         stray = [p for p in left if not (_within(p, inputs) or _within(p, outs) or _within(p, AMBIENT_FILES))]

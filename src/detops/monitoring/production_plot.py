@@ -35,7 +35,8 @@ def plot_production(reports: list[dict[str, Any]], target: Path) -> Path:
         colour = line.lines[0].get_color()
         small = [(x, m["map"]) for x, m in shown if m["too_small"]]
         if small:
-            ax.scatter(*zip(*small, strict=True), facecolors="white", edgecolors=colour, zorder=3, s=40)
+            ax.scatter([x for x, _ in small], [y for _, y in small], facecolors="white", edgecolors=colour,
+                       zorder=3, s=40)
         test = next((m["test_map"] for _, m in points if m.get("test_map") is not None), None)
         if test is not None:
             ax.axhline(test, color=colour, linestyle="--", label=f"version {version} test mAP")

@@ -548,9 +548,11 @@ def test_labels_pulled_from_label_studio_start_retrain_on_drift_and_the_new_vers
             return result.output
 
         label("select", batch)
-        assert f"{budget} task(s) imported" in label("push", batch)
+        # the ranked budget, and beside it the random accuracy share drawn from the images the ranking left
+        share = min(images - budget, round(ws.params.label.accuracy_share * images))
+        assert share > 0 and f"{budget + share} task(s) imported" in label("push", batch)
         state = load_state(ws, batch)
-        assert state is not None and len(state.tasks) == budget
+        assert state is not None and len(state.tasks) == budget + share and len(state.accuracy_share) == share
         labelled = label_like_a_person(server, sorted(state.tasks.items(), key=lambda item: item[1]),
                                        truth(delivery / "annotations.json"), SIZE)
         pulled = label("pull", batch)

@@ -54,7 +54,8 @@ def task_states(state: Any) -> dict[str, str]:
 def run_flow(workspace: Path, *extra: str, params: dict[str, Any] | None = None) -> tuple[Any, dict[str, str]]:
     from flows.retrain import retrain
 
-    state = retrain(workspace=str(workspace), overrides=[*TINY, *extra], params=params, return_state=True)
+    overlay = {} if params is None else {"params": params}  # no overlay: the form's default, params.yaml as it is
+    state = retrain(workspace=str(workspace), overrides=[*TINY, *extra], return_state=True, **overlay)
     return state, task_states(state)
 
 

@@ -26,7 +26,7 @@ class ExportParams(Section):
     )
     openvino: bool | Literal["auto"] = Field(
         "auto", description="OpenVINO CPU variants (the FP32 and INT8 ONNX files read unchanged, f32 precision "
-        "hint; bf16 where the CPU has BF16), scored and timed beside the other variants: auto = where openvino is "
+        "hint; bf16 where the CPU has BF16), scored and timed in a process of their own: auto = where openvino is "
         "installed (the `openvino` extra); true = required. OpenVINO running the INT8 file measured 1.5-3x faster "
         "than ONNX Runtime FP32 on CPUs."
     )

@@ -4,10 +4,10 @@ ONNX FP32 (the reference export), FP16 (the GPU file), INT8 QDQ for ONNX Runtime
 INT8 QDQ file for TensorRT, OpenVINO variants of the FP32 and INT8 files where openvino is installed, and
 TensorRT engines where a GPU and TensorRT exist. Every file, the checkpoint first, is scored by the one scorer
 (`detops.evaluation.scorer`) on the `evaluate` split; a variant more than `export.max_map_drop` below the
-checkpoint is rejected, and so is an OpenVINO file OpenVINO cannot load (the other variants still ship). Every
-CPU variant is timed in this process, in interleaved rounds (`detops.export.latency`), so the deployable choice
-compares numbers taken side by side. Files are written to a temporary folder that replaces `models/export/` only
-when everything succeeded, so a failure leaves nothing half-written.
+checkpoint is rejected, and so is an OpenVINO file OpenVINO cannot load (the other variants still ship). The
+OpenVINO files are scored and timed in a process of their own (`detops.export.isolated`). Files
+are written to a temporary folder that replaces `models/export/` only when everything succeeded, so a failure
+leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[P
     from detops.console import out_console
     from detops.evaluation.mlflow_log import log_evaluation
     from detops.export.gate import apply_gate, deployable, ranking
+    from detops.export.isolated import score_in_child
     from detops.export.latency import measure_all
     from detops.export.openvino import write_openvino_variants
     from detops.export.report import cpu_info, machine, rich_table, write_reports
@@ -139,16 +140,21 @@ def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[P
             slug = current_target().slug()
             cache = {slug: ws.root / ".cache" / "tensorrt" / f"{slug}.timing-cache"}  # outside DVC's outputs
             exported += write_engines(exported, meta, folder, params.batch_sizes, cache)
-        scored, unloadable = [], []
-        for f in exported:
-            label = ws.relative(files["folder"] / f.path.name)
-            try:
-                scored.append(score(f.name, f.path, f.precision, f.target))
-            except DataError as exc:
-                if f.name not in {v.name for v in openvino}:
-                    raise
-                unloadable.append(_unloadable(label, f, str(exc)))
-                notes.append(f"{f.name} rejected: OpenVINO cannot load {label} (reason in the report)")
+        isolated = {f.name: f for f in exported if f.name in {v.name for v in openvino}}
+        scored = [score(f.name, f.path, f.precision, f.target) for f in exported if f.name not in isolated]
+        elsewhere = score_in_child(ws, {n: f.path for n, f in isolated.items()},
+                                   {n: ws.relative(files["folder"] / f.path.name) for n, f in isolated.items()},
+                                   timing_files, max(params.batch_sizes), params.latency_runs, params.warmup_runs,
+                                   threads)
+        unloadable = []
+        for name, f in isolated.items():
+            label, outcome = ws.relative(files["folder"] / f.path.name), elsewhere[name]
+            if outcome.error is not None:
+                unloadable.append(_unloadable(label, f, outcome.error))
+                notes.append(f"{name} rejected: OpenVINO cannot load {label} (reason in the report)")
+            else:
+                scored.append(_row(name, f.path, outcome.runtime, False, outcome.extra, outcome.metrics,
+                                   f.precision, f.target, label))
         variants = apply_gate(reference, scored, metric, params.max_map_drop) + unloadable
         fp32 = next(v for v in variants if v.name == "onnx-fp32")
         if not fp32.accepted:
@@ -156,6 +162,7 @@ def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[P
         timings = {name: t.to_dict() for name, t in measure_all(
             predictors, timing, meta.deployment(), max(params.batch_sizes), params.latency_runs,
             params.warmup_runs).items()}
+        timings.update({name: o.latency for name, o in elsewhere.items() if o.latency is not None})
         variants = [replace(v, latency=timings[v.name]) if v.name in timings else v for v in variants]
     deploy = deployable(variants)
     served = max(params.batch_sizes)
@@ -173,17 +180,24 @@ def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[P
 
 def _variant(name: str, predictor: Predictor, metrics: dict[str, float | None], precision: str, target: str,
              file_label: str) -> Variant:
-    """One row of the export table for a predictor loaded here, its speed measured later (per-class APs left to
-    `evaluate`)."""
-    from detops.export.gate import Variant
+    """One row of the export table for a predictor loaded here, its speed measured later."""
     from detops.inference.openvino_runtime import variant_settings
-    from detops.inference.tensorrt import sidecar_path
 
     on_gpu = predictor.kind == "tensorrt" or "cuda" in predictor.runtime_name.lower()
-    size = sum(p.stat().st_size for p in (predictor.path, sidecar_path(predictor.path)) if p.is_file())
-    return Variant(name=name, file=file_label, precision=precision, runtime=predictor.runtime_name, target=target,
+    return _row(name, predictor.path, predictor.runtime_name, on_gpu,
+                variant_settings(predictor.meta.extra), metrics, precision, target, file_label)
+
+
+def _row(name: str, path: Path, runtime: str, on_gpu: bool, extra: dict[str, Any],
+         metrics: dict[str, float | None], precision: str, target: str, file_label: str) -> Variant:
+    """One row of the export table (per-class APs left to `evaluate`)."""
+    from detops.export.gate import Variant
+    from detops.inference.tensorrt import sidecar_path
+
+    size = sum(p.stat().st_size for p in (path, sidecar_path(path)) if p.is_file())
+    return Variant(name=name, file=file_label, precision=precision, runtime=runtime, target=target,
                    size_mb=round(size / 2**20, 3), metrics={k: v for k, v in metrics.items() if "/ap/" not in k},
-                   latency=None, timed_on="gpu" if on_gpu else "cpu", extra=variant_settings(predictor.meta.extra))
+                   latency=None, timed_on="gpu" if on_gpu else "cpu", extra=extra)
 
 
 def _unloadable(file_label: str, f: VariantFile, error: str) -> Variant:

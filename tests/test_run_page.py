@@ -295,7 +295,7 @@ def test_report_text_is_escaped(tmp_path: Path) -> None:
     html = build_run_page(ws).read_text(encoding="utf-8")
     assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img src=x" not in html
     assert urls(html).urls == [f"#{key}" for key in ("validation", "split", "training", "metrics", "export",
-                                                    "promotion", "drift", "labeling")]
+                                                    "promotion", "drift", "labeling", "production")]
 
 
 def test_a_broken_report_is_named_and_the_rest_still_shows(tmp_path: Path) -> None:

@@ -38,8 +38,18 @@ def flow(root: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def stop(process: subprocess.Popen[str]) -> None:
+    """The run and everything it started (its temporary Prefect server), whatever state the test is in."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+
+
 def finish(process: subprocess.Popen[str]) -> str:
-    out, _ = process.communicate(timeout=900)
+    try:
+        out, _ = process.communicate(timeout=900)
+    finally:
+        stop(process)
     assert process.returncode == 0, out[-4000:]
     return out
 
@@ -52,15 +62,15 @@ def resume_checkpoints(root: Path) -> list[Path]:
 def kill_during_epoch_two(root: Path) -> int:
     """Start the flow, wait for the first epoch's checkpoint, kill the whole run at a random moment after it."""
     process = flow(root)
-    deadline = time.monotonic() + 600
-    while not resume_checkpoints(root):
-        assert process.poll() is None, (process.stdout.read() if process.stdout else "")[-4000:]
-        assert time.monotonic() < deadline, "no resume checkpoint after 10 minutes"
-        time.sleep(0.05)
-    delay = random.Random().uniform(0.0, 0.5)
-    time.sleep(delay)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
+    try:
+        deadline = time.monotonic() + 600
+        while not resume_checkpoints(root):
+            assert process.poll() is None, (process.stdout.read() if process.stdout else "")[-4000:]
+            assert time.monotonic() < deadline, "no resume checkpoint after 10 minutes"
+            time.sleep(0.05)
+        time.sleep(random.Random().uniform(0.0, 0.5))
+    finally:
+        stop(process)
     return int(torch.load(resume_checkpoints(root)[0], map_location="cpu", weights_only=True)["epoch"])
 
 

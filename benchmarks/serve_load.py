@@ -14,6 +14,12 @@ Then, on the batching server under load at concurrency 8: a promotion (champion 
 rollback (`detops registry rollback`, in process): failed requests (target 0), the seconds from each alias move to
 the first answer by the new version, and which versions answered. Server RSS per process. Prints markdown tables,
 the machine and its CPU flags.
+Per server, one summary row (the issue's acceptance): ready after start (the process started until /health 200, and
+until its first answer), PSS summed over the server's processes (/proc/<pid>/smaps_rollup: shared pages counted once)
+at steady state after the load and its peak during the swap, c=8 img/s against the predictor's batch 8 and against
+`mlflow models serve`, c=1 p99. `--old-src DIR` adds another `detops serve` row run from the sources in DIR (a git
+worktree of an older commit: `git worktree add --detach /tmp/old <commit>`; PYTHONPATH=DIR/src), so the old design
+and the new one are measured in one run on one machine.
 
 It needs a workspace where the demo ran (`make demo` in the repository leaves mlflow.db, mlartifacts/, models/ and
 reports/export.json there; or any copy where `python -m flows.retrain` ran) and a registered champion:
@@ -222,12 +228,14 @@ class Server:
     whole group: its workers too) on exit."""
 
     def __init__(self, name: str, command: list[str], ready_url: str, *, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, log: Path, timeout: float = 300.0) -> None:
+                 cwd: Path | None = None, log: Path, timeout: float = 300.0,
+                 first: tuple[str, Payload] | None = None) -> None:
         self.name, self.command, self.ready_url, self.env, self.cwd = name, command, ready_url, env, cwd
-        self.log_path, self.timeout = log, timeout
+        self.log_path, self.timeout, self.first = log, timeout, first
         self.port = urlsplit(ready_url).port
         self.process: subprocess.Popen[bytes] | None = None
-        self.started_s = 0.0
+        self.started_s = 0.0  # process start -> ready_url 200
+        self.answered_s: float | None = None  # process start -> the first 200 answer to `first` (path, payload)
 
     def __enter__(self) -> Server:
         import httpx
@@ -240,17 +248,35 @@ class Server:
         log.close()
         deadline = started + self.timeout
         while time.perf_counter() < deadline:
-            if self.process.poll() is not None:
+            if (code := self.process.poll()) is not None:
                 self.stop()
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode} before it was ready; its "
+                raise RuntimeError(f"{self.name} exited with {code} before it was ready; its "
                                    f"log ({self.log_path}) ends:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.ready_url, timeout=5).status_code == 200:
                     self.started_s = time.perf_counter() - started
+                    self.answered_s = self.first_answer(started, deadline)
                     return self
-            time.sleep(0.25)
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.name} was not ready within {self.timeout:.0f} s; its log ends:\n{self.log_tail()}")
+
+    def first_answer(self, started: float, deadline: float) -> float | None:
+        """Seconds from the process start to the first 200 answer to `self.first` (retried while not 200)."""
+        import httpx
+
+        if self.first is None:
+            return None
+        path, payload = self.first
+        url = f"http://127.0.0.1:{self.port}{path}"
+        while time.perf_counter() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                answer = httpx.post(url, content=payload.body, headers={"Content-Type": payload.content_type},
+                                    timeout=60)
+                if answer.status_code == 200:
+                    return time.perf_counter() - started
+            time.sleep(0.05)
+        return None
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -311,6 +337,54 @@ class Server:
         return out
 
 
+    def pids(self) -> list[int]:
+        """The server's process and every process under it."""
+        import psutil
+
+        if self.process is None:
+            return []
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.process.pid)
+            return [root.pid, *(p.pid for p in root.children(recursive=True))]
+        return []
+
+    def pss(self) -> float:
+        """PSS in MiB summed over the server's processes (shared pages counted once across them)."""
+        return sum(pss_mib(pid) for pid in self.pids())
+
+
+def pss_mib(pid: int) -> float:
+    """A process's proportional set size from /proc/<pid>/smaps_rollup, MiB; 0 when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text(encoding="utf-8")
+    except OSError:
+        return 0.0
+    kib = next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")), 0)
+    return kib / 1024
+
+
+class PeakPss:
+    """The highest summed PSS of a server, sampled every `every` seconds in a thread while the block runs."""
+
+    def __init__(self, server: Server, every: float = 0.25) -> None:
+        self.server, self.every, self.peak = server, every, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="pss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.server.pss())
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakPss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def process_role(proc: Any, root: Any, forked_before: int) -> str:
     """A readable name for one process of a server's tree (multiprocessing children share their parent's command
     line). LitServe forks its manager before its API servers, so the first forked child is the manager."""
@@ -332,11 +406,29 @@ def noop_command(port: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------- machine
-def machine_line() -> str:
-    from detops.export.report import KERNEL_FLAGS, cpu_info, machine
+KERNEL_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+                "amx_int8", "amx_bf16")  # the flags that decide ONNX Runtime's and OpenVINO's kernels
 
-    flags = cpu_info()["flags"]
-    return (f"{machine()}; CPU flags: {' '.join(flags) or 'none of ' + ', '.join(KERNEL_FLAGS)}; "
+
+def cpu_table() -> str:
+    """The CPU as /proc/cpuinfo names it, its usable cores and which kernel-deciding flags it has."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+    present = set(fields.get("flags", "").split())
+    model = fields.get("model name", "unknown")
+    have = [f for f in KERNEL_FLAGS if f in present]
+    lacks = [f for f in KERNEL_FLAGS if f not in present]
+    return ("| CPU | usable cores | flags present | flags absent |\n|---|---|---|---|\n"
+            f"| {model} | {len(os.sched_getaffinity(0))} | {' '.join(have) or 'none'} | {' '.join(lacks) or 'none'} |")
+
+
+def machine_line() -> str:
+    import platform
+
+    return (f"{platform.node()}, {platform.machine()}, Python {platform.python_version()}; "
             f"load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
@@ -471,7 +563,40 @@ def target_lines(rows: Sequence[Row], sets: Sequence[str]) -> list[str]:
     return out
 
 
+@dataclass
+class Summary:
+    """What the issue's acceptance asks per server, beside the load table."""
+
+    processes: int = 0
+    ready_s: float | None = None  # process start -> ready (/health or /ping 200)
+    answered_s: float | None = None  # process start -> the first answer
+    pss_mib: float | None = None  # summed PSS after the load
+    swap_peak_mib: float | None = None  # summed PSS peak during the swap under load
+
+
+def summary_table(summaries: Mapping[str, Summary], rows: Sequence[Row], sets: Sequence[str]) -> str:
+    """One row per server: ready, memory, and its c=8 / c=1 numbers next to the predictor's and mlflow's."""
+    head = ["server", "processes", "ready s (health / first answer)", "PSS MiB after load", "PSS MiB peak in swap"]
+    for images in sets:
+        head += [f"{images}: c=8 img/s", "vs predictor b8", "vs mlflow", "c=1 p99 ms (predictor b1 p50 + 10)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, sm in summaries.items():
+        cells = [name, str(sm.processes or ""), f"{fmt_s(sm.ready_s)} / {fmt_s(sm.answered_s)}",
+                 f"{sm.pss_mib:.0f}" if sm.pss_mib else "", f"{sm.swap_peak_mib:.0f}" if sm.swap_peak_mib else ""]
+        for images in sets:
+            c8, c1 = find(rows, name, images, "c=8"), find(rows, name, images, "c=1")
+            pred8, pred1 = find(rows, PREDICTOR, images, "batch 8"), find(rows, PREDICTOR, images, "batch 1")
+            mlflow8 = find(rows, MLFLOW, images, "c=8")
+            cells += [f"{c8.throughput:.1f}" if c8 else "",
+                      f"{c8.throughput / pred8.throughput:.0%}" if c8 and pred8 else "",
+                      f"{c8.throughput / mlflow8.throughput:.2f}x" if c8 and mlflow8 else "",
+                      f"{c1.p(99):.1f} ({pred1.p(50) + 10:.1f})" if c1 and pred1 else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 SERVE_BATCH, SERVE_NOBATCH = "detops serve, batching on", "detops serve, batching off"
+SERVE_OLD = "detops serve (--old-src), batching on"
 MLFLOW, PREDICTOR, NOOP = "mlflow models serve", "in-process predictor", "no-op LitServe"
 
 
@@ -675,8 +800,11 @@ def main() -> int:
     parser.add_argument("--max-batch-size", type=int, default=0, help="batching on: serve.max_batch_size (0: params)")
     parser.add_argument("--threads", type=int, default=0,
                         help="in-process predictor's threads (0: the usable CPUs, as one serve worker takes them)")
-    parser.add_argument("--only", default="serve,mlflow,predictor,noop,swap",
-                        help="parts to run, comma-separated: serve, mlflow, predictor, noop, swap")
+    parser.add_argument("--only", default="serve,serve1,mlflow,predictor,noop,swap",
+                        help="parts to run, comma-separated: serve (batching on), serve1 (batching off), mlflow, "
+                             "predictor, noop, swap (on each detops server)")
+    parser.add_argument("--old-src", type=Path, default=None,
+                        help="also run `detops serve` from this source tree (a worktree of an older commit)")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -684,7 +812,8 @@ def main() -> int:
     rows: list[Row] = []
     rss: dict[str, list[tuple[int, str, float]]] = {}
     notes: list[str] = []
-    swap_result: tuple[LoadResult, list[Swap]] | None = None
+    swaps_run: dict[str, tuple[LoadResult, list[Swap]]] = {}
+    summaries: dict[str, Summary] = {}
 
     from detops.config import load_params
 
@@ -704,6 +833,7 @@ def main() -> int:
         batch_on = [f"serve.max_batch_size={args.max_batch_size}"] if args.max_batch_size else []
         second = add_version(registry) if "swap" in parts else None
 
+        first_payload = next(iter(multipart.values()))[0]
         with contextlib.ExitStack() as stack:
             targets: list[Target] = []
             if "predictor" in parts:
@@ -711,39 +841,51 @@ def main() -> int:
 
                 targets.append(predictor_target(model, files, args.threads or usable_cpus()))
 
-            def start(name: str, command: list[str], port: int, ready: str, log: str) -> Server:
-                server = stack.enter_context(Server(name, command, f"http://127.0.0.1:{port}{ready}", env=env,
-                                                    cwd=root, log=root / log))
+            def start(name: str, command: list[str], port: int, ready: str, log: str,
+                      first: tuple[str, Payload] | None, server_env: dict[str, str] = env) -> Server:
+                server = stack.enter_context(Server(name, command, f"http://127.0.0.1:{port}{ready}",
+                                                    env=server_env, cwd=root, log=root / log, first=first))
+                summaries[name] = Summary(len(server.pids()), server.started_s, server.answered_s)
                 server.pause()  # measured one at a time
                 return server
 
-            batching = None
-            if "serve" in parts or "swap" in parts:
-                port = free_port()
-                batching = start(SERVE_BATCH, detops_command(workspace, registry, port, batch_on), port, "/health",
-                                 "serve.log")
-                batching.resume()
-                notes.append(f"{SERVE_BATCH}: ready in {batching.started_s:.1f} s; serves {model_info(port)}")
-                batching.pause()
-                if "serve" in parts:
-                    targets.append(server_target(SERVE_BATCH, batching, "/predict", multipart, levels))
+            followers: list[Server] = []  # the detops servers a swap runs on
+            detops_servers = []  # (name, environment, log file, the sources' params.yaml: the server's own keys)
             if "serve" in parts:
+                detops_servers.append((SERVE_BATCH, env, "serve.log", REPO / "params.yaml"))
+            if args.old_src is not None:
+                old_env = {**env, "PYTHONPATH": str(args.old_src.resolve() / "src")}
+                detops_servers.append((SERVE_OLD, old_env, "serve-old.log", args.old_src / "params.yaml"))
+            for name, server_env_, log_name, params_file in detops_servers:
+                port = free_port()
+                server_ws = root / log_name.removesuffix(".log")  # the registry comes by --set: no data needed
+                server_ws.mkdir()
+                shutil.copy(params_file, server_ws / "params.yaml")
+                server = start(name, detops_command(server_ws, registry, port, batch_on), port, "/health",
+                               log_name, ("/predict", first_payload), server_env_)
+                server.resume()
+                notes.append(f"{name}: ready in {server.started_s:.1f} s; serves {model_info(port)}")
+                server.pause()
+                followers.append(server)
+                targets.append(server_target(name, server, "/predict", multipart, levels))
+            if "serve1" in parts:
                 port = free_port()
                 server = start(SERVE_NOBATCH, detops_command(workspace, registry, port, ["serve.max_batch_size=1"]),
-                               port, "/health", "serve1.log")
+                               port, "/health", "serve1.log", ("/predict", first_payload))
                 targets.append(server_target(SERVE_NOBATCH, server, "/predict", multipart, levels))
             if "mlflow" in parts:
                 port = free_port()
                 command = [str(BIN / "mlflow"), "models", "serve", "-m",
                            f"models:/{registry.name}/{registry.champion}", "--env-manager", "local",
                            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-                server = start(MLFLOW, command, port, "/ping", "mlflow.log")
+                mlflow_first = mlflow_payload([next(iter(files.values()))[0][1]])
+                server = start(MLFLOW, command, port, "/ping", "mlflow.log", ("/invocations", mlflow_first))
                 notes.append(f"{MLFLOW}: ready in {server.started_s:.1f} s")
                 mlflow_sets = {k: [mlflow_payload([d]) for _, d in v] for k, v in files.items()}
                 targets.append(server_target(MLFLOW, server, "/invocations", mlflow_sets, levels))
             if "noop" in parts:
                 port = free_port()
-                server = start(NOOP, noop_command(port), port, "/health", "noop.log")
+                server = start(NOOP, noop_command(port), port, "/health", "noop.log", None)
                 # JSON with base64: what LitServe itself parses in `detops serve` too (its gate turns a multipart
                 # upload into that before LitServe's handler), and no python-multipart needed.
                 as_json = {k: [json_payload(d) for _, d in v] for k, v in files.items()}
@@ -753,22 +895,30 @@ def main() -> int:
             for t in targets:
                 if t.server is not None:
                     rss[t.name] = t.server.rss()
-            if batching is not None and second is not None:
-                batching.resume()
-                first_set = next(iter(multipart.values()))
-                swap_result = swap_under_load(f"http://127.0.0.1:{batching.port}/predict", first_set, registry,
-                                              second, poll_seconds(workspace))
-                rss.setdefault(SERVE_BATCH, batching.rss())
+                    summaries[t.name].processes = len(rss[t.name])
+                    summaries[t.name].pss_mib = t.server.pss()  # paused after its last cell: steady, after load
+            if "swap" in parts and second is not None:
+                for server in followers:
+                    server.resume()
+                    with PeakPss(server) as peak:
+                        swaps_run[server.name] = swap_under_load(f"http://127.0.0.1:{server.port}/predict",
+                                                                 next(iter(multipart.values())), registry, second,
+                                                                 poll_seconds(workspace))
+                    summaries[server.name].swap_peak_mib = peak.peak
+                    rss.setdefault(server.name, server.rss())
+                    summaries[server.name].pss_mib = summaries[server.name].pss_mib or server.pss()
+                    server.pause()  # the rollback moved the champion back: the next server's swap is the same
 
-    print(f"\n## serve_load ({time.strftime('%Y-%m-%d %H:%M')})\n\nmachine: {machine_line()}\n")
+    print(f"\n## serve_load ({time.strftime('%Y-%m-%d %H:%M')})\n\nmachine: {machine_line()}\n\n{cpu_table()}\n")
     print(f"model: {registry.name} version {registry.champion}, served file {model.name}; {args.requests} requests "
           f"per cell (images for the predictor), {args.images} images per set, loopback, async httpx client\n")
     print(markdown(rows))
     if rows:
         print("\n" + "\n".join(f"- {line}" for line in target_lines(rows, list(files))))
-    if swap_result is not None:
-        result, swaps = swap_result
-        print(f"\n| under load (c=8, {next(iter(files))}) | requests | failed | answers by version |\n"
+    if summaries:
+        print("\n" + summary_table(summaries, rows, list(files)))
+    for name, (result, swaps) in swaps_run.items():
+        print(f"\n| {name}: under load (c=8, {next(iter(files))}) | requests | failed | answers by version |\n"
               "|---|---|---|---|")
         print(f"| promotion + rollback | {result.sent} | {result.failed} | "
               f"{', '.join(f'v{k}: {n}' for k, n in sorted(result.versions.items()))} |")

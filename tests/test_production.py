@@ -259,3 +259,42 @@ def test_the_accuracy_share_is_drawn_outside_the_ranking_and_is_what_a_pulled_ba
     pulled = read_batch(ws, find_batch(ws, "raw-40-labelled"))
     gt, what = share_of(ws, pulled)
     assert gt is not None and sorted(str(im["file_name"]) for im in gt["images"]) == sorted(share[:5]), what
+
+
+def test_the_gate_scores_the_candidate_on_the_production_shares_it_did_not_train_on(
+    root: Path, labelling_model: Path
+) -> None:
+    """An accepted batch lists its share; import marks those images; the candidate is scored on the marked images of
+    its val and test splits only, never on those it trained on."""
+    from detops.dataset.canonical import read_dataset, subset
+    from detops.evaluation.scorer import Scorer
+    from detops.monitoring.accept import take_batch
+    from detops.monitoring.production import SHARE_FILE, SHARE_KEY, candidate_on_shares, shares_text
+    from detops.steps.import_ import with_accepted_batches
+
+    ws = workspace_at(root)
+    name = land(root, "day-accepted", seed=61, images=32)
+    outcome = take_batch(ws, name)
+    assert outcome.accepted is not None
+    listed = (outcome.accepted / SHARE_FILE).read_text(encoding="utf-8").split()
+    assert sorted(listed) == sorted(outcome.images) and len(listed) > 20  # labelled on landing: the whole batch
+
+    main = read_dataset(ws.split_json("test"))
+    merged = with_accepted_batches(ws, main, [])
+    marked = [im for im in merged["images"] if im.get(SHARE_KEY)]
+    assert len(marked) == len(listed) and {im["batch"] for im in marked} == {name}
+    assert not [im for im in merged["images"] if im.get(SHARE_KEY) and im.get("batch") != name]
+
+    ids = [im["id"] for im in marked]
+    trained, val, test = ids[: len(ids) // 2], ids[len(ids) // 2: 3 * len(ids) // 4], ids[3 * len(ids) // 4:]
+    assert trained and val and test
+    others = [im["id"] for im in merged["images"] if not im.get(SHARE_KEY)]
+    shares = candidate_on_shares(ws, labelling_model, {"val": subset(merged, val),
+                                                       "test": subset(merged, [*test, *others])})
+    assert shares is not None and shares["images"] == len(val) + len(test) and shares["batches"] == [name]
+    assert shares["splits"] == ["test", "val"] and shares["too_small"]  # under monitor.min_labelled_images
+    expected = Scorer.of(ws, gt=subset(merged, [*val, *test]), split="test").score(labelling_model)
+    assert shares["map"] == pytest.approx(expected.result.summary["map"])
+    assert shares["interval"][0] <= shares["map"] <= shares["interval"][1]
+    assert f"on {len(val) + len(test)} image(s) of 1 batch(es)" in shares_text(shares)
+    assert candidate_on_shares(ws, labelling_model, {"test": subset(merged, others)}) is None

@@ -122,7 +122,7 @@ def write_model_reports(ws: Workspace) -> None:
                                 min_metric=0.0)
     promotion = Promotion("2", "1", decision, AliasChange("2", "1", None, True))
     files = ModelFiles({"checkpoint": ws.models / "best.ckpt"}, "checkpoint")
-    promotion_report(ws, Candidate(run_id, evaluation.metrics, files, gt), promotion, True, 1.0)
+    promotion_report(ws, Candidate(run_id, evaluation.metrics, files, gt), promotion, True, None, 1.0)
 
 
 class _Urls(HTMLParser):

@@ -98,13 +98,18 @@ def _take(ws: Workspace, name: str) -> BatchOutcome:
     if len(review) == len(files):
         raise DataError(f"batch {name!r}: the label audit flagged all {len(files)} images (label.review_threshold="
                         f"{ws.params.label.review_threshold}); nothing accepted. See {audit_notes[0]}.")
+    kept = [f for f in files if f not in set(review)]
+    from detops.monitoring.production import share_of, write_share_list
+
+    share, _ = share_of(ws, data)
     with atomic_dir(target) as tmp:
         if review:
             _copy_without(ws, data, set(review), tmp)
         else:
             shutil.copytree(data.batch.path, tmp, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(ws.params.monitor.manifest))
-    kept = [f for f in files if f not in set(review)]
+        if share is not None:
+            write_share_list(tmp, share, kept)
     return BatchOutcome(name, True, kept, accepted=target, review=review, notes=notes, production=production)
 
 

@@ -9,6 +9,10 @@ small; otherwise the champion's score raises the alarm when the interval's upper
 minus `monitor.max_accuracy_drop`, or below `monitor.min_production_map`. The flow announces it
 (`detops.accuracy.dropped`); nothing here starts a retraining.
 
+An accepted batch's copy lists its share (`SHARE_FILE`), so the share's images carry `accuracy_share` through
+import and split; `promote` scores the candidate on those in its val and test splits (`candidate_on_shares`): its
+accuracy on production images it did not train on, beside the gate.
+
 Written to `reports/production/<batch>.json` (the champion's numbers at the top: `version`, `batch`, `map`,
 `map_50`, `interval`, `images`, `too_small`, `alarm`; every scored model under `models`) and logged to MLflow, one
 run named `production` per registered version (`detops.production_version` tag), step = the batch's order there.
@@ -38,6 +42,8 @@ RUN_NAME = "production"
 VERSION_TAG = "detops.production_version"
 TABLE = "production_batches.json"
 SEED = 0
+SHARE_FILE = ".accuracy-share"  # in an accepted batch's copy: its share's file names, one per line
+SHARE_KEY = "accuracy_share"  # on a dataset image: it belongs to a batch's accuracy share
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,59 @@ def share_of(ws: Workspace, data: BatchData) -> tuple[Dataset | None, str]:
         return None, f"pushed from {origin} with no accuracy share (label.accuracy_share = 0 then): not scored"
     ids = [im["id"] for im in data.dataset["images"] if str(im["file_name"]) in share]
     return subset(data.dataset, ids), f"the accuracy share of {origin} ({len(ids)} of {len(data.dataset['images'])})"
+
+
+def write_share_list(folder: Path, gt: Dataset, kept: list[str]) -> None:
+    """The share's file names still in the accepted copy `folder` (one per line): what import marks."""
+    names = sorted({str(im["file_name"]) for im in gt["images"]} & set(kept))
+    if names:
+        (folder / SHARE_FILE).write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+
+
+def mark_share(folder: Path, dataset: Dataset) -> Dataset:
+    """`dataset` (an accepted batch read from `folder`) with its share's images marked `accuracy_share`."""
+    path = folder / SHARE_FILE
+    if not path.is_file():
+        return dataset
+    share = set(path.read_text(encoding="utf-8").split("\n")) - {""}
+    images = [{**im, SHARE_KEY: True} if str(im["file_name"]) in share else im for im in dataset["images"]]
+    return {**dataset, "images": images}
+
+
+def candidate_on_shares(ws: Workspace, checkpoint: Path, splits: dict[str, Dataset]) -> dict[str, Any] | None:
+    """The candidate's mAP, mAP@0.5 and 90 % interval on the share images of `splits` (its val and test: images it
+    did not train on), with their count and batches; None when no share image is there."""
+    from detops.evaluation.bootstrap import bootstrap_map
+    from detops.evaluation.scorer import Scorer
+    from detops.inference.loading import evaluation_thresholds
+
+    parts = [(name, im) for name, split in splits.items() for im in split["images"] if im.get(SHARE_KEY)]
+    if not parts:
+        return None
+    ids = {im["id"] for _, im in parts}  # one dataset's ids: unique across its splits
+    gt: Dataset = {**next(iter(splits.values())), "images": [im for _, im in parts],
+                   "annotations": [a for split in splits.values() for a in split["annotations"]
+                                   if a["image_id"] in ids]}
+    scorer = Scorer(gt, "production", f"the production shares of the {'/'.join(splits)} splits", ws.root,
+                    evaluation_thresholds(ws.params.evaluate), ws.params.evaluate.batch_size)
+    score = scorer.score(checkpoint, who="the candidate", label="Candidate on production shares")
+    interval = bootstrap_map(gt, score.detections, seed=SEED)
+    return {"images": len(parts), "splits": sorted({name for name, _ in parts}),
+            "batches": sorted({str(im.get("batch")) for _, im in parts if im.get("batch")}),
+            "map": score.result.summary["map"], "map_50": score.result.summary["map_50"],
+            "interval": None if interval is None else [interval.low, interval.high],
+            "too_small": len(parts) < ws.params.monitor.min_labelled_images}
+
+
+def shares_text(shares: dict[str, Any] | None) -> str:
+    """The candidate's production-share line of the promotion summary."""
+    if shares is None:
+        return "- (no production share outside its training split)"
+    shown = "n/a" if shares["map"] is None else f"{shares['map']:.4f}"
+    interval = "" if shares["interval"] is None else f" [{shares['interval'][0]:.3f}, {shares['interval'][1]:.3f}]"
+    small = ", too few to judge" if shares["too_small"] else ""
+    return (f"{shown}{interval} on {shares['images']} image(s) of {len(shares['batches'])} batch(es) "
+            f"({'/'.join(shares['splits'])}{small})")
 
 
 def score_batch(ws: Workspace, data: BatchData) -> tuple[Path | None, list[str]]:

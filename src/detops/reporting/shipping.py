@@ -34,6 +34,8 @@ def export(src: Sources, report: dict[str, Any], plot: Path, markdown: Path) -> 
 
 
 def promotion(src: Sources, report: dict[str, Any], markdown: Path) -> Section:
+    from detops.monitoring.production import shares_text
+
     d, aliases = report["decision"], report["aliases"]
     version, champion = report["version"], report.get("champion_version")
     verdict = badge("promoted", True) if d["promote"] else badge("not promoted", False)
@@ -50,6 +52,7 @@ def promotion(src: Sources, report: dict[str, Any], markdown: Path) -> Section:
             ("min_improvement / min_metric", f"{d['min_improvement']:g} / {d['min_metric']:g}"),
             ("comparable champion (same classes)", d["comparable"]),
             ("champion's training images in today's test split", d["overlap"]),
+            ("candidate on production shares it did not train on", shares_text(report.get("production_shares"))),
             ("aliases after", ", ".join(f"{k}: v{v}" for k, v in aliases.items()
                                         if k in ("champion", "previous", "challenger") and v) or "none"),
             ("model", f"{report['model_uri']} (serves {report['serve']})"),

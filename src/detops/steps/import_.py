@@ -37,7 +37,7 @@ def run(ws: Workspace) -> StepResult:
         where=lambda i: source.images[i].where,
     )
     dataset, notes = to_canonical(source, infos, ws.relative(root), params.size_mismatch)
-    dataset = _with_accepted_batches(ws, dataset, notes)
+    dataset = with_accepted_batches(ws, dataset, notes)
     write_dataset(ws.dataset_json, dataset)
 
     splits = Counter(im.get("source_split") for im in dataset["images"])
@@ -51,10 +51,12 @@ def run(ws: Workspace) -> StepResult:
     return StepResult(step="import", outputs={"dataset": ws.relative(ws.dataset_json)}, metrics=metrics, notes=notes)
 
 
-def _with_accepted_batches(ws: Workspace, dataset: Dataset, notes: list[str]) -> Dataset:
-    """The dataset plus every accepted batch under import.batches (labelled, any format)."""
+def with_accepted_batches(ws: Workspace, dataset: Dataset, notes: list[str]) -> Dataset:
+    """The dataset plus every accepted batch under import.batches (labelled, any format); the images of a batch's
+    accuracy share are marked, so promote can score the candidate on those it did not train on."""
     from detops.dataset.merge import merge
     from detops.monitoring.batches import Batch, read_batch
+    from detops.monitoring.production import mark_share
 
     folder = ws.resolve(ws.params.import_.batches)
     names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
@@ -67,7 +69,7 @@ def _with_accepted_batches(ws: Workspace, dataset: Dataset, notes: list[str]) ->
                             "images only. Label it, or move it out of import.batches.")
         if data.skipped:
             notes.append(f"batch {name}: {len(data.skipped)} unreadable image(s) left out")
-        batches[name] = data.dataset
+        batches[name] = mark_share(folder / name, data.dataset)
     if batches:
         notes.append(f"{len(batches)} accepted batch(es) joined the dataset: {', '.join(batches)}")
     return merge(dataset, batches, ws.root)

@@ -55,8 +55,20 @@ def run(ws: Workspace) -> StepResult:
     client = connect(ws)
     run_ = training_run(ws, client, candidate.run_id)
     promotion, registered = register_and_gate(ws, client, run_, candidate)
+    shares = production_shares(ws, candidate)
     seconds = time.perf_counter() - started
-    return report(ws, candidate, promotion, registered, seconds)
+    return report(ws, candidate, promotion, registered, shares, seconds)
+
+
+def production_shares(ws: Workspace, candidate: Candidate) -> dict[str, Any] | None:
+    """The candidate on the labelled production shares in its val and test splits: images it did not train on.
+    Reported beside the gate, not gated on (the champion's alarm is `monitoring.production`'s)."""
+    from detops.dataset.canonical import read_dataset
+    from detops.monitoring.production import candidate_on_shares
+    from detops.registry.package import CHECKPOINT
+
+    splits = {"val": read_dataset(ws.split_json("val")), ws.params.evaluate.split: candidate.gt}
+    return candidate_on_shares(ws, candidate.files.artifacts[CHECKPOINT], splits)
 
 
 def read_candidate(ws: Workspace) -> Candidate:
@@ -162,8 +174,11 @@ def log_prediction_reference(ws: Workspace, client: MlflowClient, candidate: Can
 
 
 def report(ws: Workspace, candidate: Candidate, promotion: Promotion, registered: bool,
-           seconds: float) -> StepResult:
-    """reports/promotion.json and .md, and the CLI summary: the decision, both numbers, threshold, reason."""
+           shares: dict[str, Any] | None, seconds: float) -> StepResult:
+    """reports/promotion.json and .md, and the CLI summary: the decision, both numbers, threshold, reason, and the
+    candidate on the production shares it did not train on."""
+    from detops.monitoring.production import shares_text
+
     name, d = ws.params.mlflow.registered_model, promotion.decision
     uri = f"models:/{name}/{promotion.version}"
     how = "registered as new version" if registered else "already registered as version"
@@ -172,11 +187,12 @@ def report(ws: Workspace, candidate: Candidate, promotion: Promotion, registered
     payload: dict[str, Any] = {
         "model": name, "model_uri": uri, "run_id": candidate.run_id, "registered": registered,
         "serve": candidate.files.serve, "artifacts": sorted(candidate.files.artifacts),
-        **promotion.to_dict(), "seconds": round(seconds, 3),
+        **promotion.to_dict(), "production_shares": shares, "seconds": round(seconds, 3),
     }
     files = ws.outputs("promote")
     write_json(files["decision"], payload)
-    write_text(files["summary"], promotion.to_markdown() + f"\n\n{registration}.\n")
+    write_text(files["summary"], promotion.to_markdown() + f"\n\nCandidate mAP on production shares it did not "
+               f"train on: {shares_text(shares)}.\n\n{registration}.\n")
 
     champion = promotion.champion_version
     if champion is None:
@@ -192,6 +208,7 @@ def report(ws: Workspace, candidate: Candidate, promotion: Promotion, registered
         f"candidate {d.metric}": metric_text(d.candidate_value),
         f"champion {d.metric}": champion_text,
         "threshold": metric_text(d.threshold),
+        "candidate mAP on production shares": shares_text(shares),
         "champion's train images in today's test": "-" if d.overlap is None else d.overlap,
         f"{ws.params.promote.alias} now": f"v{promotion.aliases.champion}" if promotion.aliases.champion else "none",
         "seconds": f"{seconds:.1f}",

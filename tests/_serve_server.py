@@ -1,5 +1,5 @@
-"""A real `detops serve` process on loopback for the serving tests: started in its own session (so every process
-LitServe starts can be found, inspected and killed), waited for on /health, always stopped.
+"""A real `detops serve` process on loopback for the serving tests: started in its own session (so anything it
+starts can be found, inspected and killed), waited for on /health, always stopped.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ BIN = Path(sys.executable).parent
 class ServeProcess:
     """`detops -w ROOT --set ... serve --port PORT` with its log in a file."""
 
-    def __init__(self, root: Path, *sets: str, workers: int = 1, env: dict[str, str] | None = None,
-                 log_dir: Path | None = None) -> None:
+    def __init__(self, root: Path, *sets: str, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -31,8 +30,7 @@ class ServeProcess:
         child_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DETOPS_SERVE_API_KEY")}
         child_env.update({"DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})})
         args = [arg for item in sets for arg in ("--set", item)]
-        command = [str(BIN / "detops"), "-w", str(root), *args, "serve", "--port", str(self.port),
-                   "--workers", str(workers)]
+        command = [str(BIN / "detops"), "-w", str(root), *args, "serve", "--port", str(self.port)]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=child_env,
                                             start_new_session=True)
@@ -52,7 +50,7 @@ class ServeProcess:
         raise RuntimeError(f"detops serve was not ready within {timeout:.0f} s:\n{self.log()}")
 
     def pids(self) -> list[int]:
-        """Every live process of the server's session: main, LitServe's manager, API servers, workers."""
+        """Every live process of the server's session (one: the server)."""
         out = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -67,7 +65,7 @@ class ServeProcess:
         return sorted(out)
 
     def stop(self) -> None:
-        """SIGTERM (a graceful LitServe shutdown), then SIGKILL for anything of the session left."""
+        """SIGTERM (a graceful shutdown), then SIGKILL for anything of the session left."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):

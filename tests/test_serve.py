@@ -93,18 +93,9 @@ def test_multipart_bodies_are_parsed_exactly() -> None:
     assert form_fields(body, quoted)["image"] == data
 
 
-class _NoMetrics:
-    def labels(self, *args: Any) -> _NoMetrics:
-        return self
-
-    def inc(self, *args: Any) -> None: ...
-
-    def observe(self, *args: Any) -> None: ...
-
-
 @pytest.fixture
 def gate_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The gate around an app that echoes the body LitServe would get."""
+    """The gate around an app that echoes what the handler gets: the image's bytes (base64 here) and the id."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -113,12 +104,11 @@ def gate_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     from detops.serving import gate
 
-    stub = _NoMetrics()
-    monkeypatch.setattr(gate, "metrics", lambda: type("M", (), {"requests": stub, "latency": stub})())
     monkeypatch.setenv("DETOPS_SERVE_API_KEY", KEY)
 
     async def echo(request: Request) -> JSONResponse:
-        return JSONResponse({"type": request.headers["content-type"], "body": await request.json()})
+        image = base64.b64encode(request.scope[gate.IMAGE]).decode()
+        return JSONResponse({"image": image, "request_id": request.scope[gate.REQUEST_ID]})
 
     async def ok(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ready"})
@@ -136,7 +126,13 @@ def _png(width: int = 32, height: int = 24) -> bytes:
     return buffer.getvalue()
 
 
-def test_gate_hands_litserve_one_canonical_json_body(gate_client: Any) -> None:
+def _png3() -> bytes:
+    """A PNG whose length is a multiple of 3 (its base64 has no padding; bytes after IEND are ignored)."""
+    png = _png()
+    return png + b"\0" * (-len(png) % 3)
+
+
+def test_gate_hands_the_handler_the_image_bytes(gate_client: Any) -> None:
     png, auth = _png(), {"X-API-Key": KEY}
     encoded = base64.b64encode(png).decode()
     for kwargs in ({"files": {"image": ("a.png", png, "image/png")}},
@@ -146,7 +142,7 @@ def test_gate_hands_litserve_one_canonical_json_body(gate_client: Any) -> None:
         headers = {**auth, "X-Request-Id": "fixed-1", **kwargs.pop("headers", {})}
         response = gate_client.post("/predict", headers=headers, **kwargs)
         assert response.status_code == 200, response.text
-        assert response.json() == {"type": "application/json", "body": {"image": encoded, "request_id": "fixed-1"}}
+        assert response.json() == {"image": encoded, "request_id": "fixed-1"}
         assert response.headers["x-request-id"] == "fixed-1"
     bearer = gate_client.post("/predict", content=png, headers={"content-type": "image/png",
                                                                  "Authorization": f"Bearer {KEY}"})
@@ -160,6 +156,11 @@ def test_gate_hands_litserve_one_canonical_json_body(gate_client: Any) -> None:
     ({"content": b'{"image": ', "headers": {"content-type": "application/json"}}, 400, "malformed JSON"),
     ({"json": {"img": "x"}}, 400, "`image` string"),
     ({"json": {"image": "%%%"}}, 400, "not valid base64"),
+    # a stray character then padding: a length check balances it (3n bytes), the strict decoder does not
+    ({"json": {"image": base64.b64encode(_png3()).decode() + '"==='}}, 400, "not valid base64"),
+    ({"json": {"image": base64.b64encode(_png3()).decode()[:-4] + "A=AA"}}, 400, "not valid base64"),
+    ({"content": b"[" * 90_000, "headers": {"content-type": "application/json"}}, 400, "nested too deeply"),
+    ({"content": iter([b"\xff" * 30_000] * 4), "headers": {"content-type": "image/png"}}, 413, "body is larger"),
     ({"files": {"other": ("a.png", b"x", "image/png")}}, 400, "no `image` field (fields: other)"),
     ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "'text/plain' is not accepted"),
     ({"content": b"hello"}, 415, "no Content-Type"),
@@ -217,10 +218,11 @@ def test_serve_params_and_help() -> None:
         load_params(None, ["serve.batch_timeout=-0.001"])
     result = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
     assert result.exit_code == 0
-    for option in ("--model", "--host", "--port", "--workers"):
+    for option in ("--model", "--host", "--port"):
         assert option in result.output
+    assert "--workers" not in result.output  # one process per replica
     code = ("import sys\nfrom detops.cli import app\ntry:\n    app(['serve', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print('LOADED=' + ','.join(m for m in ('mlflow', 'litserve', 'prometheus_client', 'onnxruntime', 'torch')"
+            "print('LOADED=' + ','.join(m for m in ('mlflow', 'uvicorn', 'prometheus_client', 'onnxruntime', 'torch')"
             " if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "LOADED="  # `detops --help` stays fast
@@ -268,10 +270,27 @@ def _register_copy(ws: Workspace) -> str:
     return str(version.version)
 
 
+def _perturb(folder: Path) -> None:
+    """Every ONNX file of a version with its float weights scaled by a seeded random 1 +- 30 %: the same classes
+    and metadata, other answers."""
+    import onnx
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(25)
+    for path in folder.rglob("*.onnx"):
+        model = onnx.load(str(path))
+        for init in model.graph.initializer:
+            weights = numpy_helper.to_array(init)
+            if weights.dtype == np.float32 and weights.size > 16:
+                scaled = weights * (1 + 0.3 * rng.standard_normal(weights.shape)).astype(np.float32)
+                init.CopyFrom(numpy_helper.from_array(scaled, init.name))
+        onnx.save(model, str(path))
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """Train, evaluate, export and promote the tiny model once (v1 champion), then register v2 and v3 from the
-    same run and delete v3's files."""
+    same run, give v2 other weights (so the shadow's agreement measures something) and delete v3's files."""
     import mlflow
     from test_promote import FAST
     from test_train import make_workspace, run_train
@@ -292,6 +311,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     files = Path(registry.client().get_model_version_download_uri(registry.name, "3").removeprefix("file://"))
     assert (files / "MLmodel").is_file()
     shutil.rmtree(files)
+    _perturb(Path(registry.client().get_model_version_download_uri(registry.name, "2").removeprefix("file://")))
     mp.undo()
     yield registry
     mlflow.set_tracking_uri(None)
@@ -359,15 +379,18 @@ def _model(server: ServeProcess, headers: dict[str, str] | None = None) -> dict[
     return dict(httpx.get(f"{server.url}/model", timeout=5, headers=headers).json())
 
 
-def _wait_workers(server: ServeProcess, role: str, version: str | None, timeout: float = 60.0) -> float:
-    """When every worker serves `version` in `role` (monotonic clock)."""
+def _serves(model: dict[str, Any], role: str) -> str | None:
+    return model.get("version") if role == "champion" else (model.get("challenger") or {}).get("version")
+
+
+def _wait_model(server: ServeProcess, role: str, version: str | None, timeout: float = 60.0) -> float:
+    """When the server serves `version` in `role` (monotonic clock)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        workers = _model(server)["workers"]
-        if workers and all(w[role] == version for w in workers.values()):
+        if _serves(_model(server), role) == version:
             return time.monotonic()
         time.sleep(0.1)
-    raise AssertionError(f"workers did not all reach {role} {version}: {_model(server)}\n{server.log()}")
+    raise AssertionError(f"the server did not reach {role} {version}: {_model(server)}\n{server.log()}")
 
 
 def _metrics(server: ServeProcess, headers: dict[str, str] | None = None) -> dict[str, float]:
@@ -391,13 +414,10 @@ def _wait_metric(server: ServeProcess, name: str, at_least: float, timeout: floa
 
 
 def _assert_no_torch(server: ServeProcess) -> None:
-    """Every process of the server (main, LitServe's manager, API servers, workers): no libtorch mapped."""
-    pids = server.pids()
-    assert len(pids) >= 4, pids  # main, manager, an API server, a worker at least
-    for pid in pids:
-        maps = Path(f"/proc/{pid}/maps").read_text()
-        assert "libtorch" not in maps, f"process {pid} of the server has torch loaded"
-    assert all(w["pid"] in pids for w in _model(server)["workers"].values())
+    """The server is one process, and it has no libtorch mapped."""
+    assert server.pids() == [server.process.pid]
+    maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+    assert "libtorch" not in maps, "the server has torch loaded"
 
 
 # --- hot swap under load -----------------------------------------------------------------------------------
@@ -411,23 +431,23 @@ def test_hot_swap_under_load_promotion_rollback_and_a_broken_version(registry: R
     registry.set_aliases(champion="1", previous_champion=None, challenger=None)
     images = registry.images()[:6]
     sets = (*SERVE, "serve.poll_seconds=0.5", "serve.max_batch_size=4")
-    with ServeProcess(registry.ws.root, *sets, workers=2, log_dir=tmp_path) as server:
+    with ServeProcess(registry.ws.root, *sets, log_dir=tmp_path) as server:
         assert server.wait_ready()["model"]["version"] == "1"
         _assert_no_torch(server)
         with Load(server.url, images) as load:
             time.sleep(1.5)
             moved = registry.set_aliases(champion="2", previous_champion="1")  # what a promotion of v2 does
-            swapped = _wait_workers(server, "champion", "2")
+            swapped = _wait_model(server, "champion", "2")
             time.sleep(1.5)
             rolled = time.monotonic()
             result = CliRunner().invoke(app, ["--workspace", str(registry.ws.root), "registry", "rollback",
                                               "--reason", "v2 under load test"])
             assert result.exit_code == 0 and "champion -> version 1" in result.output, result.output
-            back = _wait_workers(server, "champion", "1")
+            back = _wait_model(server, "champion", "1")
             time.sleep(1.5)
             broken = registry.set_aliases(champion="3")  # its files are gone
             failures = _wait_metric(server, 'detops_serve_model_load_failures_total{role="champion",stage="download",'
-                                            'version="3"}', at_least=2)  # each of the two workers, once
+                                            'version="3"}', at_least=1)
             time.sleep(1.5)
             health = httpx.get(f"{server.url}/health", timeout=5)
         metrics = _metrics(server)
@@ -443,11 +463,11 @@ def test_hot_swap_under_load_promotion_rollback_and_a_broken_version(registry: R
     after_broken = [a for a in answers if a.sent > broken]
     assert after_broken and all(a.version == "1" for a in after_broken)  # v3 is never served
     assert health.status_code == 200 and health.json()["model"]["version"] == "1"
-    assert failures >= 2 and metrics['detops_serve_model_swaps_total{role="champion"}'] == 4  # 2 workers x 2
-    assert all(w["champion"] == "1" and "version 3" in w["error"] for w in model["workers"].values())
+    assert failures >= 1 and metrics['detops_serve_model_swaps_total{role="champion"}'] == 2
+    assert model["version"] == "1" and "version 3" in model["error"]
     first_v2 = min(a.received for a in answers if a.version == "2")
     print(f"\nhot swap: {len(answers)} requests, 0 failed; alias move -> first v2 answer {first_v2 - moved:.2f} s, "
-          f"-> every worker on v2 {swapped - moved:.2f} s; rollback -> every worker on v1 {back - rolled:.2f} s")
+          f"-> /model on v2 {swapped - moved:.2f} s; rollback -> /model on v1 {back - rolled:.2f} s")
     assert swapped - moved < 20
 
 
@@ -460,7 +480,7 @@ def test_canary_share_follows_the_request_id(registry: Registry, tmp_path: Path)
     sets = (*SERVE, "serve.canary_share=0.5", "serve.poll_seconds=1")
     with ServeProcess(registry.ws.root, *sets, log_dir=tmp_path) as server:
         server.wait_ready()
-        _wait_workers(server, "challenger", "2")
+        _wait_model(server, "challenger", "2")
         with httpx.Client(timeout=30) as client:
             for rid in ("client-a", "client-b", "client-c"):
                 seen = {_answer(client, server.url, image, rid)[0].version for _ in range(4)}
@@ -475,7 +495,7 @@ def test_canary_share_follows_the_request_id(registry: Registry, tmp_path: Path)
             answers = [a for _, a in sorted(pair for part in pool.map(send, range(8)) for pair in part)]
         canary_id = next(f"id-{i}" for i in range(1000) if assign(f"id-{i}", 0.5, 0.0).canary)
         registry.set_aliases(challenger=None)  # no challenger any more: its share goes back to the champion
-        _wait_workers(server, "challenger", None)
+        _wait_model(server, "challenger", None)
         with httpx.Client(timeout=30) as client:
             assert _answer(client, server.url, image, canary_id)[0].version == "1"
     assert all(a.status == 200 for a in answers)
@@ -487,8 +507,7 @@ def test_canary_share_follows_the_request_id(registry: Registry, tmp_path: Path)
 
 @pytest.fixture(scope="module")
 def fixed_server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    """Version 1 pinned (models:/NAME/1: no alias followed), an API key, a 1 MiB body limit, and no batching
-    (LitServe then hands `predict` one request, not a list)."""
+    """Version 1 pinned (models:/NAME/1: no alias followed), an API key, a 1 MiB body limit, and no batching."""
     sets = (*SERVE, f"serve.model=models:/{registry.name}/1", "serve.max_body_mb=1", "serve.max_batch_size=1")
     with ServeProcess(registry.ws.root, *sets, env={"DETOPS_SERVE_API_KEY": KEY},
                       log_dir=tmp_path_factory.mktemp("fixed")) as server:
@@ -517,7 +536,7 @@ def test_shadow_changes_no_answer_and_measures_agreement(registry: Registry, fix
     assert sum(len(e["detections"]) for e in expected) > 0, "the comparison needs some detections"
     with ServeProcess(registry.ws.root, *SERVE, "serve.shadow_share=1.0", log_dir=tmp_path) as server:
         server.wait_ready()
-        _wait_workers(server, "challenger", "2")
+        _wait_model(server, "challenger", "2")
         assert _detections(server, images) == expected
         _wait_metric(server, 'detops_serve_shadow_requests_total{outcome="run"}', at_least=1)
         time.sleep(0.5)
@@ -526,7 +545,7 @@ def test_shadow_changes_no_answer_and_measures_agreement(registry: Registry, fix
     skipped = metrics.get('detops_serve_shadow_requests_total{outcome="skipped"}', 0.0)
     assert run + skipped == len(images) and run >= len(images) // 2
     assert metrics["detops_serve_shadow_agreement_count"] == run
-    assert metrics["detops_serve_shadow_agreement_sum"] == pytest.approx(run)  # the same weights agree fully
+    assert metrics["detops_serve_shadow_agreement_sum"] < run  # v2 has other weights: they disagree somewhere
     assert metrics["detops_serve_shadow_seconds_count"] == run
     assert metrics['detops_serve_answers_total{role="champion",version="1"}'] == len(images)
     assert not any(name.startswith('detops_serve_answers_total{role="challenger"') for name in metrics)
@@ -562,6 +581,10 @@ BAD = {
                                413, "too large"),
     "body over the limit": ({"content": b"\xff" * (1024 * 1024 + 1), "headers": {"content-type": "image/jpeg"}},
                             413, "serve.max_body_mb"),
+    "chunked body over the limit": ({"content": iter([b"\xff" * 65536] * 17),  # no Content-Length: chunked
+                                     "headers": {"content-type": "image/jpeg"}}, 413, "serve.max_body_mb"),
+    "deeply nested json": ({"content": b"[" * 200_000, "headers": {"content-type": "application/json"}}, 400,
+                           "nested too deeply"),
     "wrong content type": ({"content": b"<xml/>", "headers": {"content-type": "application/xml"}}, 415,
                            "is not accepted"),
     "missing api key": ({"files": {"image": ("a.png", _png(), "image/png")}, "key": None}, 401, "needs an API key"),
@@ -591,7 +614,7 @@ def test_routes_health_model_metrics_docs_and_the_key(fixed_server: ServeProcess
     url, auth = fixed_server.url, {"X-API-Key": KEY}
     health = httpx.get(f"{url}/health", timeout=5)  # open: probes carry no key
     assert health.status_code == 200 and health.json()["status"] == "ready"
-    for path in ("/model", "/metrics", "/docs", "/openapi.json", "/litserve/info"):
+    for path in ("/model", "/metrics", "/docs", "/openapi.json"):
         assert httpx.get(f"{url}{path}", timeout=5).status_code == 401, path
         assert httpx.get(f"{url}{path}", timeout=5, headers=auth).status_code == 200, path
     model = _model(fixed_server, auth)
@@ -603,7 +626,7 @@ def test_routes_health_model_metrics_docs_and_the_key(fixed_server: ServeProcess
     assert {"multipart/form-data", "application/json", "image/*"} <= set(schema["requestBody"]["content"])
     metrics = _metrics(fixed_server, auth)
     assert any(re.match(r'detops_serve_requests_total\{route="/predict",status="200"\}', k) for k in metrics)
-    loaded = f'alias="",name="{registry.name}",role="champion",variant="{model["variant"]}",version="1",worker="0"'
+    loaded = f'alias="",name="{registry.name}",role="champion",variant="{model["variant"]}",version="1"'
     assert metrics[f"detops_serve_model_loaded{{{loaded}}}"] == 1
     assert metrics['detops_serve_request_seconds_count{route="/predict"}'] >= 1
     assert "capture: off (serve.capture_share is 0" in fixed_server.log_path.read_text()  # said at start
@@ -631,3 +654,171 @@ def test_capture_that_cannot_write_stops_and_serving_goes_on(registry: Registry,
         assert "capture stopped" in server.log()
         assert f"capture: on, 100% of requests (serve.capture_share) with the champion's answers, in batches of " \
                f"200 image(s) or 60 min, into {blocked / 'landing'}" in server.log_path.read_text()
+
+
+# --- the single process: class names, follower guard, canary fallback, shutdown, code rules ---------------------
+
+def test_agreement_compares_class_names_not_indices() -> None:
+    """A challenger trained with another class order agrees fully when it finds the same objects."""
+    champion = _det([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1])
+    reordered = _det([[0, 0, 10, 10], [20, 20, 30, 30]], [1, 0])
+    names = (["box", "disc"], ["disc", "box"])
+    assert agreement(champion, reordered, names=names) == 1.0
+    assert agreement(champion, champion, names=(["box", "disc"], ["disc", "box"])) == 0.0
+
+
+def _settings(tmp_path: Path, *sets: str, challenger: bool = False) -> Any:
+    from detops.config import load_params
+    from detops.serving.settings import ServeSettings
+    from detops.serving.source import ModelSource
+
+    ws = Workspace.at(tmp_path, load_params(None, list(sets)))
+    return ServeSettings(ws, ModelSource("alias", "champion", "m"),
+                         ModelSource("alias", "challenger", "m") if challenger else None, tmp_path, False, 1)
+
+
+@dataclass(frozen=True, eq=False)
+class _Model:
+    """A stand-in for a loaded model in the in-process tests (loading OpenVINO into the test process is avoided):
+    one box per image, or an error."""
+
+    info: Any
+    predictor: Any
+    fails: bool = False
+
+    def predict(self, images: list[Any]) -> list[Detections]:
+        if self.fails:
+            raise RuntimeError("the challenger broke")
+        return [_det([[1, 1, 5, 5]], [0]) for _ in images]
+
+
+def _stand_in(role: str, version: str) -> Any:
+    from types import SimpleNamespace
+
+    from detops.serving.loaded import ModelInfo
+
+    info = ModelInfo(role, "m", version, role, "onnx", None, "test", ((3, "box"),), {}, 32)
+    return _Model(info, SimpleNamespace(meta=SimpleNamespace(class_ids=[3], class_names=["box"])), role != "champion")
+
+
+def test_a_failing_canary_is_answered_by_the_champion(tmp_path: Path) -> None:
+    from detops.serving.engine import Engine, Job
+    from detops.serving.metrics import metrics
+
+    engine = Engine(_settings(tmp_path, "serve.canary_share=1.0", challenger=True))
+    engine.champion.current = _stand_in("champion", "1")
+    engine.challenger.current = _stand_in("challenger", "2")  # type: ignore[union-attr]
+    before = metrics().canary_fallbacks._value.get()
+    jobs = [Job(f"r{i}", _png()) for i in range(3)]
+    engine.answer(jobs)
+    assert [job.outcome.status for job in jobs] == [200, 200, 200]  # type: ignore[union-attr]
+    assert {job.outcome.headers["X-Model-Version"] for job in jobs} == {"1"}  # type: ignore[union-attr]
+    assert metrics().canary_fallbacks._value.get() - before == 3
+
+
+def test_a_failing_poll_is_counted_retried_and_shown_in_health(tmp_path: Path) -> None:
+    """The registry unreachable (an OSError at every poll): the follower thread lives on, counts each failed poll,
+    /health says so after 3 and stays ready while a model serves; the next good poll clears it."""
+    from detops.serving.engine import Engine
+    from detops.serving.follow import Target
+    from detops.serving.metrics import metrics
+    from detops.serving.routes import health
+
+    engine = Engine(_settings(tmp_path, "serve.poll_seconds=0.05"))
+    follower = engine.champion
+    follower.current = _stand_in("champion", "1")
+    state = {"down": True}
+
+    def target() -> Target:
+        if state["down"]:
+            raise OSError("registry unreachable")
+        return Target("1")
+
+    follower._target = target  # type: ignore[method-assign]
+    before = metrics().follow_failures.labels("champion")._value.get()
+    follower.start()
+    try:
+        deadline = time.monotonic() + 10
+        while follower.failed_polls < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ok, body = health(engine)
+        assert ok and body["status"] == "ready"
+        assert "polls of models:/m@champion failed" in body["following"]["champion"]
+        assert metrics().follow_failures.labels("champion")._value.get() - before >= 4
+        state["down"] = False
+        while follower.failed_polls and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ok, body = health(engine)
+        assert ok and "following" not in body and "errors" not in body
+    finally:
+        follower.stop(timeout=5)
+
+
+@pytest.mark.slow
+def test_sigint_stops_the_server_and_seals_the_open_capture_batch(registry: Registry, tmp_path: Path) -> None:
+    """`kill -INT` to the server process alone (as a supervisor sends it): it stops within seconds, and the batch
+    it was capturing into is sealed, so the drift check reads it."""
+    import os
+    import signal
+
+    landing = tmp_path / "landing"
+    sets = (*SERVE, f"serve.model=models:/{registry.name}/1", "serve.capture_share=1.0",
+            "serve.capture_batch_size=50", f"monitor.landing={landing}")
+    images = registry.images()[:3]
+    with ServeProcess(registry.ws.root, *sets, log_dir=tmp_path) as server:
+        server.wait_ready()
+        with httpx.Client(timeout=30) as client:
+            assert all(_answer(client, server.url, image)[0].status == 200 for image in images)
+        sent = time.monotonic()
+        os.kill(server.process.pid, signal.SIGINT)
+        server.process.wait(20)
+        stopped = time.monotonic() - sent
+    (batch,) = list(landing.glob("capture-*"))
+    assert (batch / registry.ws.params.monitor.manifest).is_file(), server.log()
+    assert len(list(batch.glob("*.png"))) == len(images)
+    assert stopped < 15, stopped
+
+
+SERVING = Path(__file__).resolve().parents[1] / "src" / "detops" / "serving"
+
+
+def _serving_code_lines() -> int:
+    """Lines of code of src/detops/serving (docstrings, comments and blank lines not counted); asserts on the way
+    that no module imports a name starting with `_` from another package."""
+    import ast
+    import tokenize
+
+    code_lines = 0
+    for path in sorted(SERVING.glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source)
+        docstrings: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+                first = node.body[0]
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
+                        first.value.value, str):
+                    docstrings.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+            if isinstance(node, ast.ImportFrom) and not (node.module or "").startswith("detops") and node.level == 0:
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name}:{node.lineno} imports {private} from {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(part.startswith("_") for a in node.names for part in a.name.split(".")[1:]), path
+        with path.open("rb") as fh:
+            lines = {tok.start[0] for tok in tokenize.tokenize(fh.readline)
+                     if tok.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENCODING,
+                                         tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)}
+        code_lines += len(lines - docstrings)
+    return code_lines
+
+
+def test_serving_imports_no_private_names_of_other_packages() -> None:
+    """A framework's private name breaks on its next release (LitServe's `_SENTINEL_VALUE` once did here)."""
+    _serving_code_lines()
+
+
+@pytest.mark.xfail(strict=True, reason="issue 25 asks at most 1,000; 1,467 today (1,463 before the single process, "
+                   "capture grew by 174): strict, so meeting it fails here until this mark goes")
+def test_serving_is_at_most_1000_lines_of_code() -> None:
+    code_lines = _serving_code_lines()
+    assert code_lines <= 1000, f"src/detops/serving has {code_lines} lines of code"

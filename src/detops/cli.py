@@ -229,16 +229,14 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help=(  # noqa: UP045
         "127.0.0.1, 0.0.0.0 or ::; default: serve.host (loopback)."))] = None,
     port: Annotated[Optional[int], typer.Option(help="TCP port; default: serve.port.")] = None,  # noqa: UP045
-    workers: Annotated[Optional[int], typer.Option(help=(  # noqa: UP045
-        "Inference worker processes; default: serve.workers."))] = None,
 ) -> None:
-    """Serve a registered model over HTTP (POST /predict, GET /health, /model, /metrics, /docs) until Ctrl+C."""
+    """Serve a registered model over HTTP (POST /predict, GET /health, /model, /metrics, /docs) until Ctrl+C or
+    SIGTERM: one process; scale with replicas (deployments/k8s)."""
     from detops.errors import DetopsError
 
     if model is not None and Path(model).exists():
         model = str(Path(model).resolve())  # a file typed on the command line is relative to the shell, not -w
     extra = _set("serve.model", model) + _set("serve.host", host) + _set("serve.port", port)
-    extra += _set("serve.workers", workers)
     try:
         ws = _workspace(extra)
         from detops.serving.server import serve as run_server

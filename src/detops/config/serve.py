@@ -8,8 +8,9 @@ from detops.config.base import Section
 
 
 class ServeParams(Section):
-    """Model server (`detops serve`): the champion behind an HTTP API (LitServe: dynamic batching, worker processes),
-    following its registry alias with zero-downtime hot swaps; optional canary and shadow traffic to the challenger.
+    """Model server (`detops serve`): the champion behind an HTTP API (one process: uvicorn, dynamic batching on an
+    inference thread; scale with replicas), following its registry alias with zero-downtime hot swaps; optional
+    canary and shadow traffic to the challenger.
     The API key is never a param: set DETOPS_SERVE_API_KEY. Detections keep predict.score_threshold."""
 
     model: str = Field("champion", min_length=1, description=(
@@ -18,19 +19,17 @@ class ServeParams(Section):
     host: Literal["127.0.0.1", "0.0.0.0", "::"] = Field(
         "127.0.0.1", description="Interface to bind: loopback unless you mean it (0.0.0.0 or :: for a container).")
     port: int = Field(8000, ge=1024, le=65535, description="TCP port of the HTTP API.")
-    workers: int = Field(1, ge=1, le=64, description=(
-        "Inference worker processes, each holding the model (per GPU on a GPU machine)."))
-    api_servers: int = Field(1, ge=1, le=64, description="HTTP server processes in front of the workers.")
-    threads: int = Field(0, ge=0, description="ONNX Runtime threads per worker; 0 = the cores shared among workers.")
+    threads: int = Field(0, ge=0, description="ONNX Runtime / OpenVINO threads; 0 = every usable core.")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description=(
         "auto: the version's deployable GPU variant where an NVIDIA GPU can run it, else its CPU variant."))
     max_batch_size: int = Field(8, ge=1, le=256, description="Most requests one inference call batches.")
     batch_timeout: float = Field(0.005, ge=0, le=1, description=(
-        "Seconds a worker waits for more requests after the first, only while the previous batch held more than one "
+        "Seconds the inference thread waits for more requests after the first, only while the previous batch held "
+        "more than one "
         "(under load); light traffic never waits. 0 = take only what has already queued."))
-    timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a worker before a 504.")
+    timeout: float = Field(30.0, gt=0, description="Seconds a request may wait in the queue before a 504.")
     poll_seconds: float = Field(10.0, ge=0, description=(
-        "How often each worker re-reads the aliases it follows; 0 = load once, never swap."))
+        "How often the server re-reads the aliases it follows; 0 = load once, never swap."))
     challenger: str = Field("challenger", min_length=1, max_length=200, pattern=r"^[\w\-]+$", description=(
         "Registry alias that canary and shadow traffic go to."))
     canary_share: float = Field(0.0, ge=0, le=1, description=(

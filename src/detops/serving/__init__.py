@@ -1,16 +1,14 @@
 """`detops serve`: a registered model behind an HTTP API, following its registry alias with zero-downtime swaps.
 
-LitServe runs it: the API process(es) answer HTTP (FastAPI), spawned inference workers hold the model and batch
-requests dynamically. The API processes never hold a model, so what they report (readiness, the version, the
-metrics) comes from state the workers share through files: `state` (one json per worker) and Prometheus'
-multiprocess directory (`metrics`).
+One process per replica: uvicorn runs the app (FastAPI) on its event loop; an inference thread holds the request
+queue and answers it in batches; scale with Kubernetes replicas (deployments/k8s), not processes.
 
-- `server`: the main process: settings, LitServer, routes, signals (imports no model runtime).
-- `gate`: the API process's front door: API key, content type, body size, parsing, the image header check.
-- `api` + `loop`: the LitAPI of the workers and the LitServe loop hook that tells it a response was queued.
-- `worker`: what a worker does with a batch: route (champion, canary), predict, answer, offer shadows.
+- `server`: the process: settings, the app, uvicorn, shutdown (imports no model runtime).
+- `gate`: the front door: API key, request id, content type, body size, parsing once, the image header check.
+- `routes`: /predict, /health, /model, /metrics.
+- `engine`: the queue, the load-adaptive batching and the inference thread; canary routing; shadows and capture.
 - `follow` + `fetch` + `loaded`: download, load and warm a version beside the served one, then switch.
-- `routing`, `agreement`, `shadow`, `images`, `metrics`, `state`, `source`, `settings`: one concern each.
+- `routing`, `agreement`, `shadow`, `capture`, `images`, `multipart`, `metrics`, `source`, `settings`: one each.
 
 Importing this package is light; heavy libraries load inside functions.
 """

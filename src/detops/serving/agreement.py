@@ -1,10 +1,13 @@
-"""How much two models agree on one image: F1 of their boxes matched one to one at IoU >= 0.5, same class.
+"""How much two models agree on one image: F1 of their boxes matched one to one at IoU >= 0.5, same class (by
+name when the class names are given: a challenger may order its classes otherwise).
 
 Numpy only (the server never imports torch for an ONNX model). Greedy matching by decreasing score, as the
 confusion matrix matches; the score threshold is the one both predictors already decoded with.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,11 +28,16 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def matched_pairs(reference: Detections, other: Detections, iou: float = 0.5) -> int:
+def matched_pairs(reference: Detections, other: Detections, iou: float = 0.5,
+                  names: tuple[Sequence[str], Sequence[str]] | None = None) -> int:
     """How many boxes of `other` (by decreasing score) find a still unmatched `reference` box of their class with
-    IoU >= `iou` (the best such one)."""
+    IoU >= `iou` (the best such one); `names`: the class names of `reference` and of `other`, by index."""
     ious = iou_matrix(other.boxes, reference.boxes)
-    same_class = other.labels[:, None] == reference.labels[None, :]
+    ref_classes, other_classes = reference.labels, other.labels
+    if names is not None:
+        ref_classes = np.asarray(names[0], dtype=object)[reference.labels.astype(int)]
+        other_classes = np.asarray(names[1], dtype=object)[other.labels.astype(int)]
+    same_class = np.asarray(other_classes)[:, None] == np.asarray(ref_classes)[None, :]
     ious = np.where(same_class, ious, 0.0)
     taken = np.zeros(len(reference), dtype=bool)
     matches = 0
@@ -42,9 +50,10 @@ def matched_pairs(reference: Detections, other: Detections, iou: float = 0.5) ->
     return matches
 
 
-def agreement(champion: Detections, challenger: Detections, iou: float = 0.5) -> float:
+def agreement(champion: Detections, challenger: Detections, iou: float = 0.5,
+              names: tuple[Sequence[str], Sequence[str]] | None = None) -> float:
     """F1 of the matched boxes: 1 when both find the same boxes (or both find none), 0 when no box matches."""
     total = len(champion) + len(challenger)
     if total == 0:
         return 1.0
-    return 2.0 * matched_pairs(champion, challenger, iou) / total
+    return 2.0 * matched_pairs(champion, challenger, iou, names) / total

@@ -1,10 +1,13 @@
-"""Hot swap: a worker keeps each role (champion, challenger) on the version its source names.
+"""Hot swap: the server keeps each role (champion, challenger) on the version its source names.
 
 A thread per role re-reads the alias every `serve.poll_seconds`. When it moves, the new version is downloaded,
-loaded beside the served one and warmed up; only then does one reference assignment switch to it. A batch that
+loaded beside the served one and warmed up on one image; only then does one reference assignment switch to it,
+and the thread compiles its other batch sizes after the switch (OpenVINO compiles a model per batch size, and a
+model is safe to use from several threads), so a cold start is ready as soon as batch 1 answers. A batch that
 started on the old model finishes on it (it holds its own reference). A version that fails to download, load or
 warm up is never switched to: the served one stays, the failure is counted (`detops_serve_model_load_failures`)
-and logged, and that version is tried again only after `retry_seconds`.
+and logged, and that version is tried again only after `retry_seconds`. A poll that fails (the registry
+unreachable, any unexpected error) is logged, counted (`detops_serve_follow_failures`) and tried again next poll.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("detops.serve")
 MIN_RETRY_SECONDS = 30.0
+FAILED_POLLS_SHOWN = 3  # consecutive failed polls after which /health says so
 
 
 class LoadFailed(Exception):
@@ -54,21 +57,21 @@ class Target:
 
 
 class Follower:
-    """One role of one worker: the model it serves now (`current`), and the thread that keeps it current."""
+    """One role: the model it serves now (`current`), and the thread that keeps it current."""
 
-    def __init__(self, role: str, source: ModelSource, settings: ServeSettings, worker: int,
-                 on_change: Callable[[], None]) -> None:
+    def __init__(self, role: str, source: ModelSource, settings: ServeSettings) -> None:
         self.role = role
         self.source = source
         self.settings = settings
-        self.worker = worker
-        self.on_change = on_change
         self.current: LoadedModel | None = None
         self.error: str | None = None  # why nothing or not the newest version is served, for /health and logs
+        self.failed_polls = 0  # consecutive polls that failed
+        self.ready = threading.Event()  # set at the first switch
         self._client: MlflowClient | None = None
         self._retry_at: dict[str, float] = {}  # failed version -> when it may be tried again
         self._folders: dict[str, Path] = {}  # version -> its download folder
-        self._sleep = threading.Event()  # never set: an interruptible sleep
+        self._example: bytes | None = None  # the version's input example, for warm-up
+        self._stop = threading.Event()  # set at shutdown: ends the sleep between polls and the warm-up
         self._thread = threading.Thread(target=self._run, name=f"detops-follow-{role}", daemon=True)
 
     @property
@@ -82,32 +85,43 @@ class Follower:
     def start(self) -> None:
         self._thread.start()
 
+    def stop(self, timeout: float) -> None:
+        """End the thread at its next step (a compile in progress finishes: OpenVINO aborts the process when its
+        thread is cut at exit)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
     def _run(self) -> None:
         while True:
-            self.check()
+            try:
+                self.check()
+                self.failed_polls = 0
+            except Exception as exc:  # one bad poll must never end the following
+                self.failed_polls += 1
+                metrics().follow_failures.labels(self.role).inc()
+                log.error("%s: poll %d of %s failed: %s", self.role, self.failed_polls, self.source, _message(exc))
+                self.error = f"cannot resolve {self.source}: {_message(exc)}"
             if self.current is not None and (not self.source.follows or self.poll_seconds == 0):
                 return  # a fixed version or a file never changes; poll_seconds 0 turns following off
             wait = self.poll_seconds if self.current is not None else min(self.poll_seconds or 5.0, 5.0)
-            self._sleep.wait(wait)
+            if self._stop.wait(wait):
+                return
 
     def check(self) -> None:
-        """One look at the source: load and switch to what it names if that is new (and not failed lately)."""
+        """One look at the source: load and switch to what it names if that is new (and not failed lately).
+        Raises when the source cannot be read (the caller counts the failed poll)."""
         try:
             target = self._target()
         except AliasMissing as exc:
             if self.role != "champion" and self.current is not None:
-                log.info("worker %d: %s no longer set; its traffic goes to the champion", self.worker, exc)
+                log.info("%s no longer set; its traffic goes to the champion", exc)
                 self._retire(self.current)
                 self.current = None
             self._set_error(f"{exc} in the registry")
             return
-        except Exception as exc:  # a registry that is down
-            self._set_error(f"cannot resolve {self.source}: {_message(exc)}")
-            return
         if self.current is not None and self.current.info.version == target.version:
-            if self.error is not None:  # e.g. an alias rolled back from a broken version to the served one
-                self.error = None
-                self.on_change()
+            self.error = None  # e.g. an alias rolled back from a broken version to the served one
             return
         if time.monotonic() < self._retry_at.get(target.version, 0.0):
             return
@@ -117,8 +131,7 @@ class Follower:
             self._retry_at[target.version] = time.monotonic() + self.retry_seconds
             metrics().load_failures.labels(self.role, target.version, exc.stage).inc()
             serving = f"; still serving version {self.current.info.version}" if self.current else ""
-            log.error("worker %d: %s version %s of %s not served: %s%s", self.worker, self.role, target.version,
-                      self.source, exc, serving)
+            log.error("%s version %s of %s not served: %s%s", self.role, target.version, self.source, exc, serving)
             self._set_error(f"version {target.version}: {exc}{serving}")
             return
         self._switch(model)
@@ -149,7 +162,7 @@ class Follower:
     def _prepare(self, target: Target) -> LoadedModel:
         """Download, load and warm `target` beside the served model; the served one is untouched."""
         unique = f"{self.role}-{target.version.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
-        folder = self.settings.models_dir / f"worker-{self.worker}" / unique
+        folder = self.settings.models_dir / unique
         example: bytes | None = None
         try:
             if target.path is not None:
@@ -168,17 +181,18 @@ class Follower:
             except Exception as exc:
                 raise LoadFailed("load", exc) from exc
             try:
-                warm_up(model, example, self.settings.serve.max_batch_size)
+                warm_up(model, example, 1)
             except Exception as exc:
                 raise LoadFailed("warmup", exc) from exc
         except LoadFailed:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         self._folders[target.version] = folder
+        self._example = example
         return model
 
     def _load(self, fetched: Fetched, target: Target) -> LoadedModel:
-        """The fetched file, or its CPU fallback when the GPU variant cannot run in this worker."""
+        """The fetched file, or its CPU fallback when the GPU variant cannot run here."""
         if fetched.fallback is None:
             return self._load_file(fetched, target, "auto" if self.settings.gpu else "cpu")
         try:
@@ -187,8 +201,8 @@ class Follower:
                 raise RuntimeError(f"ONNX Runtime runs it on {model.predictor.runtime_name}, not CUDA")
             return model
         except Exception as exc:
-            log.warning("worker %d: GPU variant %s of version %s cannot run here (%s); serving the CPU variant %s",
-                        self.worker, fetched.variant, target.version, _message(exc), fetched.fallback.variant)
+            log.warning("GPU variant %s of version %s cannot run here (%s); serving the CPU variant %s",
+                        fetched.variant, target.version, _message(exc), fetched.fallback.variant)
             return self._load(fetched.fallback, target)
 
     def _load_file(self, fetched: Fetched, target: Target, device: str) -> LoadedModel:
@@ -198,36 +212,40 @@ class Follower:
 
     def _switch(self, model: LoadedModel) -> None:
         old, self.current = self.current, model  # the swap: one reference assignment
+        self.ready.set()
         self.error = None
         gauge = metrics().loaded
         info = model.info
-        gauge.labels(self.role, info.name, info.version, info.alias or "", info.variant, str(self.worker)).set(1)
+        gauge.labels(self.role, info.name, info.version, info.alias or "", info.variant).set(1)
         if old is not None:
             self._retire(old)
             metrics().swaps.labels(self.role).inc()
-            log.info("worker %d: %s swapped from version %s to %s (%s)", self.worker, self.role, old.info.version,
-                     info.version, info.variant)
+            log.info("%s swapped from version %s to %s (%s)", self.role, old.info.version, info.version, info.variant)
         else:
-            log.info("worker %d: %s version %s of %s ready (%s, %s)", self.worker, self.role, info.version,
-                     self.source, info.variant, info.runtime)
-        self.on_change()
+            log.info("%s version %s of %s ready (%s, %s)", self.role, info.version, self.source, info.variant,
+                     info.runtime)
+        started = time.perf_counter()
+        try:  # the other batch sizes, while the model serves
+            warm_up(model, self._example, self.settings.serve.max_batch_size, first=2, stop=self._stop)
+        except Exception as exc:  # batch 1 answered: a larger size that fails is logged; requests meet it again
+            log.error("%s version %s: warming up batch sizes 2-%d failed: %s", self.role, info.version,
+                      self.settings.serve.max_batch_size, _message(exc))
+        log.info("%s version %s: batch sizes up to %d warmed in %.1f s after it started serving", self.role,
+                 info.version, self.settings.serve.max_batch_size, time.perf_counter() - started)
 
     def _retire(self, old: LoadedModel) -> None:
         """The replaced model's gauge to 0 and its files deleted (its session stays in memory while a batch
         still holds it)."""
         o = old.info
-        metrics().loaded.labels(self.role, o.name, o.version, o.alias or "", o.variant, str(self.worker)).set(0)
+        metrics().loaded.labels(self.role, o.name, o.version, o.alias or "", o.variant).set(0)
         folder = self._folders.pop(o.version, None)
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
 
     def _set_error(self, message: str) -> None:
-        changed = message != self.error
+        if message != self.error and not message.startswith("version "):
+            log.warning("%s: %s", self.role, message)
         self.error = message
-        if changed:
-            if not message.startswith("version "):
-                log.warning("worker %d: %s: %s", self.worker, self.role, message)
-            self.on_change()
 
 
 def _message(exc: BaseException) -> str:

@@ -1,16 +1,15 @@
-"""The API process's front door, an ASGI middleware around LitServe's app.
+"""The server's front door, an ASGI middleware around the app.
 
 Every request: the API key (all routes but /health), a request id (`X-Request-Id`, checked, or made; echoed on
 every response), and the request counter and latency histogram. `POST /predict` also: content type (415), body
-size (413, checked on Content-Length and again while reading), the body parsed (multipart field `image`, JSON
-`{"image": base64}`, or a raw `image/*` body; 400 when malformed or empty), and the image header (400 when it is
-no image, 413 above `serve.max_pixels`), all before anything is decoded. LitServe's handler then gets one
-canonical JSON body, `{"image": base64, "request_id": ...}`: it would answer a 500 to a raw image itself.
+size (413, checked on Content-Length and again while reading, so a chunked body meets the same cap), the body
+parsed once (multipart field `image`, JSON `{"image": base64}` decoded strictly, or a raw `image/*` body; 400 when
+malformed or empty), and the image header (400 when it is no image, 413 above `serve.max_pixels`), all before
+anything is decoded. The handler finds the image file's bytes and the request id in the scope (`IMAGE`, `REQUEST_ID`).
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import time
@@ -31,6 +30,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PREDICT = "/predict"
+IMAGE = "detops.image"  # scope keys the gate sets for the handler
+REQUEST_ID = "detops.request_id"
 ROUTES = frozenset({"/predict", "/health", "/model", "/metrics", "/docs", "/openapi.json"})
 ACCEPTED = "multipart/form-data (field `image`), application/json ({\"image\": \"<base64>\"}) or image/*"
 THREAD_ABOVE = 256 * 1024  # parse bodies larger than this in a thread, off the event loop
@@ -47,7 +48,7 @@ class GateLimits:
 
 
 class Gate:
-    """Pure ASGI (no BaseHTTPMiddleware): the body is read once, here, and replayed to LitServe canonical."""
+    """Pure ASGI (no BaseHTTPMiddleware): the body is read and parsed once, here."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], limits: GateLimits) -> None:
         self.app = app
@@ -89,13 +90,13 @@ class Gate:
                 await refuse(400, bad_id)
             elif path == PREDICT and scope.get("method") == "POST":
                 try:
-                    body = await self.canonical_body(headers, receive, rid)
+                    image = await self.image(headers, receive)
                 except Rejected as exc:
                     await refuse(exc.status, exc.detail)
                 else:
-                    await self.app(_json_scope(scope, len(body)), _replay(body, receive), send_with_id)
+                    await self.app({**scope, IMAGE: image, REQUEST_ID: rid}, receive, send_with_id)
             else:
-                await self.app(scope, receive, send_with_id)
+                await self.app({**scope, REQUEST_ID: rid}, receive, send_with_id)
         except ClientGone:
             status[0] = 499  # nginx's code for it: nothing was sent
         finally:
@@ -103,8 +104,8 @@ class Gate:
             metrics().requests.labels(route, str(status[0])).inc()
             metrics().latency.labels(route).observe(time.perf_counter() - started)
 
-    async def canonical_body(self, headers: dict[str, str], receive: Receive, rid: str) -> bytes:
-        """The request as LitServe's JSON body, or Rejected with the status the client should get."""
+    async def image(self, headers: dict[str, str], receive: Receive) -> bytes:
+        """The image file's bytes, header checked, or Rejected with the status the client should get."""
         content_type = headers.get("content-type", "").strip()
         media = content_type.split(";", 1)[0].strip().lower()
         length = headers.get("content-length", "")
@@ -120,12 +121,12 @@ class Gate:
         if len(body) > THREAD_ABOVE:
             import anyio.to_thread
 
-            return await anyio.to_thread.run_sync(self._canonical, media, content_type, body, rid)
-        return self._canonical(media, content_type, body, rid)
+            return await anyio.to_thread.run_sync(self._parse, media, content_type, body)
+        return self._parse(media, content_type, body)
 
-    def _canonical(self, media: str, content_type: str, body: bytes, rid: str) -> bytes:
+    def _parse(self, media: str, content_type: str, body: bytes) -> bytes:
         if media == "application/json" or media.endswith("+json"):
-            encoded, data = _json_image(body)
+            data = _json_image(body)
         else:
             if media == "multipart/form-data":
                 fields = form_fields(body, content_type)
@@ -135,11 +136,8 @@ class Gate:
                 data = fields["image"]
             else:
                 data = body
-            encoded = base64.b64encode(data).decode("ascii")
         read_header(data, self.limits.max_pixels)
-        # Both strings are JSON-safe as they are (the base64 alphabet, a checked request id): no json.dumps scan
-        # of a long string per request.
-        return f'{{"image": "{encoded}", "request_id": "{rid}"}}'.encode("ascii")
+        return data
 
     async def _read(self, receive: Receive) -> bytes:
         chunks, size = [], 0
@@ -166,51 +164,22 @@ def _accepted(media: str) -> bool:
         "+json")
 
 
-def _json_image(body: bytes) -> tuple[str, bytes]:
-    """(base64 text, bytes) of the `image` member of a JSON object body; a data URL prefix is allowed."""
+def _json_image(body: bytes) -> bytes:
+    """The decoded `image` member of a JSON object body; a data URL prefix is allowed."""
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Rejected(400, f"malformed JSON body ({exc}); send {{\"image\": \"<base64>\"}}.") from None
+    except RecursionError:
+        raise Rejected(400, "malformed JSON body: nested too deeply; send {\"image\": \"<base64>\"}.") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
         raise Rejected(400, "the JSON body must be an object with an `image` string (the file, base64-encoded).")
     text: str = payload["image"]
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]  # data:image/png;base64,....
     for candidate in (text, "".join(text.split())):  # as sent, then unwrapped from lines
-        try:
-            return candidate, strict_b64decode(candidate)
+        try:  # strict: nothing outside the alphabet, padding only at the end (at C speed)
+            return binascii.a2b_base64(candidate.encode("ascii"), strict_mode=True)
         except (binascii.Error, ValueError):
             continue
     raise Rejected(400, "`image` is not valid base64.")
-
-
-def strict_b64decode(text: str) -> bytes:
-    """base64 with nothing outside the alphabet, at C speed: the lenient decoder skips stray characters and
-    stops at padding, so any of them makes the output shorter than a clean string's (`validate=True` runs a
-    regular expression over the whole string instead)."""
-    if len(text) % 4:
-        raise ValueError("base64 length is not a multiple of 4")
-    data = base64.b64decode(text)
-    if len(data) != len(text) // 4 * 3 - (len(text) - len(text.rstrip("="))):
-        raise ValueError("characters outside the base64 alphabet")
-    return data
-
-
-def _json_scope(scope: Scope, length: int) -> Scope:
-    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in (b"content-type", b"content-length")]
-    headers += [(b"content-type", b"application/json"), (b"content-length", str(length).encode())]
-    return {**scope, "headers": headers}
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # after the body: the disconnect, when it comes
-
-    return replay

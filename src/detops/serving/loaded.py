@@ -7,6 +7,7 @@ the follower switches to meanwhile.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,17 @@ def file_version(path: Path) -> str:
     return f"sha256:{digest.hexdigest()[:12]}"
 
 
-def warm_up(model: LoadedModel, example: bytes | None, max_batch_size: int) -> None:
-    """Run the model on every batch size it may be given (1 to `max_batch_size`), so the first requests after a
-    swap pay no first-run allocation or compile (OpenVINO compiles a model per batch size); any error (or an
-    answer of the wrong shape) means the version must not serve."""
+def warm_up(model: LoadedModel, example: bytes | None, max_batch_size: int, first: int = 1,
+            stop: threading.Event | None = None) -> None:
+    """Run the model on batch sizes `first` to `max_batch_size`, so requests pay no first-run allocation or
+    compile (OpenVINO compiles a model per batch size); any error (or an answer of the wrong shape) raises. A set
+    `stop` ends it early (the server is shutting down)."""
     from detops.inference.predictor import load_image
 
     image = load_image(example) if example else blank_image(model.info.image_size)
-    for size in range(1, max_batch_size + 1):
+    for size in range(first, max_batch_size + 1):
+        if stop is not None and stop.is_set():
+            return
         answers = model.predict([image] * size)
         if len(answers) != size:
             raise RuntimeError(f"warm-up on {size} image(s) returned {len(answers)} answers")

@@ -1,45 +1,34 @@
-"""Prometheus metrics shared by every process of one server (multiprocess mode).
+"""Prometheus metrics of the server process, in one registry of their own (`/metrics` renders it).
 
-The API processes count requests; the inference workers, which hold the models, count batches, loads, swaps,
-answers and shadows. Each process writes its own memory-mapped files into one directory (PROMETHEUS_MULTIPROC_DIR,
-a fresh one per server run) and `/metrics` merges them. The directory must be named before prometheus_client
-creates a value: `use_directory` sets it and re-reads the value class, so an earlier import does no harm.
+One process serves, so the metrics are plain in-process values: no multiprocess directory, no files.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 AGREEMENT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
-def use_directory(path: Path) -> None:
-    """Make this process (and the processes it starts) write metrics into `path`."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ[MULTIPROC_ENV] = str(path)
-    from prometheus_client import values
-
-    values.ValueClass = values.get_value_class()
-
-
 @dataclass(frozen=True)
 class ServeMetrics:
+    registry: Any  # the CollectorRegistry holding the rest
     requests: Any  # Counter: route, status
     latency: Any  # Histogram: route
+    in_flight: Any  # Gauge: /predict requests received and not yet answered
     batch_size: Any  # Histogram
     inference: Any  # Histogram: seconds per batch, per model role
     answers: Any  # Counter: role, version
-    loaded: Any  # Gauge: role, name, version, alias, variant, worker (1 = serving, 0 = replaced)
+    loaded: Any  # Gauge: role, name, version, alias, variant (1 = serving, 0 = replaced)
     load_failures: Any  # Counter: role, version, stage
     swaps: Any  # Counter: role
-    shadows: Any  # Counter: outcome (run, skipped)
+    follow_failures: Any  # Counter: role
+    canary_fallbacks: Any  # Counter
+    shadows: Any  # Counter: outcome (run, skipped, failed)
     agreement: Any  # Histogram
     shadow_seconds: Any  # Histogram
     captures: Any  # Counter: outcome (saved, dropped, stopped, failed)
@@ -49,46 +38,51 @@ class ServeMetrics:
 
 @functools.cache
 def metrics() -> ServeMetrics:
-    """This process's metric objects (created once, after `use_directory`)."""
-    from prometheus_client import Counter, Gauge, Histogram
+    """The metric objects (created once per process)."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-    if MULTIPROC_ENV not in os.environ:
-        raise RuntimeError(f"{MULTIPROC_ENV} is not set: call detops.serving.metrics.use_directory first")
+    r = CollectorRegistry()
     return ServeMetrics(
+        registry=r,
         requests=Counter("detops_serve_requests", "HTTP requests answered, by route and status code.",
-                         ["route", "status"]),
+                         ["route", "status"], registry=r),
         latency=Histogram("detops_serve_request_seconds", "Seconds from a request's arrival to its response.",
-                          ["route"], buckets=LATENCY_BUCKETS),
+                          ["route"], buckets=LATENCY_BUCKETS, registry=r),
+        in_flight=Gauge("detops_serve_in_flight", "Predict requests received and not answered yet (the HPA's "
+                        "per-pod metric).", registry=r),
         batch_size=Histogram("detops_serve_batch_size", "Requests per inference call (dynamic batching).",
-                             buckets=BATCH_BUCKETS),
+                             buckets=BATCH_BUCKETS, registry=r),
         inference=Histogram("detops_serve_inference_seconds", "Seconds per inference call, decode excluded.",
-                            ["role"], buckets=LATENCY_BUCKETS),
+                            ["role"], buckets=LATENCY_BUCKETS, registry=r),
         answers=Counter("detops_serve_answers", "Images answered, by the model role and version that answered.",
-                        ["role", "version"]),
-        loaded=Gauge("detops_serve_model_loaded", "1 for the version a worker serves in a role, 0 once replaced.",
-                     ["role", "name", "version", "alias", "variant", "worker"], multiprocess_mode="livemax"),
+                        ["role", "version"], registry=r),
+        loaded=Gauge("detops_serve_model_loaded", "1 for the version served in a role, 0 once replaced.",
+                     ["role", "name", "version", "alias", "variant"], registry=r),
         load_failures=Counter("detops_serve_model_load_failures", "Versions that failed to download, load or warm "
-                              "up; the served version stayed.", ["role", "version", "stage"]),
-        swaps=Counter("detops_serve_model_swaps", "Hot swaps to a new version, per worker and role.", ["role"]),
-        shadows=Counter("detops_serve_shadow_requests", "Shadow requests run on the challenger, or skipped because "
-                        "requests were waiting.", ["outcome"]),
+                              "up; the served version stayed.", ["role", "version", "stage"], registry=r),
+        swaps=Counter("detops_serve_model_swaps", "Hot swaps to a new version, per role.", ["role"], registry=r),
+        follow_failures=Counter("detops_serve_follow_failures", "Polls of a followed model that failed (registry "
+                                "unreachable, unexpected error); the next poll tries again.", ["role"], registry=r),
+        canary_fallbacks=Counter("detops_serve_canary_fallbacks", "Canary requests answered by the champion because "
+                                 "the challenger failed on their batch.", registry=r),
+        shadows=Counter("detops_serve_shadow_requests", "Shadow requests run on the challenger, skipped because "
+                        "requests were waiting, or failed.", ["outcome"], registry=r),
         agreement=Histogram("detops_serve_shadow_agreement", "F1 of champion and challenger boxes matched at IoU "
-                            "0.5 on shadowed requests.", buckets=AGREEMENT_BUCKETS),
+                            "0.5 (same class name) on shadowed requests.", buckets=AGREEMENT_BUCKETS, registry=r),
         shadow_seconds=Histogram("detops_serve_shadow_seconds", "Seconds the challenger spent on a shadow request.",
-                                 buckets=LATENCY_BUCKETS),
+                                 buckets=LATENCY_BUCKETS, registry=r),
         captures=Counter("detops_serve_capture_images", "Served images offered to capture: saved, dropped (the "
-                         "writer's queue was full), stopped (capture had stopped) or failed.", ["outcome"]),
-        capture_batches=Counter("detops_serve_capture_batches", "Capture batches sealed (the manifest written)."),
-        capture_failures=Counter("detops_serve_capture_failures", "Write errors that stopped capture in a worker "
-                                 "(serving went on), by errno name.", ["error"]),
+                         "writer's queue was full), stopped (capture had stopped) or failed.", ["outcome"],
+                         registry=r),
+        capture_batches=Counter("detops_serve_capture_batches", "Capture batches sealed (the manifest written).",
+                                registry=r),
+        capture_failures=Counter("detops_serve_capture_failures", "Write errors of capture (serving went on), by "
+                                 "errno name.", ["error"], registry=r),
     )
 
 
 def render() -> tuple[bytes, str]:
-    """Every process's metrics merged, in Prometheus' text format: (body, content type)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
+    """The metrics in Prometheus' text format: (body, content type)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=os.environ[MULTIPROC_ENV])
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(metrics().registry), CONTENT_TYPE_LATEST

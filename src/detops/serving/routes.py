@@ -1,93 +1,88 @@
-"""The routes of the API process besides LitServe's `/predict`: `/health` (open, for probes), `/model` and
-`/metrics`, and the OpenAPI description of `/predict` (LitServe types it as a bare request)."""
+"""The HTTP app: `POST /predict`, `/health` (open, for probes), `/model`, `/metrics` and the OpenAPI docs, behind
+the gate (API key, request id, limits, parsing). FastAPI for the docs it writes; the handlers take the request
+as it is (the gate parsed the body already), so its validation costs nothing per request.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from detops.serving.engine import Engine
+from detops.serving.follow import FAILED_POLLS_SHOWN, Follower
+from detops.serving.gate import IMAGE, REQUEST_ID, Gate, GateLimits
 from detops.serving.metrics import render
 from detops.serving.settings import ServeSettings
-from detops.serving.state import SharedState, health
 
-DETECTION_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "category_id": {"type": "integer", "description": "The dataset's category id."},
-        "class_name": {"type": "string"},
-        "score": {"type": "number"},
-        "bbox": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
-                 "description": "x, y, width, height in the image's own pixels (COCO)."},
-    },
-}
+IMAGE_FIELD = {"type": "object", "required": ["image"], "properties": {"image": {"type": "string"}}}
 PREDICT_OPENAPI: dict[str, Any] = {
     "summary": "Detect objects in one image",
     "description": "The image as multipart (field `image`), as JSON `{\"image\": \"<base64>\"}` or as a raw "
-                   "`image/*` body. Send `X-Request-Id` to choose the id (canary routing hashes it). The answer "
-                   "names the model version that gave it, in the body and in `X-Model-Version`.",
-    "requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
-            "image": {"type": "string", "format": "binary"}}}},
-        "application/json": {"schema": {"type": "object", "required": ["image"], "properties": {
-            "image": {"type": "string", "format": "byte", "description": "The image file, base64."}}}},
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
-    }},
-    "responses": {
-        "200": {"description": "Detections", "content": {"application/json": {"schema": {
-            "type": "object", "properties": {
-                "detections": {"type": "array", "items": DETECTION_SCHEMA},
-                "model": {"type": "object", "properties": {"name": {"type": "string"},
-                                                           "version": {"type": "string"},
-                                                           "alias": {"type": "string", "nullable": True}}},
-                "request_id": {"type": "string"}}}}}},
-        "400": {"description": "Not an image, truncated, malformed JSON or multipart, empty body"},
-        "401": {"description": "Missing or wrong API key (DETOPS_SERVE_API_KEY is set)"},
-        "413": {"description": "Body over serve.max_body_mb, or image over serve.max_pixels"},
-        "415": {"description": "Content type other than multipart/form-data, application/json, image/*"},
-        "503": {"description": "No model loaded yet"},
-    },
+                   "`image/*` body. Send `X-Request-Id` to choose the id (canary routing hashes it). The answer: "
+                   "`detections` (category_id, class_name, score, COCO bbox in the image's pixels), `model` (name, "
+                   "version, alias) and `request_id`; `X-Model-Version` names the version too. Errors: 400 bad "
+                   "image or body, 401 API key (DETOPS_SERVE_API_KEY), 413 over serve.max_body_mb or "
+                   "serve.max_pixels, 415 content type, 503 no model loaded yet, 504 waited over serve.timeout.",
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": IMAGE_FIELD},
+                                                  "application/json": {"schema": IMAGE_FIELD},
+                                                  "image/*": {"schema": {"type": "string", "format": "binary"}}}},
 }
 
 
-def add_routes(app: Any, settings: ServeSettings, authorize: Any) -> None:
-    """Mount /health, /model and /metrics on LitServe's FastAPI app and describe /predict."""
-    state = SharedState(settings.state_dir)
-    workers = settings.serve.workers
+def build_app(settings: ServeSettings, engine: Engine, lifespan: Any) -> Any:
+    """The FastAPI app with its routes, wrapped in the gate (outermost)."""
+    app = FastAPI(title="detops serve", summary=f"Object detection by {settings.champion}", lifespan=lifespan)
 
-    @app.get("/health", tags=["serving"], summary="Ready once every worker serves a loaded, warmed model")
+    @app.post("/predict", tags=["serving"], openapi_extra=PREDICT_OPENAPI)
+    async def predict(request: Request) -> Response:
+        outcome = await engine.submit(request.scope[IMAGE], request.scope[REQUEST_ID])
+        return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
+
+    @app.get("/health", tags=["serving"], summary="Ready once a model is loaded and answers")
     def health_route() -> JSONResponse:
-        ok, body = health(state.workers(), workers)
+        ok, body = health(engine)
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/model", tags=["serving"], summary="The served model: version, alias, run, classes, thresholds",
-             dependencies=[Depends(authorize)])
+    @app.get("/model", tags=["serving"], summary="The served model: version, alias, run, classes, thresholds")
     def model_route() -> JSONResponse:
-        return JSONResponse(model_description(state.workers(), settings), status_code=200)
+        return JSONResponse(model_description(engine, settings))
 
-    @app.get("/metrics", tags=["serving"], summary="Prometheus metrics of every server process",
-             dependencies=[Depends(authorize)])
+    @app.get("/metrics", tags=["serving"], summary="Prometheus metrics of this server")
     def metrics_route() -> Response:
         body, content_type = render()
         return Response(body, media_type=content_type)
 
-    for route in app.routes:
-        if getattr(route, "path", None) == "/predict":
-            route.openapi_extra = PREDICT_OPENAPI
-            route.tags = ["serving"]
+    return Gate(app, GateLimits(settings.max_body_bytes, settings.serve.max_pixels))
 
 
-def model_description(states: dict[int, dict[str, Any]], settings: ServeSettings) -> dict[str, Any]:
-    """The champion as the first ready worker serves it, the challenger likewise, and each worker's versions."""
-    ready = [s for _, s in sorted(states.items()) if s.get("champion")]
-    body: dict[str, Any] = dict(ready[0]["champion"]) if ready else {"status": "loading"}
+def health(engine: Engine) -> tuple[bool, dict[str, Any]]:
+    """(ready, body of /health): ready while a champion serves. A registry outage is said in the body but keeps
+    the 200 (a 503 would fail every replica's readiness probe while each still answers)."""
+    champion = engine.champion.current
+    body: dict[str, Any] = {"status": "ready" if champion else "loading"}
+    if champion is not None:
+        body["model"] = champion.info.answer()
+    followers: list[Follower] = [f for f in (engine.champion, engine.challenger) if f is not None]
+    errors = {f.role: f.error for f in followers if f.error}
+    if errors:
+        body["errors"] = errors
+    failing = {f.role: f"the last {f.failed_polls} polls of {f.source} failed; serving what was loaded before"
+               for f in followers if f.failed_polls >= FAILED_POLLS_SHOWN}
+    if failing:
+        body["following"] = failing
+    return champion is not None, body
+
+
+def model_description(engine: Engine, settings: ServeSettings) -> dict[str, Any]:
+    """The champion as served, the challenger likewise, and the traffic shares."""
+    champion = engine.champion.current
+    challenger = engine.challenger.current if engine.challenger else None
+    body: dict[str, Any] = champion.info.to_dict() if champion else {"status": "loading"}
     body["source"] = str(settings.champion)
-    challengers = [s["challenger"] for s in ready if s.get("challenger")]
-    body["challenger"] = challengers[0] if challengers else None
+    body["challenger"] = challenger.info.to_dict() if challenger else None
     body["canary_share"] = settings.serve.canary_share
     body["shadow_share"] = settings.serve.shadow_share
-    body["workers"] = {str(w): {"champion": (s.get("champion") or {}).get("version"),
-                                "challenger": (s.get("challenger") or {}).get("version"),
-                                "error": s.get("error"), "pid": s.get("pid")} for w, s in sorted(states.items())}
+    body["error"] = engine.champion.error
     return body

@@ -1,5 +1,4 @@
-"""Everything a server's processes need, resolved once in the main process and handed to each worker (picklable:
-LitServe spawns its workers)."""
+"""Everything the server needs, resolved once at start: the sources, the device, the threads."""
 
 from __future__ import annotations
 
@@ -17,9 +16,9 @@ class ServeSettings:
     ws: Workspace
     champion: ModelSource
     challenger: ModelSource | None  # None: canary and shadow are off
-    runtime: Path  # this run's folder: state/, metrics/, models/
-    gpu: bool  # serve the GPU variant (LitServe accelerator cuda), where a worker can run it
-    threads: int  # ONNX Runtime threads per worker
+    runtime: Path  # this run's folder: models/ (downloads)
+    gpu: bool  # serve the GPU variant, where it can run here
+    threads: int  # ONNX Runtime / OpenVINO threads, and image decoding threads
 
     @property
     def serve(self) -> ServeParams:
@@ -29,14 +28,6 @@ class ServeSettings:
     def score_threshold(self) -> float:
         """Detections are kept from the serving threshold, as `detops predict` keeps them."""
         return self.ws.params.predict.score_threshold
-
-    @property
-    def state_dir(self) -> Path:
-        return self.runtime / "state"
-
-    @property
-    def metrics_dir(self) -> Path:
-        return self.runtime / "metrics"
 
     @property
     def models_dir(self) -> Path:
@@ -59,7 +50,7 @@ def capture_line(ws: Workspace) -> str:
 
 def settings_for(ws: Workspace, runtime: Path) -> ServeSettings:
     """Parse `serve.model`, check that a registry reference names something that exists (a typo fails here, not
-    in every worker), pick the device and the threads."""
+    at the first poll), pick the device and the threads."""
     from detops.cpus import usable_cpus
 
     serve = ws.params.serve
@@ -74,7 +65,7 @@ def settings_for(ws: Workspace, runtime: Path) -> ServeSettings:
         gpu = gpu_name() is not None
         if serve.device == "gpu" and not gpu:
             raise ParamsError("serve.device is gpu but nvidia-smi finds no NVIDIA GPU here; use auto or cpu.")
-    threads = serve.threads or max(1, usable_cpus() // serve.workers)
+    threads = serve.threads or usable_cpus()
     return ServeSettings(ws, champion, challenger, runtime, gpu, threads)
 
 

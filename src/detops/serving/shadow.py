@@ -1,7 +1,7 @@
 """Shadow traffic: some champion-answered requests also run on the challenger, only to measure how much the two
-agree. A shadow never touches a response: it is held until the responses of its batch are queued, then run in a
-thread of the worker, and dropped (counted as skipped) whenever a request is waiting, because on a small CPU a
-shadow always takes time from real requests.
+agree. A shadow is offered after its request's answer is made, runs on a thread of its own, and is dropped
+(counted as skipped) whenever a request is waiting, because on a small CPU a shadow always takes time from real
+requests.
 """
 
 from __future__ import annotations
@@ -27,17 +27,16 @@ MAX_PENDING = 64  # shadows waiting for an idle moment; more are dropped (skippe
 @dataclass(frozen=True)
 class ShadowJob:
     image: np.ndarray
-    champion: Detections  # what the champion answered
+    answer: Detections  # what the champion answered
+    champion: LoadedModel  # the champion that answered (its class names)
     challenger: LoadedModel  # the challenger as it was when the request was answered
 
 
 class ShadowRunner:
-    """Holds shadows offered during a batch, releases them once the batch's responses are queued, runs them when
-    no request waits (`requests_waiting`)."""
+    """Runs offered shadows on its thread when no request waits (`requests_waiting`)."""
 
     def __init__(self, requests_waiting: Callable[[], bool]) -> None:
         self.requests_waiting = requests_waiting
-        self._held: list[ShadowJob] = []
         self._ready: deque[ShadowJob] = deque()
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="detops-shadow", daemon=True)
@@ -46,20 +45,11 @@ class ShadowRunner:
         self._thread.start()
 
     def offer(self, job: ShadowJob) -> None:
-        """Called while the batch is answered: nothing runs yet."""
-        self._held.append(job)
-
-    def release(self) -> None:
-        """Called once every response of the batch is queued."""
-        if not self._held:
-            return
-        held, self._held = self._held, []
         with self._wake:
-            for job in held:
-                if len(self._ready) >= MAX_PENDING:
-                    metrics().shadows.labels("skipped").inc()
-                    continue
-                self._ready.append(job)
+            if len(self._ready) >= MAX_PENDING:
+                metrics().shadows.labels("skipped").inc()
+                return
+            self._ready.append(job)
             self._wake.notify()
 
     def _run(self) -> None:
@@ -68,21 +58,16 @@ class ShadowRunner:
                 while not self._ready:
                     self._wake.wait()
                 job = self._ready.popleft()
-            if self._busy():
+            if self.requests_waiting():
                 metrics().shadows.labels("skipped").inc()
                 continue
             try:
                 started = time.perf_counter()
                 (answer,) = job.challenger.predict([job.image])
                 metrics().shadow_seconds.observe(time.perf_counter() - started)
-                metrics().agreement.observe(agreement(job.champion, answer))
+                names = (job.champion.predictor.meta.class_names, job.challenger.predictor.meta.class_names)
+                metrics().agreement.observe(agreement(job.answer, answer, names=names))
                 metrics().shadows.labels("run").inc()
             except Exception:  # a shadow's failure is the challenger's problem, never the caller's
                 log.exception("shadow request on the challenger failed")
                 metrics().shadows.labels("failed").inc()
-
-    def _busy(self) -> bool:
-        try:
-            return self.requests_waiting()
-        except Exception:  # the queue is gone: the server is stopping
-            return True

@@ -1,5 +1,6 @@
-"""The capture writer in this process: batches sealed by size and by time, readable by the drift check's batch
-reader; a full disk (an injected ENOSPC) stops capture without an error reaching the caller; a full queue drops.
+"""The capture writer in this process: batches sealed by size, by time and at close (a server's shutdown), stale
+batches of a dead writer sealed by another, readable by the drift check's batch reader; a write error pauses capture
+and it resumes once the folder can be written (the gap counted); the queue is bounded in bytes and drops.
 
 The server side (a real `detops serve` capturing, and one whose landing folder cannot be written) is tested in
 test_prediction_drift.py and test_serve.py.
@@ -7,12 +8,14 @@ test_prediction_drift.py and test_serve.py.
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
 import re
+import threading
 import time
+from datetime import datetime, timedelta, timezone
+from itertools import count
 from pathlib import Path
 
 import pytest
@@ -22,18 +25,12 @@ from PIL import Image
 from detops.config import load_params
 from detops.monitoring.batches import complete_batches, read_batch
 from detops.monitoring.predictions import CAPTURED_ANSWERS, read_captured
-from detops.serving.capture import QUEUE_SIZE, Capture, CaptureWriter, captured
-from detops.serving.metrics import MULTIPROC_ENV, metrics, render, use_directory
+from detops.serving.bounded import ByteBoundedQueue
+from detops.serving.capture import ANSWER_BYTES, STAMP, Capture, CaptureWriter, captured
+from detops.serving.metrics import render
 from detops.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The metrics of this process go to a folder (multiprocess mode), as in a server's worker."""
-    if MULTIPROC_ENV not in os.environ and metrics.cache_info().currsize == 0:
-        use_directory(tmp_path_factory.mktemp("metrics"))
 
 
 def _counter(name: str, **labels: str) -> float:
@@ -96,38 +93,124 @@ def test_a_batch_is_sealed_after_its_minutes_by_the_writer_thread(tmp_path: Path
     manifest = wait_until(lambda: list(tmp_path.glob("capture-*/_READY")), 10, "a sealed batch", poll=0.05)
     assert json.loads(manifest[0].read_text())["images"] == 2
     assert len(read_captured(manifest[0].parent) or []) == 2
+    writer.close()
 
 
-def test_a_full_disk_stops_capture_and_never_reaches_the_caller(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    failures, stopped = _counter("detops_serve_capture_failures", error="ENOSPC"), _counter(
-        "detops_serve_capture_images", outcome="stopped")
-    writer = CaptureWriter(tmp_path, "_READY", batch_size=2, max_minutes=60, score_threshold=0.3)
-    writer.write(_capture(0))  # one image on disk, then the disk fills
-
-    def no_space(self: Path, data: bytes) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device", str(self))
-
-    monkeypatch.setattr(Path, "write_bytes", no_space)
+def test_close_writes_the_queue_and_seals_the_open_batch(tmp_path: Path) -> None:
+    """The server's shutdown (SIGTERM): nothing queued is lost, the open batch gets its manifest, the thread ends;
+    an image offered later is dropped, counted."""
+    writers = sum(t.name == "detops-capture" for t in threading.enumerate())
+    writer = CaptureWriter(tmp_path, "_READY", batch_size=100, max_minutes=60, score_threshold=0.3)
     writer.start()
-    writer.offer(_capture(1))
-    wait_until(lambda: writer.stopped, 10, "capture to stop", poll=0.05)
-    for i in range(2, 5):
-        writer.offer(_capture(i))  # returns at once, counted, nothing written
-    assert _counter("detops_serve_capture_failures", error="ENOSPC") == failures + 1
-    assert _counter("detops_serve_capture_images", outcome="stopped") == stopped + 3
-    assert not list(tmp_path.glob("*/_READY"))  # the batch it was writing stays unsealed: never read
-    monkeypatch.undo()
-    time.sleep(0.2)
-    assert len(list(tmp_path.glob("*/*.png"))) == 1  # stopped for good: nothing written after the failure
+    assert sum(t.name == "detops-capture" for t in threading.enumerate()) == writers + 1
+    for i in range(5):
+        writer.offer(_capture(i))
+    writer.close()
+    assert sum(t.name == "detops-capture" for t in threading.enumerate()) == writers
+    (manifest,) = tmp_path.glob("capture-*/_READY")
+    assert json.loads(manifest.read_text())["images"] == 5
+    assert len(read_captured(manifest.parent) or []) == 5
+    writer.offer(_capture(5))
+    writer.close()  # a second close does nothing
+    assert writer.stats().saved == 5 and writer.stats().dropped == 1 and writer.stats().batches == 1
 
 
-def test_a_full_queue_drops_instead_of_waiting(tmp_path: Path) -> None:
+def test_close_of_a_writer_never_started_writes_in_the_caller(tmp_path: Path) -> None:
+    writer = CaptureWriter(tmp_path, "_READY", batch_size=100, max_minutes=60, score_threshold=0.3)
+    writer.offer(_capture(0))
+    writer.close()
+    (manifest,) = tmp_path.glob("capture-*/_READY")
+    assert json.loads(manifest.read_text())["images"] == 1
+
+
+def _folder(landing: Path, host: str, pid: int, opened: datetime) -> Path:
+    folder = landing / f"capture-{host}-{pid}-{opened.strftime(STAMP)}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def test_a_batch_left_unsealed_by_a_dead_writer_is_sealed_by_another_once_stale(tmp_path: Path) -> None:
+    """A killed pod's open batch (another host name and pid, never coming back): sealed by any writer once it is
+    capture_max_minutes plus the grace old, with what was fully captured; a younger one is left to its writer."""
+    ws = Workspace.at(tmp_path, load_params(REPO / "params.yaml", [f"monitor.landing={tmp_path / 'landing'}"]))
+    landing = tmp_path / "landing"
+    now = datetime.now(timezone.utc)
+    dead = _folder(landing, "serve-7f9c-abcde", 1, now - timedelta(minutes=10))
+    for i in range(2):
+        (dead / f"{i:06d}.png").write_bytes(_png(i))
+    lines = [json.dumps({"file_name": f"{i:06d}.png", "model": {"version": "1"}, "detections": []}) for i in range(2)]
+    (dead / "000002.png").write_bytes(_png(2)[:20])  # killed while writing its third image: no answer line
+    (dead / CAPTURED_ANSWERS).write_text("\n".join(lines) + '\n{"file_name": "000002.p')
+    young = _folder(landing, "serve-7f9c-fghij", 1, now - timedelta(minutes=1.5))
+    (young / "000001.png").write_bytes(_png(1))
+    empty = _folder(landing, "serve-7f9c-klmno", 1, now - timedelta(minutes=10))
+    writer = CaptureWriter(landing, "_READY", batch_size=100, max_minutes=1, score_threshold=0.3, grace_s=60)
+    writer.start()  # a writer looks at start, then every minute
+    wait_until(lambda: (dead / "_READY").is_file(), 10, "the dead writer's batch to be sealed", poll=0.05)
+    writer.close()
+    assert json.loads((dead / "_READY").read_text())["images"] == 2
+    assert {p.name for p in dead.iterdir()} == {"000000.png", "000001.png", CAPTURED_ANSWERS, "_READY"}
+    (batch,) = complete_batches(ws)
+    assert len(read_batch(ws, batch).dataset["images"]) == 2 and len(read_captured(dead) or []) == 2
+    assert not (young / "_READY").exists()  # 1.5 min: its writer may still seal it (at 1 min + a late disk)
+    assert not empty.exists()  # opened, nothing captured: removed, not sealed as an empty batch
+    assert writer.stats().batches == 1
+
+
+def test_a_write_error_pauses_capture_and_it_resumes_once_the_folder_can_be_written(tmp_path: Path) -> None:
+    """An unwritable landing folder (a regular file in its place: as root a chmod would not stop a write) pauses
+    capture instead of ending it: images offered meanwhile are dropped and counted, the gap's seconds too, and the
+    first offer after the back-off writes again once the folder is back."""
+    unwritable = _counter("detops_serve_capture_images", outcome="unwritable")
+    failures = _counter("detops_serve_capture_failures", error="ENOTDIR")
+    seconds = _counter("detops_serve_capture_unwritable_seconds")
+    landing = tmp_path / "landing"
+    landing.write_text("a file where the landing folder should be")
+    writer = CaptureWriter(landing, "_READY", batch_size=100, max_minutes=60, score_threshold=0.3)
+    writer.start()
+    writer.offer(_capture(0))
+    wait_until(lambda: writer.stats().write_errors == 1, 10, "the write error", poll=0.05)
+    writer.offer(_capture(1))  # paused: dropped at once, never queued
+    assert writer.stats().dropped == 2 and writer.stats().saved == 0
+    time.sleep(0.3)
+    landing.unlink()
+    landing.mkdir()
+    ids = count(2)
+
+    def offered_and_saved() -> int:
+        writer.offer(_capture(next(ids)))  # the first one after the back-off is the next try
+        return writer.stats().saved
+
+    wait_until(offered_and_saved, 10, "capture to resume", poll=0.1)
+    writer.close()
+    stats = writer.stats()
+    assert stats.unwritable_seconds >= 0.3 and stats.batches == 1
+    (manifest,) = landing.glob("capture-*/_READY")
+    assert json.loads(manifest.read_text())["images"] == stats.saved >= 1
+    assert _counter("detops_serve_capture_failures", error="ENOTDIR") == failures + 1  # one gap
+    assert _counter("detops_serve_capture_images", outcome="unwritable") == unwritable + stats.dropped
+    assert _counter("detops_serve_capture_unwritable_seconds") == pytest.approx(seconds + stats.unwritable_seconds)
+
+
+def test_the_queue_is_bounded_in_bytes_and_drops_instead_of_waiting(tmp_path: Path) -> None:
     dropped = _counter("detops_serve_capture_images", outcome="dropped")
-    writer = CaptureWriter(tmp_path, "_READY", batch_size=1000, max_minutes=60, score_threshold=0.3)
-    image = _png(1)
+    writer = CaptureWriter(tmp_path, "_READY", batch_size=1000, max_minutes=60, score_threshold=0.3, queue_mb=1)
+    big = b"x" * (300_000 - ANSWER_BYTES)  # 300 kB queued each: 3 fit in 1 MiB, whatever a count bound says
     started = time.perf_counter()
-    for i in range(QUEUE_SIZE + 5):  # no writer thread: the queue fills
-        writer.offer(Capture(image, {"request_id": str(i)}))
+    for i in range(5):  # no writer thread: the queue fills
+        writer.offer(Capture(big, {"request_id": str(i)}))
     assert time.perf_counter() - started < 1.0
-    assert _counter("detops_serve_capture_images", outcome="dropped") == dropped + 5
+    assert writer.stats().dropped == 2
+    assert _counter("detops_serve_capture_images", outcome="dropped") == dropped + 2
+
+
+def test_byte_bounded_queue() -> None:
+    q: ByteBoundedQueue[str] = ByteBoundedQueue(10)
+    assert q.put("a", 6) and not q.put("b", 5) and q.put("c", 4) and (len(q), q.bytes) == (2, 10)
+    assert q.get(0) == "a" and q.put("d", 6) and q.drain() == ["c", "d"] and q.bytes == 0
+    started = time.perf_counter()
+    assert q.get(0.1) is None and time.perf_counter() - started >= 0.1
+    threading.Timer(0.1, q.close).start()
+    assert q.get(10) is None and q.closed and not q.put("e", 1)  # close wakes a waiting get
+    with pytest.raises(ValueError, match="max_bytes must be at least 1"):
+        ByteBoundedQueue(0)

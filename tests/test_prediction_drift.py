@@ -118,7 +118,8 @@ def _sealed(landing: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def captured(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real server capturing every answer (share 1.0) in batches of 12: 12 requests seal one batch."""
+    """A real server capturing every answer (share 1.0) in batches of 12: 12 requests seal one batch; 3 more stay
+    in the open batch, which SIGTERM to the server's process (as Kubernetes stops a pod) seals on the way out."""
     landing = trained.root / "data" / "landing"
     sets = (*SETS, "serve.capture_share=1.0", f"serve.capture_batch_size={BATCH}")
     images = trained.images()
@@ -137,6 +138,14 @@ def captured(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Path
         assert len(_sealed(landing)) == 1, server.log()
         assert _metric(server, "detops_serve_capture_images_total") == BATCH
         assert _metric(server, "detops_serve_capture_batches_total") == 1
+        with httpx.Client(timeout=30) as client:
+            for i, image in enumerate(images[:3]):  # the same images again, other request ids
+                response = client.post(f"{server.url}/predict", files={"image": ("i.png", image, "image/png")},
+                                       headers={"X-Request-Id": f"open-{i}"})
+                assert response.status_code == 200, response.text
+    last = _sealed(landing)  # the server has stopped (SIGTERM, then waited for)
+    assert len(last) == 2, f"the open batch was not sealed at SIGTERM:\n{server.log()}"
+    assert json.loads((last[1] / "_READY").read_text())["images"] == 3
     batch = _sealed(landing)[0]
     lines = [json.loads(line) for line in (batch / CAPTURED_ANSWERS).read_text().splitlines()]
     assert [line["request_id"] for line in lines] == [f"cap-{i}" for i in range(BATCH)]

@@ -42,12 +42,16 @@ class ServeParams(Section):
         "Largest image, width x height, read from its header before decoding (413 above: decompression bombs)."))
     capture_share: float = Field(0.0, ge=0, le=1, description=(
         "Share of served images saved with the champion's answers (predictions.jsonl) into a batch under "
-        "monitor.landing (one open batch per worker process), chosen by a hash of the request id, for the drift "
-        "check and labelling; written off the request path, and a write error stops capture, never serving. "
-        "0 = off."))
+        "monitor.landing (one open batch per server process), chosen by a hash of the request id, for the drift "
+        "check and labelling; written off the request path: a write error pauses capture (retried with back-off, "
+        "the gap counted in /metrics), never serving. 0 = off."))
     capture_batch_size: int = Field(200, ge=1, description=(
         "Images after which a capture batch is sealed (its manifest written, so `detops monitor` reads it); at "
         "least monitor.min_batch_size, or its check says insufficient data."))
     capture_max_minutes: float = Field(60.0, gt=0, description=(
         "Minutes after its first image at which a capture batch is sealed, full or not: quiet traffic still "
-        "reaches the drift check."))
+        "reaches the drift check. A batch left unsealed (its process killed) is sealed by any writer this long plus "
+        "5 min after it opened."))
+    capture_queue_mb: float = Field(64.0, gt=0, le=4096, description=(
+        "MiB of captured images waiting for the writer (the bodies as sent); more are dropped and counted, never "
+        "waited for. Keep it well below the pod's memory limit (deployments/k8s/deployment.yaml)."))

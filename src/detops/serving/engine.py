@@ -220,7 +220,7 @@ def capture_writer(settings: ServeSettings) -> CaptureWriter | None:
     if serve.capture_share <= 0:
         return None
     return CaptureWriter(ws.resolve(ws.params.monitor.landing), ws.params.monitor.manifest, serve.capture_batch_size,
-                         serve.capture_max_minutes, settings.score_threshold)
+                         serve.capture_max_minutes, settings.score_threshold, queue_mb=serve.capture_queue_mb)
 
 
 def answer(model: LoadedModel, det: Detections, request_id: str) -> Outcome:

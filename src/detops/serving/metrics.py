@@ -31,9 +31,10 @@ class ServeMetrics:
     shadows: Any  # Counter: outcome (run, skipped, failed)
     agreement: Any  # Histogram
     shadow_seconds: Any  # Histogram
-    captures: Any  # Counter: outcome (saved, dropped, stopped, failed)
+    captures: Any  # Counter: outcome (saved, dropped, unwritable, stopped, failed)
     capture_batches: Any  # Counter
     capture_failures: Any  # Counter: error (ENOSPC, EACCES, ...)
+    capture_unwritable: Any  # Counter: seconds capture could not write
 
 
 @functools.cache
@@ -72,12 +73,15 @@ def metrics() -> ServeMetrics:
         shadow_seconds=Histogram("detops_serve_shadow_seconds", "Seconds the challenger spent on a shadow request.",
                                  buckets=LATENCY_BUCKETS, registry=r),
         captures=Counter("detops_serve_capture_images", "Served images offered to capture: saved, dropped (the "
-                         "writer's queue was full), stopped (capture had stopped) or failed.", ["outcome"],
-                         registry=r),
-        capture_batches=Counter("detops_serve_capture_batches", "Capture batches sealed (the manifest written).",
-                                registry=r),
-        capture_failures=Counter("detops_serve_capture_failures", "Write errors of capture (serving went on), by "
-                                 "errno name.", ["error"], registry=r),
+                         "writer's queue was full), unwritable (lost to a write error), stopped (offered after "
+                         "capture closed) or failed (not an image it could save).", ["outcome"], registry=r),
+        capture_batches=Counter("detops_serve_capture_batches", "Capture batches sealed (the manifest written), "
+                                "stale ones left open by a stopped server included.", registry=r),
+        capture_failures=Counter("detops_serve_capture_failures", "Times capture could not write and paused "
+                                 "(serving went on; it tries again with back-off), by errno name.", ["error"],
+                                 registry=r),
+        capture_unwritable=Counter("detops_serve_capture_unwritable_seconds", "Seconds capture could not write "
+                                   "(the gaps in the captured batches).", registry=r),
     )
 
 

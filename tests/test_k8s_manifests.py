@@ -18,7 +18,7 @@ SERVE_COMMAND = ["detops", "serve", "--host", "0.0.0.0", "--port", "8000", "--mo
 
 def _resources() -> list[tuple[Path, dict[str, Any]]]:
     out: list[tuple[Path, dict[str, Any]]] = []
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(K8S.rglob("*.yaml")):  # monitoring/: applied in the adapter's namespace
         out.extend((path, doc) for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
     return out
 
@@ -91,7 +91,8 @@ def test_deployment_runs_the_champion_server_bound_to_the_pod_address() -> None:
 def test_probes_resources_and_replicas() -> None:
     deployment = _one("Deployment")
     container = _container()
-    assert deployment["spec"]["replicas"] >= 2
+    assert "replicas" not in deployment["spec"]  # the HPA owns the count
+    assert _one("HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2
     for probe in ("readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["path"] == "/health", probe
         assert container[probe]["httpGet"]["port"] in ("http", 8000), probe
@@ -125,7 +126,56 @@ def test_service_selects_the_deployment_pods_on_the_container_port() -> None:
         assert target in container_ports or target in container_ports.values(), port
     budget = _one("PodDisruptionBudget")
     assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    assert budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]  # a drain can still evict one
+    # A drain can still evict one.
+    assert budget["spec"]["minAvailable"] < _one("HorizontalPodAutoscaler")["spec"]["minReplicas"]
+
+
+def _quantity(text: str) -> float:
+    """A Kubernetes quantity in bytes ("3Gi", "1536Mi")."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "": 1}
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|)", text).groups()  # type: ignore[union-attr]
+    return float(number) * units[unit]
+
+
+def test_hpa_scales_the_deployment_on_a_metric_the_server_exports_through_the_adapter_rule() -> None:
+    """The HPA's per-pod metric is the adapter rule's output, the rule reads a series the server really exports
+    (a gauge in its /metrics), and the target asks for a replica before a pod queues a whole batch."""
+    from detops.config import load_params
+    from detops.serving.metrics import render
+
+    hpa, deployment = _one("HorizontalPodAutoscaler"), _one("Deployment")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["target"]["type"] == "AverageValue"
+    name = metric["pods"]["metric"]["name"]
+    config = yaml.safe_load(_one("ConfigMap")["data"]["config.yaml"])
+    (rule,) = [r for r in config["rules"] if r["name"]["as"] == name]
+    series = re.match(r"(\w+)\{", rule["seriesQuery"])
+    assert series is not None and re.fullmatch(rule["name"]["matches"], series.group(1))
+    assert {"namespace", "pod"} <= set(rule["resources"]["overrides"])  # a per-pod metric
+    assert f"# TYPE {series.group(1)} gauge" in render()[0].decode()  # what /metrics exports
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == _container()["ports"][0]["containerPort"]
+    serve = load_params(REPO / "params.yaml", []).serve
+    assert 0 < float(metric["pods"]["target"]["averageValue"]) <= serve.max_batch_size
+
+
+def test_a_stopping_pod_has_time_for_its_requests_and_its_capture_seal() -> None:
+    """SIGKILL comes terminationGracePeriodSeconds after the preStop hook starts: the hook's sleep, a request's
+    longest wait (serve.timeout) and the capture writer's close must fit in it. And the capture queue, bounded in
+    bytes, is a small part of the pod's memory limit."""
+    from detops.config import load_params
+    from detops.serving.capture import CLOSE_TIMEOUT_S
+
+    serve = load_params(REPO / "params.yaml", []).serve
+    pod = _one("Deployment")["spec"]["template"]["spec"]
+    command = _container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] >= float(command[1]) + serve.timeout + CLOSE_TIMEOUT_S
+    limit = _quantity(_container()["resources"]["limits"]["memory"])
+    assert serve.capture_queue_mb * 2**20 <= limit / 8
 
 
 def test_dockerfile_has_a_serve_target_running_the_server() -> None:

@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     from detops.export.report import cpu_info, machine
 
-    print(f"{machine()}; CPU flags: {' '.join(cpu_info()['flags'])}\n")
+    print(f"{machine()}; CPU flags: {' '.join(cpu_info(())['flags'])}\n")
     print("| file | batches | static ms/img | dynamic ms/img | static speed-up |\n|---|---|---|---|---|")
     for path in args.files:
         print("\n".join(measure(path, args.threads, args.rounds)))

@@ -1,4 +1,4 @@
-"""What some tests need from the machine (chromium, ../shared, PostgreSQL), and the one rule for its absence.
+"""What some tests need from the machine (chromium, ../shared, PostgreSQL, OpenVINO), and the one rule for its absence.
 
 On a developer's machine a missing requirement skips the test, saying what is missing. CI (`.ci/run`) sets
 `DETOPS_REQUIRE_<WHAT>=1` for each requirement it provides, so there a missing one fails the test instead: CI cannot
@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DETOPS_SHARED", REPO.parent / "shared"))
 
 CHROMIUM_ENV, SHARED_ENV, POSTGRES_ENV = "DETOPS_REQUIRE_CHROMIUM", "DETOPS_REQUIRE_SHARED", "DETOPS_REQUIRE_POSTGRES"
+OPENVINO_ENV = "DETOPS_REQUIRE_OPENVINO"
 
 
 def require_or_skip(available: bool, what: str, env: str) -> None:
@@ -39,3 +40,10 @@ def require_chromium() -> None:
 def require_shared() -> None:
     require_or_skip(SHARED.is_dir(), f"the shared folder {SHARED} is absent (only the developers' checkout has it; "
                     "DETOPS_SHARED names another place)", SHARED_ENV)
+
+
+def require_openvino() -> None:
+    from detops.inference.openvino_runtime import openvino_installed  # asks without importing it
+
+    require_or_skip(openvino_installed(), "openvino is not installed (pip install -e '.[openvino]', as `make test` "
+                    "does)", OPENVINO_ENV)

@@ -1,7 +1,8 @@
 """Shared fixtures: a throwaway workspace, a small sample dataset, and ../shared when present.
 
-Tests marked `chromium` or `shared` skip when the machine lacks it, or fail saying so where CI requires it
-(`DETOPS_REQUIRE_CHROMIUM=1`, `DETOPS_REQUIRE_SHARED=1`): one rule, `_requirements.require_or_skip`.
+Tests marked `chromium`, `shared` or `openvino` skip when the machine lacks it, or fail saying so where CI requires
+it (`DETOPS_REQUIRE_CHROMIUM=1`, `DETOPS_REQUIRE_SHARED=1`, `DETOPS_REQUIRE_OPENVINO=1`): one rule,
+`_requirements.require_or_skip`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _requirements import SHARED, require_chromium, require_shared
+from _requirements import SHARED, require_chromium, require_openvino, require_shared
 
 REPO = Path(__file__).resolve().parents[1]
 # No telemetry calls to a network the tests may not have.
@@ -33,9 +34,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Before any fixture is built: a `chromium` or `shared` test skips, or fails where CI requires it."""
+    """Before any fixture is built: a `chromium`, `shared` or `openvino` test skips, or fails where CI requires it."""
     if item.get_closest_marker("chromium"):
         require_chromium()
+    if item.get_closest_marker("openvino"):
+        require_openvino()
     if item.get_closest_marker("shared"):
         require_shared()
 

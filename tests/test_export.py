@@ -435,16 +435,19 @@ def test_library_prints_go_to_the_step_log_and_the_terminal_keeps_the_summary(ex
     assert '<a href="logs/export.log">export</a>' in page  # the run page links the step's log
 
 
-def test_a_scoring_process_that_dies_rejects_its_files_with_the_reason(tmp_path: Path) -> None:
-    """The child that scores the OpenVINO files exits on an error (here: no split to score on): each file it held
-    comes back rejected, saying the exit code and the child's last words, and nothing is raised here."""
+def test_a_timing_process_that_dies_rejects_its_files_with_the_reason(tmp_path: Path) -> None:
+    """The child that times the variants and scores the OpenVINO files exits on an error (here: no split to score
+    on): each file it held comes back rejected, saying the exit code and the child's last words, and nothing is
+    raised here."""
     from detops.config import load_params
-    from detops.export.isolated import score_in_child
+    from detops.export.timing import measure_in_child
+    from detops.inference.decode import Thresholds
     from detops.workspace import Workspace
 
     ws = Workspace.at(tmp_path, load_params(None))
     files = {"openvino-int8": tmp_path / "model.int8.openvino.onnx", "openvino-fp32": tmp_path / "model.openvino.onnx"}
-    outcomes = score_in_child(ws, files, {n: p.name for n, p in files.items()}, [], 2, 3, 0, 1)
+    outcomes = measure_in_child(ws, files, {n: p.name for n, p in files.items()}, [], Thresholds(0.3, 0.5, 100, 1000),
+                                2, 3, 0, 1)
     assert set(outcomes) == set(files)
     for outcome in outcomes.values():
         assert outcome.error is not None and outcome.latency is None and not outcome.metrics

@@ -23,11 +23,10 @@ from detops.errors import DataError, ExportError
 from detops.inference import load_predictor
 from detops.workspace import Workspace
 
-pytest.importorskip("openvino")
 # OpenVINO beside torch in the suite's long-lived process died with a segmentation fault after other tests had run:
-# these tests run in a pytest process of their own, started by tests/test_openvino_process.py.
-pytestmark = pytest.mark.skipif(os.environ.get("DETOPS_OPENVINO_PROCESS") != "1",
-                                reason="runs in its own process (tests/test_openvino_process.py)")
+# these tests load it here, so they run in a pytest process of their own, started by tests/test_openvino_process.py.
+pytestmark = [pytest.mark.openvino, pytest.mark.skipif(os.environ.get("DETOPS_OPENVINO_PROCESS") != "1",
+                                                       reason="runs in its own process (test_openvino_process.py)")]
 
 OPENVINO = ["openvino-int8", "openvino-fp32"]  # openvino-bf16 joins them only on a CPU with BF16
 SETTINGS = [*(s for s in FAST if not s.startswith("export.openvino")), "export.openvino=true", "export.fp16=false"]

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("openvino")
+pytestmark = pytest.mark.openvino
 
 
 def test_the_openvino_tests_pass_in_their_own_process() -> None:
     here = Path(__file__).resolve().parent
-    env = {**os.environ, "DETOPS_OPENVINO_PROCESS": "1"}
+    env = {**os.environ, "DETOPS_OPENVINO_PROCESS": "1"}  # its tests are marked `openvino` too
     done = subprocess.run([sys.executable, "-m", "pytest", str(here / "test_openvino.py"), "-q", "-p",
                            "no:cacheprovider"], cwd=here.parent, env=env, capture_output=True, text=True,
                           timeout=1800)

@@ -40,11 +40,14 @@ class OpenVinoPlan:
 
     variants: tuple[OpenVinoVariant, ...]
     notes: tuple[str, ...]
+    capabilities: tuple[str, ...] = ()  # OpenVINO's OPTIMIZATION_CAPABILITIES of this CPU, where it was asked
 
 
 def plan(setting: bool | str, int8: bool) -> OpenVinoPlan:
-    """`auto` skips with a note where openvino is missing; `true` makes its absence an error; `false`: none."""
-    from detops.inference.openvino_runtime import cpu_capabilities, openvino_installed
+    """`auto` skips with a note where openvino is missing; `true` makes its absence an error; `false`: none. The CPU's
+    capabilities are asked in a child process: this one never imports openvino (`detops.isolated`)."""
+    from detops.inference.openvino_runtime import capability_names, openvino_installed
+    from detops.isolated import run_isolated
 
     if setting is False:
         return OpenVinoPlan((), ())
@@ -54,7 +57,8 @@ def plan(setting: bool | str, int8: bool) -> OpenVinoPlan:
                               "'detops[openvino]'). Set export.openvino=auto to go on with ONNX Runtime alone.")
         return OpenVinoPlan((), ("OpenVINO variants skipped: openvino is not installed (pip install "
                                  "'detops[openvino]'); going on with ONNX Runtime",))
-    return offered(cpu_capabilities(), int8)
+    capabilities = tuple(run_isolated(capability_names))
+    return replace(offered(capabilities, int8), capabilities=capabilities)
 
 
 def offered(capabilities: tuple[str, ...], int8: bool) -> OpenVinoPlan:

@@ -33,9 +33,10 @@ KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
                 "amx_tile", "amx_int8", "amx_bf16")
 
 
-def cpu_info() -> dict[str, list[str]]:
-    """The CPU's kernel-deciding flags and, where openvino is installed, its OPTIMIZATION_CAPABILITIES: a latency
-    ranking holds only where these match (an `openvino-bf16` variant needs BF16)."""
+def cpu_info(openvino_capabilities: tuple[str, ...]) -> dict[str, list[str]]:
+    """The CPU's kernel-deciding flags and, where OpenVINO was asked (`export.openvino.plan`), its
+    OPTIMIZATION_CAPABILITIES: a latency ranking holds only where these match (an `openvino-bf16` variant needs
+    BF16)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
@@ -43,10 +44,8 @@ def cpu_info() -> dict[str, list[str]]:
     first = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
     present = set(first.partition(":")[2].split())
     out = {"flags": [flag for flag in KERNEL_FLAGS if flag in present]}
-    from detops.inference.openvino_runtime import cpu_capabilities, openvino_installed
-
-    if openvino_installed():
-        out["openvino_capabilities"] = list(cpu_capabilities())
+    if openvino_capabilities:
+        out["openvino_capabilities"] = list(openvino_capabilities)
     return out
 
 

@@ -52,11 +52,14 @@ def openvino_settings(hint: str) -> dict[str, Any]:
 
 
 def openvino_installed() -> bool:
+    """Whether openvino can be imported, asked without importing it (the flow's process never does:
+    `detops.isolated`)."""
+    import importlib.util
+
     try:
-        import openvino  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("openvino") is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 @functools.cache
@@ -65,6 +68,11 @@ def cpu_capabilities() -> tuple[str, ...]:
     import openvino as ov
 
     return tuple(str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def capability_names() -> list[str]:
+    """`cpu_capabilities` as JSON, for a parent that asks a child (`detops.isolated`)."""
+    return list(cpu_capabilities())
 
 
 class OpenVinoRuntime:

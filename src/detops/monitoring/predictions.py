@@ -27,7 +27,6 @@ from detops.workspace import Workspace
 if TYPE_CHECKING:
     import pandas as pd
 
-    from detops.inference.predictor import Predictor
 
 PRED_PREFIX = "pred_"
 PRED_CLASS_PREFIX = "pred_class_"
@@ -56,14 +55,28 @@ def prediction_row(boxes: Iterable[tuple[float, str]], classes: Sequence[str], l
     return row
 
 
-def predicted_frame(ws: Workspace, predictor: Predictor, dataset: Dataset, description: str) -> pd.DataFrame:
-    """`file_name` and the prediction columns of every image of `dataset` that can be read, by `predictor`
-    (decoding at the serving threshold, predict.score_threshold). An unreadable image gets no row: the feature
-    table skips it too and lists why."""
+def model_answers(ws: Workspace, model_file: Path, dataset: Dataset, description: str) -> pd.DataFrame:
+    """`file_name` and the prediction columns of every image of `dataset` that can be read, by the model in
+    `model_file` on the CPU (decoding at the serving threshold, predict.score_threshold). An unreadable image gets no
+    row: the feature table skips it too and lists why. An OpenVINO file answers from a process of its own
+    (`detops.isolated`: this one never loads OpenVINO)."""
     import pandas as pd
 
-    from detops.inference.dataset import image_detections
+    from detops.isolated import needs_isolation, run_isolated, workspace_args
 
+    args = {**workspace_args(ws), "model_file": str(model_file), "dataset": dataset, "description": description}
+    return pd.DataFrame(run_isolated(answer_rows, **args) if needs_isolation(model_file) else answer_rows(**args))
+
+
+def answer_rows(root: str, params: dict[str, Any], model_file: str, dataset: Dataset,
+                description: str) -> list[dict[str, Any]]:
+    """`model_answers`' rows, here or in a child."""
+    from detops.inference.dataset import image_detections
+    from detops.inference.loading import load_predictor
+    from detops.isolated import child_workspace
+
+    ws = child_workspace(root, params)
+    predictor = load_predictor(Path(model_file), device="cpu")
     predictor = predictor.with_thresholds(score_threshold=ws.params.predict.score_threshold)
     names = list(predictor.meta.class_names)
     low = ws.params.monitor.low_score
@@ -71,7 +84,7 @@ def predicted_frame(ws: Workspace, predictor: Predictor, dataset: Dataset, descr
     for image, det in image_detections(predictor, dataset, ws.root, BATCH, description, skip_unreadable=True):
         boxes = [(float(s), names[int(c)]) for s, c in zip(det.scores, det.labels, strict=True)]
         rows.append({"file_name": image["file_name"], **prediction_row(boxes, names, low)})
-    return pd.DataFrame(rows)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -147,25 +160,17 @@ def side_by_side(reference: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataF
     return pd.concat([images, predictions[columns].reset_index(drop=True)], axis=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChampionPredictions:
-    """The champion as the monitor runs it: its prediction reference and its served file (loaded on first use)."""
+    """The champion as the monitor runs it: its prediction reference and its served file."""
 
     version: str
     reference: pd.DataFrame
     model_file: Path
-    _predictor: Predictor | None = None
 
     @property
     def label(self) -> str:
         return f"champion v{self.version}"
-
-    def predictor(self) -> Predictor:
-        if self._predictor is None:
-            from detops.inference.loading import load_predictor
-
-            self._predictor = load_predictor(self.model_file, device="cpu")
-        return self._predictor
 
 
 def champion_predictions(ws: Workspace, folder: Path) -> tuple[ChampionPredictions | None, str]:

@@ -58,6 +58,7 @@ def model_files(ws: Workspace, run_id: str) -> ModelFiles:
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{report_path}: not an export report ({exc!r}); re-run `detops export`.") from None
     from detops.inference.loading import ENGINE_SUFFIXES
+    from detops.isolated import needs_isolation
 
     artifacts = {CHECKPOINT: checkpoint, EXPORT_REPORT: report_path}
     for name, row in variants.items():
@@ -71,7 +72,7 @@ def model_files(ws: Workspace, run_id: str) -> ModelFiles:
         sidecar = sidecar_path(path)  # a TensorRT engine's metadata
         if path.suffix in ENGINE_SUFFIXES and sidecar.is_file():
             artifacts[f"{name}.meta"] = sidecar
-    onnx = [path for path in artifacts.values() if path.suffix == ".onnx"]
+    onnx = [path for path in artifacts.values() if path.suffix == ".onnx" and not needs_isolation(path)]
     if onnx:
         _check_exported_from(onnx[0], run_id)
     cpu = (report.get("deployable") or {}).get("cpu")
@@ -110,8 +111,29 @@ def log_model(ws: Workspace, run_id: str, files: ModelFiles) -> str:
     """Log the pyfunc model into `run_id`'s experiment, linked to the run; returns its logged model id (`m-...`).
 
     `mlflow.models.Model.log` with an explicit run id, not the fluent `start_run`: promote must neither depend on
-    nor end a run its caller (a Prefect flow) has open. MLflow checks the input example against the loaded model.
+    nor end a run its caller (a Prefect flow) has open. MLflow checks the input example against the loaded model,
+    which loads the served file: with an OpenVINO one, the logging runs in a child (`detops.isolated`).
     """
+    from detops.isolated import needs_isolation, run_isolated, workspace_args
+
+    if needs_isolation(files.artifacts[files.serve]):
+        return str(run_isolated(log_model_in_child, **workspace_args(ws), run_id=run_id, serve=files.serve,
+                                artifacts={key: str(path) for key, path in files.artifacts.items()}))
+    return logged_model(ws, run_id, files)
+
+
+def log_model_in_child(root: str, params: dict[str, Any], run_id: str, serve: str, artifacts: dict[str, str]) -> str:
+    """In the child: MLflow pointed at the workspace's store, then `logged_model`."""
+    from detops.isolated import child_workspace
+    from detops.tracking import configure
+
+    ws = child_workspace(root, params)
+    configure(ws)
+    return logged_model(ws, run_id, ModelFiles({key: Path(path) for key, path in artifacts.items()}, serve))
+
+
+def logged_model(ws: Workspace, run_id: str, files: ModelFiles) -> str:
+    """`log_model`'s work: the model logged, its id returned."""
     import mlflow
     from mlflow.models import Model
 

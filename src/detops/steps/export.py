@@ -4,8 +4,9 @@ ONNX FP32 (the reference export), FP16 (the GPU file), INT8 QDQ for ONNX Runtime
 INT8 QDQ file for TensorRT, OpenVINO variants of the FP32 and INT8 files where openvino is installed, and
 TensorRT engines where a GPU and TensorRT exist. Every file, the checkpoint first, is scored by the one scorer
 (`detops.evaluation.scorer`) on the `evaluate` split; a variant more than `export.max_map_drop` below the
-checkpoint is rejected, and so is an OpenVINO file OpenVINO cannot load (the other variants still ship). The
-OpenVINO files are scored and timed in a process of their own (`detops.export.isolated`). Files
+checkpoint is rejected, and so is an OpenVINO file OpenVINO cannot load (the other variants still ship). Every
+variant is timed in one process of its own, where the OpenVINO files are scored too (`detops.export.timing`: this
+process never loads OpenVINO, `detops.isolated`). Files
 are written to a temporary folder that replaces `models/export/` only when everything succeeded, so a failure
 leaves nothing half-written.
 """
@@ -26,7 +27,7 @@ from detops.workspace import Workspace
 if TYPE_CHECKING:
     from detops.evaluation.scorer import Scorer
     from detops.export.gate import Variant
-    from detops.export.openvino import OpenVinoVariant
+    from detops.export.openvino import OpenVinoPlan
     from detops.export.variants import VariantFile
     from detops.inference.predictor import Predictor
 
@@ -76,7 +77,7 @@ def run(ws: Workspace) -> StepResult:
     calibration, notes = calibration_files(ws, ws.params.export.calibration_images)
     notes += [skipped] if skipped else []
     notes += openvino.notes
-    variants, deploy, context = _export(ws, checkpoint, scorer, calibration, build_engines, openvino.variants, notes)
+    variants, deploy, context = _export(ws, checkpoint, scorer, calibration, build_engines, openvino, notes)
 
     metric = context["metric"]
     metrics: dict[str, Any] = {"deployable cpu": str(deploy.get("cpu")), "deployable gpu": str(deploy.get("gpu"))}
@@ -91,20 +92,19 @@ def run(ws: Workspace) -> StepResult:
 
 
 def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[Path], build_engines: bool,
-            openvino: tuple[OpenVinoVariant, ...], notes: list[str]
-            ) -> tuple[list[Any], dict[str, str | None], dict[str, Any]]:
+            openvino: OpenVinoPlan, notes: list[str]) -> tuple[list[Any], dict[str, str | None], dict[str, Any]]:
     """Write, score, time and gate every variant; reports and the MLflow log only once all succeeded."""
     from detops.atomic import atomic_dir
     from detops.console import out_console
     from detops.evaluation.mlflow_log import log_evaluation
     from detops.export.gate import apply_gate, deployable, ranking
-    from detops.export.isolated import score_in_child
-    from detops.export.latency import measure_all
     from detops.export.openvino import write_openvino_variants
     from detops.export.report import cpu_info, machine, rich_table, write_reports
+    from detops.export.timing import measure_in_child
     from detops.export.variants import write_engines, write_onnx_variants
     from detops.inference.meta import detops_version
     from detops.inference.predictor import load_image
+    from detops.isolated import needs_isolation
     from detops.tracking import read_run_id
 
     params = ws.params.export
@@ -115,15 +115,11 @@ def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[P
                    deploy_score_threshold=ws.params.predict.score_threshold, detops_version=detops_version(),
                    run_id=read_run_id(ws))
     timing_files = _test_files(ws, scorer.gt)[:TIMING_IMAGES]
-    timing = [load_image(p) for p in timing_files]
     calibration_batches = [baseline.preprocess([load_image(p)])[0] for p in calibration]
     files = ws.outputs("export")
 
-    predictors: dict[str, Predictor] = {}
-
     def score(name: str, path: Path, precision: str, target: str) -> Variant:
         predictor = baseline if path == checkpoint else scorer.load(path, threads=threads)
-        predictors[name] = predictor
         label = ws.relative(files["folder"] / path.name) if path != checkpoint else ws.relative(checkpoint)
         measured = scorer.score(predictor, who=label, label=f"score {name}")
         return _variant(name, predictor, measured.metrics, precision, target, label)
@@ -133,22 +129,24 @@ def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[P
         # A CPU copy: ONNX export traces on the CPU, while the baseline stays on its device for the latency table.
         model = copy.deepcopy(baseline.runtime.model).cpu()  # type: ignore[attr-defined]
         exported = write_onnx_variants(model, meta, folder, params, calibration_batches)
-        exported += write_openvino_variants(openvino, folder)
+        exported += write_openvino_variants(openvino.variants, folder)
         if build_engines:
             from detops.inference.tensorrt import current_target
 
             slug = current_target().slug()
             cache = {slug: ws.root / ".cache" / "tensorrt" / f"{slug}.timing-cache"}  # outside DVC's outputs
             exported += write_engines(exported, meta, folder, params.batch_sizes, cache)
-        isolated = {f.name: f for f in exported if f.name in {v.name for v in openvino}}
+        isolated = {f.name: f for f in exported if needs_isolation(f.path)}
         scored = [score(f.name, f.path, f.precision, f.target) for f in exported if f.name not in isolated]
-        elsewhere = score_in_child(ws, {n: f.path for n, f in isolated.items()},
-                                   {n: ws.relative(files["folder"] / f.path.name) for n, f in isolated.items()},
-                                   timing_files, max(params.batch_sizes), params.latency_runs, params.warmup_runs,
-                                   threads)
+        measured = measure_in_child(ws, {"torch": checkpoint, **{f.name: f.path for f in exported}},
+                                    {n: ws.relative(files["folder"] / f.path.name) for n, f in isolated.items()},
+                                    timing_files, meta.deployment(), max(params.batch_sizes), params.latency_runs,
+                                    params.warmup_runs, threads)
+        if all(o.error is not None for o in measured.values()):
+            notes.append(f"no variant timed: {measured['torch'].error}")
         unloadable = []
         for name, f in isolated.items():
-            label, outcome = ws.relative(files["folder"] / f.path.name), elsewhere[name]
+            label, outcome = ws.relative(files["folder"] / f.path.name), measured[name]
             if outcome.error is not None:
                 unloadable.append(_unloadable(label, f, outcome.error))
                 notes.append(f"{name} rejected: OpenVINO cannot load {label} (reason in the report)")
@@ -159,14 +157,11 @@ def _export(ws: Workspace, checkpoint: Path, scorer: Scorer, calibration: list[P
         fp32 = next(v for v in variants if v.name == "onnx-fp32")
         if not fp32.accepted:
             raise ExportError(f"the FP32 ONNX export is broken: {fp32.reason}. Nothing was written.")
-        timings = {name: t.to_dict() for name, t in measure_all(
-            predictors, timing, meta.deployment(), max(params.batch_sizes), params.latency_runs,
-            params.warmup_runs).items()}
-        timings.update({name: o.latency for name, o in elsewhere.items() if o.latency is not None})
+        timings = {name: o.latency for name, o in measured.items() if o.latency is not None}
         variants = [replace(v, latency=timings[v.name]) if v.name in timings else v for v in variants]
     deploy = deployable(variants)
     served = max(params.batch_sizes)
-    context = {"machine": machine(), "cpu": cpu_info(), "threads": threads, "metric": metric,
+    context = {"machine": machine(), "cpu": cpu_info(openvino.capabilities), "threads": threads, "metric": metric,
                "max_map_drop": params.max_map_drop, "baseline": "torch", "checkpoint": ws.relative(checkpoint),
                "ranked_by": f"ms per image at batch {served} (the largest of export.batch_sizes), then batch-1 p50",
                "ranking": {target: ranking(variants, target) for target in ("cpu", "gpu")}, "notes": notes}

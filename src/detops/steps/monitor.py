@@ -34,7 +34,7 @@ from detops.monitoring.predictions import (
     beside,
     captured_frame,
     champion_predictions,
-    predicted_frame,
+    model_answers,
     read_captured,
     reference_classes,
     side_by_side,
@@ -173,7 +173,7 @@ def _predictions(ws: Workspace, target: Target, champion: ChampionPredictions) -
     reference = f"{champion.label}, its test split at registration ({len(champion.reference)} images)"
     answers = read_captured(target.root) if target.root is not None else None
     if answers is None:
-        frame = predicted_frame(ws, champion.predictor(), target.dataset, f"{champion.label} on {target.source}")
+        frame = model_answers(ws, champion.model_file, target.dataset, f"{champion.label} on {target.source}")
         return frame, {"source": f"{champion.label} run on the images", "reference": reference, "note": ""}
     versions = sorted({a.version for a in answers})
     classes = reference_classes(champion.reference)

@@ -159,11 +159,9 @@ def log_prediction_reference(ws: Workspace, client: MlflowClient, candidate: Can
     version: once it is champion, `detops monitor` compares the answers on new data with them."""
     import tempfile
 
-    from detops.inference.loading import load_predictor
-    from detops.monitoring.predictions import PREDICTIONS_ARTIFACT, predicted_frame
+    from detops.monitoring.predictions import PREDICTIONS_ARTIFACT, model_answers
 
-    predictor = load_predictor(candidate.files.artifacts[candidate.files.serve], device="cpu")
-    frame = predicted_frame(ws, predictor, candidate.gt, "Prediction reference")
+    frame = model_answers(ws, candidate.files.artifacts[candidate.files.serve], candidate.gt, "Prediction reference")
     if frame.empty:
         raise DataError(f"none of the {len(candidate.gt['images'])} test images can be read, so the version has no"
                         " prediction reference; fix the test split and promote again.")

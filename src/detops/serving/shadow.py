@@ -21,7 +21,7 @@ from detops.serving.loaded import LoadedModel
 from detops.serving.metrics import metrics
 
 log = logging.getLogger("detops.serve")
-MAX_PENDING = 64  # shadows waiting for an idle moment; more are dropped (skipped)
+MAX_PENDING_BYTES = 64 * 2**20  # decoded images of the shadows waiting for an idle moment; more are skipped
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class ShadowRunner:
     def __init__(self, requests_waiting: Callable[[], bool]) -> None:
         self.requests_waiting = requests_waiting
         self._ready: deque[ShadowJob] = deque()
+        self._bytes = 0  # of the images in _ready
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="detops-shadow", daemon=True)
 
@@ -46,10 +47,11 @@ class ShadowRunner:
 
     def offer(self, job: ShadowJob) -> None:
         with self._wake:
-            if len(self._ready) >= MAX_PENDING:
+            if self._bytes + job.image.nbytes > MAX_PENDING_BYTES:
                 metrics().shadows.labels("skipped").inc()
                 return
             self._ready.append(job)
+            self._bytes += job.image.nbytes
             self._wake.notify()
 
     def _run(self) -> None:
@@ -58,6 +60,7 @@ class ShadowRunner:
                 while not self._ready:
                     self._wake.wait()
                 job = self._ready.popleft()
+                self._bytes -= job.image.nbytes
             if self.requests_waiting():
                 metrics().shadows.labels("skipped").inc()
                 continue

@@ -1,30 +1,37 @@
-"""Benchmark: how long `detops --help` takes, and which heavy libraries `import detops.cli` pulls in.
+"""Benchmark: how long `detops --help` and `detops status` take, and which heavy libraries `import detops.cli`
+pulls in.
 
-Times the venv's `detops` entry point (median of N subprocess runs) against `python -c pass`, so the ratio
-stays meaningful on a noisy machine; then reads `python -X importtime -c "import detops.cli"` for the
-slowest imports and any heavy library (there should be none: steps import those lazily).
+Times the venv's `detops` entry point (median of N subprocess runs) against `python -c pass` and
+`python -c "import mlflow"` (what `detops status` avoids), so the ratio stays meaningful on a noisy machine;
+`detops status --json` runs in `--workspace` (default: the current folder; after `make demo` it has a registry,
+reports and a landing folder), with no server to ask. Then reads `python -X importtime -c "import detops.cli"` for
+the slowest imports and any heavy library (there should be none: steps import those lazily).
 
-    .venv/bin/python benchmarks/cli_startup.py [--runs 10]
+    .venv/bin/python benchmarks/cli_startup.py [--runs 10] [--workspace PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from serve_load import machine_line  # the machine and its CPU flags, printed as the other benchmarks do
+
 HEAVY = ("torch", "mlflow", "prefect", "great_expectations", "evidently")
 
 
-def median_seconds(command: list[str], runs: int) -> float:
-    subprocess.run(command, capture_output=True, check=True)  # warm the file cache
+def median_seconds(command: list[str], runs: int, cwd: Path | None = None,
+                   env: dict[str, str] | None = None) -> float:
+    subprocess.run(command, capture_output=True, check=True, cwd=cwd, env=env)  # warm the file cache
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(command, capture_output=True, check=True)
+        subprocess.run(command, capture_output=True, check=True, cwd=cwd, env=env)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -51,6 +58,7 @@ def import_times(module: str) -> list[tuple[str, int, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--workspace", type=Path, default=Path.cwd(), help="where `detops status` runs")
     args = parser.parse_args()
 
     detops = str(Path(sys.executable).with_name("detops"))
@@ -62,6 +70,11 @@ def main() -> None:
     for command in (["--help"], ["train", "--help"]):
         seconds = median_seconds([detops, *command], args.runs)
         print(f"| `detops {' '.join(command)}` | {seconds:.3f} | {seconds / baseline:.1f} |")
+    mlflow = median_seconds([sys.executable, "-c", "import mlflow"], args.runs)
+    print(f"| `python -c \"import mlflow\"` | {mlflow:.3f} | {mlflow / baseline:.1f} |")
+    env_free = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    status = median_seconds([detops, "status", "--json"], args.runs, args.workspace, env_free)
+    print(f"| `detops status --json` (no server) | {status:.3f} | {status / baseline:.1f} |")
 
     rows = import_times("detops.cli")
     loaded = {name.split(".")[0] for name, _, _ in rows}
@@ -74,6 +87,7 @@ def main() -> None:
     print(f"| modules loaded | {len(rows)} |")
     print(f"| heavy libraries loaded ({', '.join(HEAVY)}) | {', '.join(h for h in HEAVY if h in loaded) or 'none'} |")
     print(f"| slowest direct imports | {', '.join(f'{name} {us / 1000:.0f} ms' for name, us in direct[:5])} |")
+    print(f"\n{machine_line()}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ Then, on the batching server under load at concurrency 8: a promotion (champion 
 rollback (`detops registry rollback`, in process): failed requests (target 0), the seconds from each alias move to
 the first answer by the new version, and which versions answered. Server RSS per process. Prints markdown tables,
 the machine and its CPU flags.
-Per server, one summary row (the issue's acceptance): ready after start (the process started until /health 200, and
-until its first answer), PSS summed over the server's processes (/proc/<pid>/smaps_rollup: shared pages counted once)
+Per server, one summary row (the issue's acceptance): ready after start (the process started until /health 200,
+until its first answer, and until it is idle: work after ready such as compiling other batch sizes is over; the load
+starts only then), PSS summed over the server's processes (/proc/<pid>/smaps_rollup: shared pages counted once)
 at steady state after the load and its peak during the swap, c=8 img/s against the predictor's batch 8 and against
 `mlflow models serve`, c=1 p99. `--old-src DIR` adds another `detops serve` row run from the sources in DIR (a git
 worktree of an older commit: `git worktree add --detach /tmp/old <commit>`; PYTHONPATH=DIR/src), so the old design
@@ -236,6 +237,7 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.started_s = 0.0  # process start -> ready_url 200
         self.answered_s: float | None = None  # process start -> the first 200 answer to `first` (path, payload)
+        self.idle_s: float | None = None  # process start -> idle after ready (settle())
 
     def __enter__(self) -> Server:
         import httpx
@@ -256,6 +258,7 @@ class Server:
                 if httpx.get(self.ready_url, timeout=5).status_code == 200:
                     self.started_s = time.perf_counter() - started
                     self.answered_s = self.first_answer(started, deadline)
+                    self.idle_s = self.settle(started)  # measured at steady state, not while it still compiles
                     return self
             time.sleep(0.05)
         self.stop()
@@ -347,6 +350,29 @@ class Server:
             root = psutil.Process(self.process.pid)
             return [root.pid, *(p.pid for p in root.children(recursive=True))]
         return []
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the server's processes (user + system)."""
+        import psutil
+
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(pid).cpu_times()
+                total += times.user + times.system
+        return total
+
+    def settle(self, started: float, limit: float = 60.0, every: float = 0.5) -> float:
+        """Wait until the server is idle (under 10 % of a core for two samples in a row: work it does after
+        ready, such as compiling its other batch sizes, is over), at most `limit` s; the seconds from `started`."""
+        quiet, last = 0, self.cpu_seconds()
+        deadline = time.perf_counter() + limit
+        while quiet < 2 and time.perf_counter() < deadline:
+            time.sleep(every)
+            now = self.cpu_seconds()
+            quiet = quiet + 1 if now - last < 0.1 * every else 0
+            last = now
+        return time.perf_counter() - started
 
     def pss(self) -> float:
         """PSS in MiB summed over the server's processes (shared pages counted once across them)."""
@@ -547,15 +573,14 @@ def target_lines(rows: Sequence[Row], sets: Sequence[str]) -> list[str]:
         pred8 = find(rows, PREDICTOR, images, "batch 8")
         pred1 = find(rows, PREDICTOR, images, "batch 1")
         mlflow8 = find(rows, MLFLOW, images, "c=8")
-        if serve8 and pred8:
-            share = serve8.throughput / pred8.throughput
+        if serve8 and pred8:  # issue 25: 75 % on the demo images, 85 % on photos
+            share, goal = serve8.throughput / pred8.throughput, 0.75 if "demo" in images else 0.85
             out.append(f"{images}: detops serve at c=8 is {share:.0%} of the in-process predictor's batch-8 img/s "
-                       f"(target >= 70 %): {'met' if share >= 0.7 else 'NOT met'}")
+                       f"(target >= {goal:.0%}): {'met' if share >= goal else 'NOT met'}")
         if serve8 and mlflow8:
             ratio = serve8.throughput / mlflow8.throughput
-            goal = 1.3 if "demo" in images else 1.0
-            out.append(f"{images}: detops serve at c=8 is {ratio:.2f}x `mlflow models serve` (target >= 1.3x on the "
-                       f"demo images, ahead on photos): {'met' if ratio >= goal else 'NOT met'}")
+            out.append(f"{images}: detops serve at c=8 is {ratio:.2f}x `mlflow models serve` (target >= 1.5x): "
+                       f"{'met' if ratio >= 1.5 else 'NOT met'}")
         if serve1 and pred1:
             bound = pred1.p(50) + 10
             out.append(f"{images}: detops serve p99 at c=1 {serve1.p(99):.1f} ms vs the predictor's batch-1 p50 + 10 ms"
@@ -570,18 +595,20 @@ class Summary:
     processes: int = 0
     ready_s: float | None = None  # process start -> ready (/health or /ping 200)
     answered_s: float | None = None  # process start -> the first answer
+    idle_s: float | None = None  # process start -> idle (what it does after ready is done)
     pss_mib: float | None = None  # summed PSS after the load
     swap_peak_mib: float | None = None  # summed PSS peak during the swap under load
 
 
 def summary_table(summaries: Mapping[str, Summary], rows: Sequence[Row], sets: Sequence[str]) -> str:
     """One row per server: ready, memory, and its c=8 / c=1 numbers next to the predictor's and mlflow's."""
-    head = ["server", "processes", "ready s (health / first answer)", "PSS MiB after load", "PSS MiB peak in swap"]
+    head = ["server", "processes", "ready s (health / first answer / idle)", "PSS MiB after load",
+            "PSS MiB peak in swap"]
     for images in sets:
         head += [f"{images}: c=8 img/s", "vs predictor b8", "vs mlflow", "c=1 p99 ms (predictor b1 p50 + 10)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, sm in summaries.items():
-        cells = [name, str(sm.processes or ""), f"{fmt_s(sm.ready_s)} / {fmt_s(sm.answered_s)}",
+        cells = [name, str(sm.processes or ""), f"{fmt_s(sm.ready_s)} / {fmt_s(sm.answered_s)} / {fmt_s(sm.idle_s)}",
                  f"{sm.pss_mib:.0f}" if sm.pss_mib else "", f"{sm.swap_peak_mib:.0f}" if sm.swap_peak_mib else ""]
         for images in sets:
             c8, c1 = find(rows, name, images, "c=8"), find(rows, name, images, "c=1")
@@ -845,7 +872,7 @@ def main() -> int:
                       first: tuple[str, Payload] | None, server_env: dict[str, str] = env) -> Server:
                 server = stack.enter_context(Server(name, command, f"http://127.0.0.1:{port}{ready}",
                                                     env=server_env, cwd=root, log=root / log, first=first))
-                summaries[name] = Summary(len(server.pids()), server.started_s, server.answered_s)
+                summaries[name] = Summary(len(server.pids()), server.started_s, server.answered_s, idle_s=server.idle_s)
                 server.pause()  # measured one at a time
                 return server
 
@@ -917,6 +944,12 @@ def main() -> int:
         print("\n" + "\n".join(f"- {line}" for line in target_lines(rows, list(files))))
     if summaries:
         print("\n" + summary_table(summaries, rows, list(files)))
+        mlflow_sm, serve_sm = summaries.get(MLFLOW), summaries.get(SERVE_BATCH)
+        if mlflow_sm and serve_sm and mlflow_sm.pss_mib and serve_sm.pss_mib and serve_sm.ready_s and mlflow_sm.ready_s:
+            memory, ready = serve_sm.pss_mib / mlflow_sm.pss_mib, serve_sm.ready_s <= mlflow_sm.ready_s
+            print(f"\n- memory: detops serve PSS {memory:.2f}x `mlflow models serve`'s (target <= 1.1x): "
+                  f"{'met' if memory <= 1.1 else 'NOT met'}; ready after start {serve_sm.ready_s:.1f} s vs "
+                  f"{mlflow_sm.ready_s:.1f} s (target <= mlflow's): {'met' if ready else 'NOT met'}")
     for name, (result, swaps) in swaps_run.items():
         print(f"\n| {name}: under load (c=8, {next(iter(files))}) | requests | failed | answers by version |\n"
               "|---|---|---|---|")

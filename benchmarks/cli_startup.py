@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from serve_load import machine_line  # the machine and its CPU flags, printed as the other benchmarks do
+from serve_load import cpu_table, machine_line  # the machine and its CPU flags, as the other benchmarks print them
 
 HEAVY = ("torch", "mlflow", "prefect", "great_expectations", "evidently")
 
@@ -87,7 +87,7 @@ def main() -> None:
     print(f"| modules loaded | {len(rows)} |")
     print(f"| heavy libraries loaded ({', '.join(HEAVY)}) | {', '.join(h for h in HEAVY if h in loaded) or 'none'} |")
     print(f"| slowest direct imports | {', '.join(f'{name} {us / 1000:.0f} ms' for name, us in direct[:5])} |")
-    print(f"\n{machine_line()}")
+    print(f"\n{cpu_table()}\n{machine_line()}")
 
 
 if __name__ == "__main__":

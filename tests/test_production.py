@@ -269,7 +269,8 @@ def test_the_gate_scores_the_candidate_on_the_production_shares_it_did_not_train
     from detops.dataset.canonical import read_dataset, subset
     from detops.evaluation.scorer import Scorer
     from detops.monitoring.accept import take_batch
-    from detops.monitoring.production import SHARE_FILE, SHARE_KEY, candidate_on_shares, shares_text
+    from detops.monitoring.production import candidate_on_shares, shares_text
+    from detops.monitoring.share import SHARE_FILE, SHARE_KEY
     from detops.steps.import_ import with_accepted_batches
 
     ws = workspace_at(root)

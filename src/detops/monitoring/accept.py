@@ -99,7 +99,8 @@ def _take(ws: Workspace, name: str) -> BatchOutcome:
         raise DataError(f"batch {name!r}: the label audit flagged all {len(files)} images (label.review_threshold="
                         f"{ws.params.label.review_threshold}); nothing accepted. See {audit_notes[0]}.")
     kept = [f for f in files if f not in set(review)]
-    from detops.monitoring.production import share_of, write_share_list
+    from detops.monitoring.production import share_of
+    from detops.monitoring.share import write_share_list
 
     share, _ = share_of(ws, data)
     with atomic_dir(target) as tmp:

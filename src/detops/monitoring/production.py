@@ -9,9 +9,9 @@ small; otherwise the champion's score raises the alarm when the interval's upper
 minus `monitor.max_accuracy_drop`, or below `monitor.min_production_map`. The flow announces it
 (`detops.accuracy.dropped`); nothing here starts a retraining.
 
-An accepted batch's copy lists its share (`SHARE_FILE`), so the share's images carry `accuracy_share` through
-import and split; `promote` scores the candidate on those in its val and test splits (`candidate_on_shares`): its
-accuracy on production images it did not train on, beside the gate.
+An accepted batch's copy lists its share (`detops.monitoring.share`), so the share's images carry
+`accuracy_share` through import and split; `promote` scores the candidate on those in its val and test splits
+(`candidate_on_shares`): its accuracy on production images it did not train on, beside the gate.
 
 Written to `reports/production/<batch>.json` (the champion's numbers at the top: `version`, `batch`, `map`,
 `map_50`, `interval`, `images`, `too_small`, `alarm`; every scored model under `models`) and logged to MLflow, one
@@ -42,8 +42,6 @@ RUN_NAME = "production"
 VERSION_TAG = "detops.production_version"
 TABLE = "production_batches.json"
 SEED = 0
-SHARE_FILE = ".accuracy-share"  # in an accepted batch's copy: its share's file names, one per line
-SHARE_KEY = "accuracy_share"  # on a dataset image: it belongs to a batch's accuracy share
 
 
 @dataclass(frozen=True)
@@ -95,29 +93,13 @@ def share_of(ws: Workspace, data: BatchData) -> tuple[Dataset | None, str]:
     return subset(data.dataset, ids), f"the accuracy share of {origin} ({len(ids)} of {len(data.dataset['images'])})"
 
 
-def write_share_list(folder: Path, gt: Dataset, kept: list[str]) -> None:
-    """The share's file names still in the accepted copy `folder` (one per line): what import marks."""
-    names = sorted({str(im["file_name"]) for im in gt["images"]} & set(kept))
-    if names:
-        (folder / SHARE_FILE).write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
-
-
-def mark_share(folder: Path, dataset: Dataset) -> Dataset:
-    """`dataset` (an accepted batch read from `folder`) with its share's images marked `accuracy_share`."""
-    path = folder / SHARE_FILE
-    if not path.is_file():
-        return dataset
-    share = set(path.read_text(encoding="utf-8").split("\n")) - {""}
-    images = [{**im, SHARE_KEY: True} if str(im["file_name"]) in share else im for im in dataset["images"]]
-    return {**dataset, "images": images}
-
-
 def candidate_on_shares(ws: Workspace, checkpoint: Path, splits: dict[str, Dataset]) -> dict[str, Any] | None:
     """The candidate's mAP, mAP@0.5 and 90 % interval on the share images of `splits` (its val and test: images it
     did not train on), with their count and batches; None when no share image is there."""
     from detops.evaluation.bootstrap import bootstrap_map
     from detops.evaluation.scorer import Scorer
     from detops.inference.loading import evaluation_thresholds
+    from detops.monitoring.share import SHARE_KEY
 
     parts = [(name, im) for name, split in splits.items() for im in split["images"] if im.get(SHARE_KEY)]
     if not parts:

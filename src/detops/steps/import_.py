@@ -56,7 +56,7 @@ def with_accepted_batches(ws: Workspace, dataset: Dataset, notes: list[str]) -> 
     accuracy share are marked, so promote can score the candidate on those it did not train on."""
     from detops.dataset.merge import merge
     from detops.monitoring.batches import Batch, read_batch
-    from detops.monitoring.production import mark_share
+    from detops.monitoring.share import mark_share
 
     folder = ws.resolve(ws.params.import_.batches)
     names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \

@@ -282,9 +282,10 @@ def test_the_gate_scores_the_candidate_on_the_production_shares_it_did_not_train
 
     main = read_dataset(ws.split_json("test"))
     merged = with_accepted_batches(ws, main, [])
-    marked = [im for im in merged["images"] if im.get(SHARE_KEY)]
-    assert len(marked) == len(listed) and {im["batch"] for im in marked} == {name}
-    assert not [im for im in merged["images"] if im.get(SHARE_KEY) and im.get("batch") != name]
+    mine = [im for im in merged["images"] if im.get("batch") == name]  # another test's batch may be accepted too
+    marked = [im for im in mine if im.get(SHARE_KEY)]
+    assert len(mine) == len(marked) == len(listed)
+    assert not [im for im in merged["images"] if im.get(SHARE_KEY) and not im.get("batch")]  # the dataset's own
 
     ids = [im["id"] for im in marked]
     trained, val, test = ids[: len(ids) // 2], ids[len(ids) // 2: 3 * len(ids) // 4], ids[3 * len(ids) // 4:]

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from detops.dataset.canonical import Dataset
+    from detops.evaluation.scorer import Scorer
     from detops.monitoring.batches import BatchData
 
 ALIASES = ("champion", "challenger")
@@ -97,8 +98,6 @@ def candidate_on_shares(ws: Workspace, checkpoint: Path, splits: dict[str, Datas
     """The candidate's mAP, mAP@0.5 and 90 % interval on the share images of `splits` (its val and test: images it
     did not train on), with their count and batches; None when no share image is there."""
     from detops.evaluation.bootstrap import bootstrap_map
-    from detops.evaluation.scorer import Scorer
-    from detops.inference.loading import evaluation_thresholds
     from detops.monitoring.share import SHARE_KEY
 
     parts = [(name, im) for name, split in splits.items() for im in split["images"] if im.get(SHARE_KEY)]
@@ -108,8 +107,7 @@ def candidate_on_shares(ws: Workspace, checkpoint: Path, splits: dict[str, Datas
     gt: Dataset = {**next(iter(splits.values())), "images": [im for _, im in parts],
                    "annotations": [a for split in splits.values() for a in split["annotations"]
                                    if a["image_id"] in ids]}
-    scorer = Scorer(gt, "production", f"the production shares of the {'/'.join(splits)} splits", ws.root,
-                    evaluation_thresholds(ws.params.evaluate), ws.params.evaluate.batch_size)
+    scorer = production_scorer(ws, gt, f"the production shares of the {'/'.join(splits)} splits")
     score = scorer.score(checkpoint, who="the candidate", label="Candidate on production shares")
     interval = bootstrap_map(gt, score.detections, seed=SEED)
     return {"images": len(parts), "splits": sorted({name for name, _ in parts}),
@@ -117,6 +115,15 @@ def candidate_on_shares(ws: Workspace, checkpoint: Path, splits: dict[str, Datas
             "map": score.result.summary["map"], "map_50": score.result.summary["map_50"],
             "interval": None if interval is None else [interval.low, interval.high],
             "too_small": len(parts) < ws.params.monitor.min_labelled_images}
+
+
+def production_scorer(ws: Workspace, gt: Dataset, what: str) -> Scorer:
+    """The one scorer, with the evaluation's thresholds and batch size, on labelled production images (`what`)."""
+    from detops.evaluation.scorer import Scorer
+    from detops.inference.loading import evaluation_thresholds
+
+    return Scorer(gt, "production", what, ws.root, evaluation_thresholds(ws.params.evaluate),
+                  ws.params.evaluate.batch_size)
 
 
 def shares_text(shares: dict[str, Any] | None) -> str:
@@ -177,13 +184,10 @@ def score_version(ws: Workspace, client: MlflowClient, alias: str, version: str,
     """Version `version` on `gt` through the one scorer, its interval, and the alarm (the champion's)."""
     from detops.evaluation.bootstrap import bootstrap_map
     from detops.evaluation.metrics import metric_class_names
-    from detops.evaluation.scorer import Scorer
-    from detops.inference.loading import evaluation_thresholds
     from detops.registry.files import download_version_file
     from detops.registry.package import CHECKPOINT
 
-    scorer = Scorer(gt, "production", f"batch {batch}", ws.root, evaluation_thresholds(ws.params.evaluate),
-                    ws.params.evaluate.batch_size)
+    scorer = production_scorer(ws, gt, f"batch {batch}")
     with tempfile.TemporaryDirectory(prefix="detops-production-") as tmp:
         checkpoint = download_version_file(client, ws.params.mlflow.registered_model, version, CHECKPOINT, Path(tmp))
         who = f"{alias} version {version}"

@@ -664,3 +664,126 @@ def test_a_run_whose_worker_dies_is_marked_crashed_and_started_again(
     assert names[:crashed].count("Running") == 1  # started once before, never ended but by the automation
     starts = [int(line) for line in marks.read_text().split()]
     assert len(starts) == 2 and starts[0] == pid != starts[1]
+
+
+# ------------------------------------------------------- Kubernetes work pool: the Jobs rendered as the worker does
+
+K8S_POOL, K8S_IMAGE, K8S_SECRET = "detops-k8s", "registry.example.com/detops:0.1.0", "detops-env"
+K8S_REPOSITORY = "https://git.example.com/team/detops.git"  # never cloned here: the pods would clone it
+K8S = [
+    "deploy.infrastructure=kubernetes", f"deploy.work_pool={K8S_POOL}", f"deploy.image={K8S_IMAGE}",
+    f"deploy.repository={K8S_REPOSITORY}", f"deploy.env_secret={K8S_SECRET}", "deploy.gpus=2",
+    "deploy.node_selector={cloud.google.com/gke-accelerator: nvidia-l4}",
+    "deploy.tolerations=[{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]",
+]
+# prefect-kubernetes' worker refuses a manifest without these two in the pod spec (where Kubernetes has no such
+# fields; the API server drops them with a warning), so the strict schema check leaves them out.
+PREFECT_POD_FIELDS = ("parallelism", "completions")
+
+
+def _valid_job(manifest: dict[str, Any]) -> None:
+    import copy
+
+    import kubernetes_validate
+
+    job = copy.deepcopy(manifest)
+    pod = job["spec"]["template"]["spec"]
+    assert {f: pod.pop(f) for f in PREFECT_POD_FIELDS} == dict.fromkeys(PREFECT_POD_FIELDS, 1)
+    version = kubernetes_validate.latest_version()
+    try:
+        kubernetes_validate.validate(job, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"not a valid Kubernetes {version} Job at {'.'.join(map(str, exc.path))}: {exc.message}")
+
+
+async def _rendered_jobs(pool_name: str, deployment_names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Each deployment's Job as the Kubernetes worker renders it for a new run (KubernetesWorkerJobConfiguration's
+    resolve_for_flow_run: from_template_and_values, then prepare_for_flow_run); the runs are deleted, no worker."""
+    from prefect import get_client
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    jobs = {}
+    async with get_client() as client:
+        pool = await client.read_work_pool(pool_name)
+        for name in deployment_names:
+            deployment = await client.read_deployment_by_name(name)
+            run = await client.create_flow_run_from_deployment(deployment.id)
+            try:
+                config = await KubernetesWorkerJobConfiguration.resolve_for_flow_run(
+                    run, client=client, work_pool=pool, worker_name="detops-test-render")
+            finally:
+                await client.delete_flow_run(run.id)
+            jobs[name] = config.job_manifest
+    return jobs
+
+
+def test_a_kubernetes_pool_needs_an_image_a_repository_and_a_prefect_promotion_lock(tmp_path: Path) -> None:
+    from detops.errors import DeployError, ParamsError
+    from detops.workspace import Workspace
+    from flows.deploy.server import deploy
+
+    with pytest.raises(ParamsError, match=re.escape("needs deploy.image and deploy.repository")):
+        load_params(REPO / "params.yaml", ["deploy.infrastructure=kubernetes"])
+    with pytest.raises(ParamsError, match=re.escape("deploy.env_secret")):
+        load_params(REPO / "params.yaml", [*K8S, "deploy.env_secret=Detops_Env"])
+    with pytest.raises(DeployError, match="--prefect-yaml writes the process pool"):
+        prefect_yaml(load_params(REPO / "params.yaml", K8S))
+    with pytest.raises(DeployError, match=re.escape("needs promote.lock: prefect")):  # before any server is asked
+        deploy(Workspace.at(tmp_path, load_params(REPO / "params.yaml", [*K8S, "promote.lock=file"])))
+
+
+@pytest.mark.slow
+def test_deploy_to_kubernetes_makes_the_pool_and_jobs_that_validate(
+    prefect_server: str, prefect_home: Path, api: str, webhook: Webhook, tmp_path: Path
+) -> None:
+    """`detops deploy` with deploy.infrastructure kubernetes: the pool holds the template made from
+    prefect-kubernetes' default, and the Job the worker would create for each deployment's run is a valid Kubernetes
+    Job with the image, the Secret's env, the node selector and tolerations, and a GPU limit on the runs that train;
+    the runs clone the deployed commit. Last in the module: it moves the suite's deployments to this pool."""
+    import asyncio
+
+    from prefect import get_client
+
+    from flows.deploy.kubernetes import base_job_template, pull_steps
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    for item in [*TINY, *K8S, f"deploy.webhook_url={webhook.url}"]:  # the suite's automations, unchanged
+        apply_override(raw, item)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for command in (["git", "init", "-q"], ["git", "add", "params.yaml"], [*git, "commit", "-qm", "deployed"]):
+        subprocess.run(command, cwd=tmp_path, check=True, timeout=30)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    params = load_params(tmp_path / "params.yaml")
+
+    out = _detops(tmp_path, prefect_home, prefect_server, "deploy")
+    assert f"work pool {K8S_POOL!r}: created (kubernetes" in out and "--type kubernetes" in out, out
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool(K8S_POOL)
+        deployments = {name: client.read_deployment_by_name(name) for name in NAMES}
+    assert (pool.type, pool.concurrency_limit) == ("kubernetes", 1)
+    assert pool.base_job_template == base_job_template(params.deploy)
+    for deployment in deployments.values():
+        assert deployment.work_pool_name == K8S_POOL
+        assert deployment.pull_steps == pull_steps(K8S_REPOSITORY, commit)
+        assert deployment.parameters == {"workspace": "."}  # the clone, where the pull steps leave the run
+    git_clone = deployments["retrain/retrain-scheduled"].pull_steps[0]["prefect.deployments.steps.git_clone"]
+    assert (git_clone["repository"], git_clone["commit_sha"]) == (K8S_REPOSITORY, commit)
+
+    jobs = asyncio.run(_rendered_jobs(K8S_POOL, NAMES))
+    for name, job in jobs.items():
+        _valid_job(job)
+        pod = job["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert container["image"] == K8S_IMAGE
+        assert container["envFrom"] == [{"secretRef": {"name": K8S_SECRET}}]
+        assert {"name": HEARTBEAT_ENV, "value": "30"} in container["env"]
+        assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        gpus = container["resources"]["limits"].get("nvidia.com/gpu")
+        assert gpus == (2 if name.startswith("retrain/") else None), name
+
+    _detops(tmp_path, prefect_home, prefect_server, "deploy")  # again: converges, the pool updated in place
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool(K8S_POOL).base_job_template == pool.base_job_template

@@ -12,6 +12,7 @@ from flows.deploy.spec import TAGS, DeploymentSpec, deployment_specs, job_variab
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
 
+    from detops.config import Params
     from detops.workspace import Workspace
 
 
@@ -22,19 +23,30 @@ def deploy(ws: Workspace) -> list[str]:
     from flows.deploy.notify import configure_notifications
     from flows.deploy.restart import ensure_restart
 
+    params = ws.params
+    kubernetes = params.deploy.infrastructure == "kubernetes"
+    if kubernetes and params.promote.lock != "prefect":
+        raise DeployError("deploy.infrastructure kubernetes needs promote.lock: prefect in params.yaml: each run is "
+                          "a pod of its own, where a file lock holds nobody else back")
+    commit = deployed_commit(ws) if kubernetes else ""
     lines = [f"Prefect server: {server_url()}"]
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
         if problem is not None:
             raise DeployError(f"the Prefect server at {server_url()} does not answer ({problem}). Start it with"
                               " `prefect server start`, or point PREFECT_API_URL at a running one.")
-        lines.append(ensure_work_pool(client, ws.params.deploy.work_pool))
-        if ws.params.promote.lock == "prefect":
+        if kubernetes:
+            lines.append(ensure_kubernetes_pool(client, params))
+        else:
+            lines.append(ensure_work_pool(client, params.deploy.work_pool))
+        if params.promote.lock == "prefect":
             lines.append(ensure_promotion_limit(client, ws))
-        lines += [apply_deployment(ws, spec) for spec in deployment_specs(ws.params)]
-        lines.append(ensure_restart(client, ws.params.deploy))
-        lines += configure_notifications(client, ws.params.deploy.webhook_url)
-    lines.append(f"start a worker: prefect worker start --pool {ws.params.deploy.work_pool}")
+        lines += [apply_deployment(ws, spec, commit) for spec in deployment_specs(params)]
+        lines.append(ensure_restart(client, params.deploy))
+        lines += configure_notifications(client, params.deploy.webhook_url)
+    pool = params.deploy.work_pool
+    lines.append(f"start a worker in the cluster: prefect worker start --pool {pool} --type kubernetes (or Prefect's "
+                 "Helm chart)" if kubernetes else f"start a worker: prefect worker start --pool {pool}")
     return lines
 
 
@@ -73,6 +85,46 @@ def ensure_work_pool(client: SyncPrefectClient, name: str) -> str:
     return f"work pool {name!r} ({pool.type}): exists, concurrency limit 1"
 
 
+def ensure_kubernetes_pool(client: SyncPrefectClient, params: Params) -> str:
+    """A Kubernetes pool with one slot, its base job template converged on params.yaml (flows.deploy.kubernetes).
+
+    One slot: runs start in pods of their own, so only the server can queue them behind each other (the workspace
+    lock is a file in one pod).
+    """
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.deploy.kubernetes import base_job_template
+
+    name, template = params.deploy.work_pool, base_job_template(params.deploy)
+    try:
+        pool = client.read_work_pool(name)
+    except ObjectNotFound:
+        client.create_work_pool(WorkPoolCreate(
+            name=name, type="kubernetes", concurrency_limit=1, base_job_template=template,
+            description="detops: one retraining run at a time, one Job per run (detops deploy).",
+        ))
+        return f"work pool {name!r}: created (kubernetes, image {params.deploy.image}, concurrency limit 1)"
+    if pool.type != "kubernetes":
+        raise DeployError(f"work pool {name!r} exists with type {pool.type!r}, not kubernetes: set deploy.work_pool "
+                          f"to another name, or delete it first (prefect work-pool delete {name})")
+    client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=1, base_job_template=template))
+    return f"work pool {name!r} (kubernetes): base job template updated (image {params.deploy.image}), concurrency " \
+           "limit 1"
+
+
+def deployed_commit(ws: Workspace) -> str:
+    """The commit the Kubernetes runs clone: the workspace repository's HEAD, which must be pushed to
+    deploy.repository."""
+    from detops.tracking import git_commit
+
+    state = git_commit(ws.root)
+    if state["git.commit"] == "unknown":
+        raise DeployError(f"deploy.infrastructure kubernetes: {ws.root} is not in a git repository, so there is no "
+                          "commit for the runs to clone; run `detops deploy` in a clone of deploy.repository")
+    return state["git.commit"]
+
+
 def ensure_promotion_limit(client: SyncPrefectClient, ws: Workspace) -> str:
     """The global concurrency limit `promote.lock: prefect` acquires strictly (a missing one is an error there)."""
     from detops.registry.lock import lock_name
@@ -82,9 +134,10 @@ def ensure_promotion_limit(client: SyncPrefectClient, ws: Workspace) -> str:
     return f"global concurrency limit {name!r}: limit 1 (promote.lock: prefect)"
 
 
-def apply_deployment(ws: Workspace, spec: DeploymentSpec) -> str:
-    """Create or update one deployment: module entrypoint, a pull step into the workspace, the workspace as the
-    parameter default (shown in the UI form), the schedule or the event trigger from params.yaml."""
+def apply_deployment(ws: Workspace, spec: DeploymentSpec, commit: str = "") -> str:
+    """Create or update one deployment: module entrypoint, a pull step into the workspace (kubernetes: the clone at
+    `commit`), the workspace as the parameter default (shown in the UI form), the schedule or the event trigger from
+    params.yaml."""
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import DeploymentApplyError, RunnerDeployment
     from prefect.events import DeploymentEventTrigger, DeploymentTriggerTypes, TriggerTypes
@@ -98,11 +151,20 @@ def apply_deployment(ws: Workspace, spec: DeploymentSpec) -> str:
     triggers: list[DeploymentTriggerTypes | TriggerTypes] | None = (
         [DeploymentEventTrigger.model_validate(t) for t in spec.triggers] or None)
     # Called from sync code, Prefect's async_dispatch runs (and returns) the sync variants.
+    deploy = ws.params.deploy
+    variables = job_variables(ws.params, trains=spec.trains)
+    if deploy.infrastructure == "kubernetes":  # the flow's schema is read here; its runs start in the clone
+        from flows.deploy.kubernetes import CheckoutStorage
+
+        storage: LocalStorage = CheckoutStorage(str(ws.root), deploy.repository, commit)
+        workspace, where = ".", f"a clone of {deploy.repository} at {commit[:12]}"
+    else:
+        storage, workspace, where = LocalStorage(str(ws.root)), str(ws.root), str(ws.root)
     deployment = cast("RunnerDeployment", RunnerDeployment.from_storage(
-        storage=LocalStorage(str(ws.root)), entrypoint=spec.entrypoint, name=spec.name,
+        storage=storage, entrypoint=spec.entrypoint, name=spec.name,
         description=spec.description, schedules=schedules, triggers=triggers,
-        parameters={"workspace": str(ws.root)}, tags=list(TAGS), work_pool_name=ws.params.deploy.work_pool,
-        job_variables=job_variables(ws.params),
+        parameters={"workspace": workspace}, tags=list(TAGS), work_pool_name=deploy.work_pool,
+        job_variables=variables,
     ))
     try:
         deployment.apply()
@@ -110,4 +172,5 @@ def apply_deployment(ws: Workspace, spec: DeploymentSpec) -> str:
         raise DeployError(f"the Prefect server refused deployment {spec.name!r}: {exc}") from None
     start = f"cron {spec.cron!r} ({spec.timezone})" if spec.cron else (
         "on " + " or ".join(t["expect"][0] for t in spec.triggers) if spec.triggers else "started by hand")
-    return f"deployment {deployment.flow_name}/{spec.name}: {spec.entrypoint} in {ws.root}, {start}"
+    return f"deployment {deployment.flow_name}/{spec.name}: {spec.entrypoint} in {where}, {start}"
+

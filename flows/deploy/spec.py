@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from detops.config import Params
+from detops.errors import DeployError
 
 # Module paths, not file paths: a worker whose working directory is a workspace outside the repository imports the
 # installed `flows` package. Prefect treats an entrypoint without ':' as a module path and imports it after the
@@ -27,6 +28,7 @@ WORKSPACE_PLACEHOLDER = "{{ $DETOPS_WORKSPACE }}"
 TAGS = ("detops",)
 # The flow-run process emits `prefect.flow-run.heartbeat` this often; the restart automation listens for silence.
 HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+GPUS_VARIABLE = "gpus"  # the Kubernetes pool's job variable of the nvidia.com/gpu limit (flows.deploy.kubernetes)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class DeploymentSpec:
     cron: str | None = None
     timezone: str | None = None
     triggers: tuple[dict[str, Any], ...] = ()  # Prefect deployment triggers, as prefect.yaml writes them
+
+    @property
+    def trains(self) -> bool:
+        """Its runs train a model: on Kubernetes they get deploy.gpus."""
+        return self.entrypoint == RETRAIN
 
 
 def deployment_specs(params: Params) -> tuple[DeploymentSpec, ...]:
@@ -70,10 +77,14 @@ def batch_trigger(event: str) -> dict[str, Any]:
             "parameters": {"batch": "{{ event.payload.batch }}"}}
 
 
-def job_variables(params: Params) -> dict[str, Any]:
+def job_variables(params: Params, trains: bool = False) -> dict[str, Any]:
     """Every deployment's runs beat at deploy.heartbeat_seconds, whatever the worker's own environment says: the
-    `env` job variable, which every Prefect worker type (process, Docker, Kubernetes) passes to the run."""
-    return {"env": {HEARTBEAT_ENV: str(params.deploy.heartbeat_seconds)}}
+    `env` job variable, which every Prefect worker type (process, Docker, Kubernetes) passes to the run. On
+    Kubernetes the runs that train also get their GPU limit."""
+    variables: dict[str, Any] = {"env": {HEARTBEAT_ENV: str(params.deploy.heartbeat_seconds)}}
+    if trains and params.deploy.infrastructure == "kubernetes" and params.deploy.gpus:
+        variables[GPUS_VARIABLE] = params.deploy.gpus
+    return variables
 
 
 def pull_steps(directory: str) -> list[dict[str, Any]]:
@@ -82,7 +93,11 @@ def pull_steps(directory: str) -> list[dict[str, Any]]:
 
 
 def prefect_yaml(params: Params) -> str:
-    """deployments/prefect.yaml: the same deployments for `prefect deploy --prefect-file ... --all`."""
+    """deployments/prefect.yaml: the same deployments for `prefect deploy --prefect-file ... --all` (process pool;
+    `detops deploy` alone pins a Kubernetes pool's runs to the deployed commit)."""
+    if params.deploy.infrastructure != "process":
+        raise DeployError("--prefect-yaml writes the process pool's deployments; for deploy.infrastructure "
+                          f"{params.deploy.infrastructure} run `detops deploy`, which clones the deployed commit")
     pool = params.deploy.work_pool
     deployments = []
     for spec in deployment_specs(params):

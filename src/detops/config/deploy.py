@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
@@ -12,6 +13,17 @@ _CRON_ALIASES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midn
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?#]+$")
 
 
+class Toleration(Section):
+    """A Kubernetes pod toleration, as in a pod spec: lets the runs' pods onto nodes with a matching taint."""
+
+    key: str = Field("", description="Taint key, e.g. nvidia.com/gpu; empty with operator Exists: every taint.")
+    operator: Literal["Equal", "Exists"] = Field("Equal", description="Equal: the taint's value must match; Exists: "
+                                                                     "any value.")
+    value: str = Field("", description="Taint value, with operator Equal.")
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        "", description="Taint effect to tolerate; empty: all effects.")
+
+
 class DeployParams(Section):
     """Prefect deployments (`detops deploy`): the process work pool every run goes through (one run at a time), the
     schedules of `retrain-scheduled`, `drift-check` and `labels-sync`, the heartbeats by which a run whose worker
@@ -19,7 +31,32 @@ class DeployParams(Section):
 
     work_pool: str = Field(
         "detops-local", min_length=1, pattern=r"^[\w.-]+$",
-        description="Prefect work pool (process type, concurrency limit 1), created if missing.",
+        description="Prefect work pool (concurrency limit 1), created if missing.",
+    )
+    infrastructure: Literal["process", "kubernetes"] = Field(
+        "process", description="Type of the work pool: process (the worker's machine runs the flows in the "
+        "workspace) or kubernetes (one Job per run, needs the kubernetes extra, image, repository, promote.lock: "
+        "prefect).",
+    )
+    image: str = Field("", description="kubernetes: the runs' container image (deployments/Dockerfile), e.g. "
+                                       "registry.example.com/detops:0.1.0.")
+    repository: str = Field("", description="kubernetes: git URL each run clones at the commit `detops deploy` ran "
+                                            "at, then installs over the image's detops: the code a run executes is "
+                                            "the commit it records.")
+    gpus: int = Field(1, ge=0, le=64, description="kubernetes: nvidia.com/gpu limit of the runs that train "
+                                                   "(retrain-*); 0 = none. drift-check and labels-sync get none.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="kubernetes: nodeSelector of the runs' pods, e.g. "
+        "{cloud.google.com/gke-accelerator: nvidia-l4}.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="kubernetes: tolerations of the runs' pods, e.g. [{key: nvidia.com/gpu, "
+        "operator: Exists, effect: NoSchedule}].",
+    )
+    env_secret: str = Field(
+        "", pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", description="kubernetes: Secret whose keys become the "
+        "runs' environment (envFrom): MLFLOW_TRACKING_URI, object-store credentials, LABEL_STUDIO_API_KEY; empty = "
+        "none.",
     )
     cron: str = Field("0 3 * * 1", description="When retrain-scheduled runs (cron: minute hour day month weekday).")
     drift_cron: str = Field("0 * * * *", description="When drift-check looks for new data batches (cron); a drifted "
@@ -48,6 +85,16 @@ class DeployParams(Section):
             raise ValueError(f"dead_after_seconds ({self.dead_after_seconds}) must be longer than heartbeat_seconds "
                              f"({self.heartbeat_seconds}), or every live run would be restarted; three heartbeats "
                              "is Prefect's recipe")
+        return self
+
+    @model_validator(mode="after")
+    def _kubernetes_needs_an_image_and_a_repository(self) -> DeployParams:
+        if self.infrastructure == "kubernetes":
+            missing = [name for name in ("image", "repository") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"deploy.infrastructure kubernetes needs deploy.{' and deploy.'.join(missing)}: the "
+                                 "image the runs start in (deployments/Dockerfile) and the git URL they clone at the "
+                                 "deployed commit")
         return self
 
     @field_validator("cron", "drift_cron", "labels_cron")

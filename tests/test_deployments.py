@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from detops.cli import app
 from detops.config import apply_override, load_params
+from detops.tracking import CODE_SOURCE_ENV
 from flows.deploy.restart import CRASHED_MESSAGE, HEARTBEAT, RESCHEDULED_MESSAGE, RESTART
 from flows.deploy.spec import (
     DRIFT_CHECK,
@@ -779,6 +780,7 @@ def test_deploy_to_kubernetes_makes_the_pool_and_jobs_that_validate(
         assert container["image"] == K8S_IMAGE
         assert container["envFrom"] == [{"secretRef": {"name": K8S_SECRET}}]
         assert {"name": HEARTBEAT_ENV, "value": "30"} in container["env"]
+        assert {"name": CODE_SOURCE_ENV, "value": f"git_clone {K8S_REPOSITORY}@{commit}"} in container["env"]
         assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
         assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         gpus = container["resources"]["limits"].get("nvidia.com/gpu")

@@ -34,6 +34,13 @@ def test_provenance_names_commit_versions_and_data(tmp_path: Path) -> None:
     record = tracking.provenance(ws, "train")
     assert record["git.commit"] == "unknown"  # tmp_path is not a git repository
     assert record["version.torch"]
+    assert "code.source" not in record  # no deployment said where the code came from
+
+
+def test_provenance_says_where_a_deployed_runs_code_came_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tracking.CODE_SOURCE_ENV, "git_clone https://git.example.com/detops.git@0123abc")
+    record = tracking.provenance(Workspace.at(tmp_path, load_params(None)), "train")
+    assert record["code.source"] == "git_clone https://git.example.com/detops.git@0123abc"
 
 
 BOUNDED_CLIENT = """

@@ -15,6 +15,7 @@ from prefect.runner.storage import LocalStorage
 
 from detops.config.deploy import DeployParams
 from detops.errors import DeployError
+from detops.tracking import CODE_SOURCE_ENV
 from flows.deploy.spec import GPUS_VARIABLE
 
 GPU_RESOURCE = "nvidia.com/gpu"  # NVIDIA's device plugin; the default template has no GPU variable
@@ -64,6 +65,11 @@ def base_job_template(deploy: DeployParams) -> dict[str, Any]:
     if deploy.env_secret:
         container["envFrom"] = [{"secretRef": {"name": deploy.env_secret}}]
     return template
+
+
+def code_source(repository: str, commit: str) -> dict[str, str]:
+    """The run's environment that makes its MLflow runs record where its code came from (`code.source`)."""
+    return {CODE_SOURCE_ENV: f"git_clone {repository}@{commit}"}
 
 
 def pull_steps(repository: str, commit: str) -> list[dict[str, Any]]:

@@ -154,9 +154,10 @@ def apply_deployment(ws: Workspace, spec: DeploymentSpec, commit: str = "") -> s
     deploy = ws.params.deploy
     variables = job_variables(ws.params, trains=spec.trains)
     if deploy.infrastructure == "kubernetes":  # the flow's schema is read here; its runs start in the clone
-        from flows.deploy.kubernetes import CheckoutStorage
+        from flows.deploy.kubernetes import CheckoutStorage, code_source
 
         storage: LocalStorage = CheckoutStorage(str(ws.root), deploy.repository, commit)
+        variables["env"] |= code_source(deploy.repository, commit)
         workspace, where = ".", f"a clone of {deploy.repository} at {commit[:12]}"
     else:
         storage, workspace, where = LocalStorage(str(ws.root)), str(ws.root), str(ws.root)

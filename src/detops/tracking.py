@@ -87,6 +87,7 @@ def configure(ws: Workspace) -> str:
     return str(exp_id)
 
 
+CODE_SOURCE_ENV = "DETOPS_CODE_SOURCE"  # set by a deployment's job (flows.deploy.kubernetes)
 GIT_STATE_ENV = "DETOPS_GIT_STATE"  # the git state a flow run took at its start (json), for its steps
 MAX_DIRTY_SHOWN = 50  # modified files named in `git.dirty_files`; more are counted
 
@@ -172,8 +173,16 @@ def data_versions(ws: Workspace, step: str) -> dict[str, str]:
 
 
 def provenance(ws: Workspace, step: str) -> dict[str, str]:
-    """Everything needed to reproduce a run of `step`: code commit, package versions, the versions of its data."""
-    return {**git_state(ws.root), **package_versions(), **data_versions(ws, step)}
+    """Everything needed to reproduce a run of `step`: code commit (and where the code came from, when a deployment
+    says), package versions, the versions of its data."""
+    return {**git_state(ws.root), **code_source(), **package_versions(), **data_versions(ws, step)}
+
+
+def code_source() -> dict[str, str]:
+    """`code.source`, where a deployment's job says how the code the run executes got there (a Kubernetes run:
+    `git_clone <repository>@<commit>`, installed over the image's detops); nothing elsewhere."""
+    source = os.environ.get(CODE_SOURCE_ENV, "").strip()
+    return {"code.source": source} if source else {}
 
 
 def run_record(ws: Workspace) -> Path:

@@ -25,9 +25,10 @@ class Toleration(Section):
 
 
 class DeployParams(Section):
-    """Prefect deployments (`detops deploy`): the process work pool every run goes through (one run at a time), the
-    schedules of `retrain-scheduled`, `drift-check` and `labels-sync`, the heartbeats by which a run whose worker
-    died is found and started again, and the webhook told when a run fails or crashes or a promotion is rejected."""
+    """Prefect deployments (`detops deploy`): the work pool every run goes through (one run at a time; process, or
+    Kubernetes with one Job per run), the schedules of `retrain-scheduled`, `drift-check` and `labels-sync`, the
+    heartbeats by which a run whose worker died is found and started again, and the webhook told when a run fails
+    or crashes or a promotion is rejected."""
 
     work_pool: str = Field(
         "detops-local", min_length=1, pattern=r"^[\w.-]+$",

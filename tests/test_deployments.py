@@ -786,6 +786,8 @@ def test_deploy_to_kubernetes_makes_the_pool_and_jobs_that_validate(
         gpus = container["resources"]["limits"].get("nvidia.com/gpu")
         assert gpus == (2 if name.startswith("retrain/") else None), name
 
-    _detops(tmp_path, prefect_home, prefect_server, "deploy")  # again: converges, the pool updated in place
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=True), encoding="utf-8")  # same params
+    again = _detops(tmp_path, prefect_home, prefect_server, "deploy")  # converges, the pool updated in place
+    assert f"the runs clone commit {commit[:12]}, without the uncommitted changes to params.yaml" in again, again
     with get_client(sync_client=True) as client:
         assert client.read_work_pool(K8S_POOL).base_job_template == pool.base_job_template

@@ -28,8 +28,10 @@ def deploy(ws: Workspace) -> list[str]:
     if kubernetes and params.promote.lock != "prefect":
         raise DeployError("deploy.infrastructure kubernetes needs promote.lock: prefect in params.yaml: each run is "
                           "a pod of its own, where a file lock holds nobody else back")
-    commit = deployed_commit(ws) if kubernetes else ""
-    lines = [f"Prefect server: {server_url()}"]
+    commit, lines = "", [f"Prefect server: {server_url()}"]
+    if kubernetes:
+        commit, note = deployed_commit(ws)
+        lines += [note] if note else []
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
         if problem is not None:
@@ -113,16 +115,20 @@ def ensure_kubernetes_pool(client: SyncPrefectClient, params: Params) -> str:
            "limit 1"
 
 
-def deployed_commit(ws: Workspace) -> str:
-    """The commit the Kubernetes runs clone: the workspace repository's HEAD, which must be pushed to
-    deploy.repository."""
+def deployed_commit(ws: Workspace) -> tuple[str, str]:
+    """The commit the Kubernetes runs clone (the workspace repository's HEAD, which must be pushed to
+    deploy.repository), and a note naming the uncommitted changes they will not see."""
     from detops.tracking import git_commit
 
     state = git_commit(ws.root)
-    if state["git.commit"] == "unknown":
+    commit = state["git.commit"]
+    if commit == "unknown":
         raise DeployError(f"deploy.infrastructure kubernetes: {ws.root} is not in a git repository, so there is no "
                           "commit for the runs to clone; run `detops deploy` in a clone of deploy.repository")
-    return state["git.commit"]
+    if state["git.dirty"] == "true":
+        return commit, (f"note: the runs clone commit {commit[:12]}, without the uncommitted changes to "
+                        f"{state['git.dirty_files']}")
+    return commit, ""
 
 
 def ensure_promotion_limit(client: SyncPrefectClient, ws: Workspace) -> str:

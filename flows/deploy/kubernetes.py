@@ -20,8 +20,10 @@ from flows.deploy.spec import GPUS_VARIABLE
 
 GPU_RESOURCE = "nvidia.com/gpu"  # NVIDIA's device plugin; the default template has no GPU variable
 CLONE_STEP = "clone"  # the git_clone pull step's id, whose `directory` output the install step reads
-# --no-deps: the image holds the dependencies; --user falls back by itself where site-packages is not writable.
-INSTALL_SCRIPT = "python -m pip install --quiet --no-deps --no-build-isolation ."
+# --no-deps: the image holds the dependencies. Where site-packages is not writable (deployments/Dockerfile's user),
+# pip installs into the user's site, ahead of the image's detops on sys.path (the Dockerfile creates it, since Python
+# leaves out one that did not exist when it started).
+INSTALL_SCRIPT = "python -m pip install --quiet --no-deps ."
 
 
 def default_base_job_template() -> dict[str, Any]:

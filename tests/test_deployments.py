@@ -750,15 +750,17 @@ def test_deploy_to_kubernetes_makes_the_pool_and_jobs_that_validate(
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     for item in [*TINY, *K8S, f"deploy.webhook_url={webhook.url}"]:  # the suite's automations, unchanged
         apply_override(raw, item)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    workspace = tmp_path / "detector"  # a folder of the repository: the runs start there in their clone
+    workspace.mkdir()
+    (workspace / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    for command in (["git", "init", "-q"], ["git", "add", "params.yaml"], [*git, "commit", "-qm", "deployed"]):
+    for command in (["git", "init", "-q"], ["git", "add", "detector/params.yaml"], [*git, "commit", "-qm", "ok"]):
         subprocess.run(command, cwd=tmp_path, check=True, timeout=30)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
                             check=True).stdout.strip()
-    params = load_params(tmp_path / "params.yaml")
+    params = load_params(workspace / "params.yaml")
 
-    out = _detops(tmp_path, prefect_home, prefect_server, "deploy")
+    out = _detops(workspace, prefect_home, prefect_server, "deploy")
     assert f"work pool {K8S_POOL!r}: created (kubernetes" in out and "--type kubernetes" in out, out
     with get_client(sync_client=True) as client:
         pool = client.read_work_pool(K8S_POOL)
@@ -768,7 +770,7 @@ def test_deploy_to_kubernetes_makes_the_pool_and_jobs_that_validate(
     for deployment in deployments.values():
         assert deployment.work_pool_name == K8S_POOL
         assert deployment.pull_steps == pull_steps(K8S_REPOSITORY, commit)
-        assert deployment.parameters == {"workspace": "."}  # the clone, where the pull steps leave the run
+        assert deployment.parameters == {"workspace": "detector"}  # in the clone, where the pull steps leave the run
     git_clone = deployments["retrain/retrain-scheduled"].pull_steps[0]["prefect.deployments.steps.git_clone"]
     assert (git_clone["repository"], git_clone["commit_sha"]) == (K8S_REPOSITORY, commit)
 
@@ -786,8 +788,8 @@ def test_deploy_to_kubernetes_makes_the_pool_and_jobs_that_validate(
         gpus = container["resources"]["limits"].get("nvidia.com/gpu")
         assert gpus == (2 if name.startswith("retrain/") else None), name
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=True), encoding="utf-8")  # same params
-    again = _detops(tmp_path, prefect_home, prefect_server, "deploy")  # converges, the pool updated in place
-    assert f"the runs clone commit {commit[:12]}, without the uncommitted changes to params.yaml" in again, again
+    (workspace / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=True), encoding="utf-8")  # same params
+    again = _detops(workspace, prefect_home, prefect_server, "deploy")  # converges, the pool updated in place
+    assert f"the runs clone commit {commit[:12]}, without the uncommitted changes to detector/params.yaml" in again
     with get_client(sync_client=True) as client:
         assert client.read_work_pool(K8S_POOL).base_job_template == pool.base_job_template

@@ -4,7 +4,7 @@ the Prefect server PREFECT_API_URL names. Every call converges on params.yaml, s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from detops.errors import DeployError
 from flows.deploy.spec import TAGS, DeploymentSpec, deployment_specs, job_variables
@@ -28,10 +28,10 @@ def deploy(ws: Workspace) -> list[str]:
     if kubernetes and params.promote.lock != "prefect":
         raise DeployError("deploy.infrastructure kubernetes needs promote.lock: prefect in params.yaml: each run is "
                           "a pod of its own, where a file lock holds nobody else back")
-    commit, lines = "", [f"Prefect server: {server_url()}"]
-    if kubernetes:
-        commit, note = deployed_commit(ws)
-        lines += [note] if note else []
+    lines = [f"Prefect server: {server_url()}"]
+    checkout = deployed_checkout(ws) if kubernetes else None
+    if checkout is not None and checkout.note:
+        lines.append(checkout.note)
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
         if problem is not None:
@@ -43,7 +43,7 @@ def deploy(ws: Workspace) -> list[str]:
             lines.append(ensure_work_pool(client, params.deploy.work_pool))
         if params.promote.lock == "prefect":
             lines.append(ensure_promotion_limit(client, ws))
-        lines += [apply_deployment(ws, spec, commit) for spec in deployment_specs(params)]
+        lines += [apply_deployment(ws, spec, checkout) for spec in deployment_specs(params)]
         lines.append(ensure_restart(client, params.deploy))
         lines += configure_notifications(client, params.deploy.webhook_url)
     pool = params.deploy.work_pool
@@ -115,9 +115,19 @@ def ensure_kubernetes_pool(client: SyncPrefectClient, params: Params) -> str:
            "limit 1"
 
 
-def deployed_commit(ws: Workspace) -> tuple[str, str]:
-    """The commit the Kubernetes runs clone (the workspace repository's HEAD, which must be pushed to
-    deploy.repository), and a note naming the uncommitted changes they will not see."""
+class Checkout(NamedTuple):
+    """What a Kubernetes run clones: the commit, the workspace's folder in the repository, a note for the user."""
+
+    commit: str
+    workspace: str
+    note: str
+
+
+def deployed_checkout(ws: Workspace) -> Checkout:
+    """The workspace repository's HEAD (which must be pushed to deploy.repository), where the workspace sits in it,
+    and a note naming the uncommitted changes the runs will not see."""
+    import subprocess
+
     from detops.tracking import git_commit
 
     state = git_commit(ws.root)
@@ -125,10 +135,11 @@ def deployed_commit(ws: Workspace) -> tuple[str, str]:
     if commit == "unknown":
         raise DeployError(f"deploy.infrastructure kubernetes: {ws.root} is not in a git repository, so there is no "
                           "commit for the runs to clone; run `detops deploy` in a clone of deploy.repository")
-    if state["git.dirty"] == "true":
-        return commit, (f"note: the runs clone commit {commit[:12]}, without the uncommitted changes to "
-                        f"{state['git.dirty_files']}")
-    return commit, ""
+    prefix = subprocess.run(["git", "rev-parse", "--show-prefix"], cwd=ws.root, capture_output=True, text=True,
+                            check=True, timeout=10).stdout.strip().rstrip("/")
+    note = "" if state["git.dirty"] != "true" else (
+        f"note: the runs clone commit {commit[:12]}, without the uncommitted changes to {state['git.dirty_files']}")
+    return Checkout(commit, prefix or ".", note)
 
 
 def ensure_promotion_limit(client: SyncPrefectClient, ws: Workspace) -> str:
@@ -140,10 +151,10 @@ def ensure_promotion_limit(client: SyncPrefectClient, ws: Workspace) -> str:
     return f"global concurrency limit {name!r}: limit 1 (promote.lock: prefect)"
 
 
-def apply_deployment(ws: Workspace, spec: DeploymentSpec, commit: str = "") -> str:
-    """Create or update one deployment: module entrypoint, a pull step into the workspace (kubernetes: the clone at
-    `commit`), the workspace as the parameter default (shown in the UI form), the schedule or the event trigger from
-    params.yaml."""
+def apply_deployment(ws: Workspace, spec: DeploymentSpec, checkout: Checkout | None) -> str:
+    """Create or update one deployment: module entrypoint, a pull step into the workspace (kubernetes: the clone of
+    `checkout`), the workspace as the parameter default (shown in the UI form), the schedule or the event trigger
+    from params.yaml."""
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import DeploymentApplyError, RunnerDeployment
     from prefect.events import DeploymentEventTrigger, DeploymentTriggerTypes, TriggerTypes
@@ -156,17 +167,17 @@ def apply_deployment(ws: Workspace, spec: DeploymentSpec, commit: str = "") -> s
                           f"{exc}") from None
     triggers: list[DeploymentTriggerTypes | TriggerTypes] | None = (
         [DeploymentEventTrigger.model_validate(t) for t in spec.triggers] or None)
-    # Called from sync code, Prefect's async_dispatch runs (and returns) the sync variants.
     deploy = ws.params.deploy
     variables = job_variables(ws.params, trains=spec.trains)
-    if deploy.infrastructure == "kubernetes":  # the flow's schema is read here; its runs start in the clone
+    if checkout is not None:  # kubernetes: the flow's schema is read here; its runs start in the clone
         from flows.deploy.kubernetes import CheckoutStorage, code_source
 
-        storage: LocalStorage = CheckoutStorage(str(ws.root), deploy.repository, commit)
-        variables["env"] |= code_source(deploy.repository, commit)
-        workspace, where = ".", f"a clone of {deploy.repository} at {commit[:12]}"
+        storage: LocalStorage = CheckoutStorage(str(ws.root), deploy.repository, checkout.commit)
+        variables["env"] |= code_source(deploy.repository, checkout.commit)
+        workspace, where = checkout.workspace, f"{checkout.workspace} of {deploy.repository} at {checkout.commit[:12]}"
     else:
         storage, workspace, where = LocalStorage(str(ws.root)), str(ws.root), str(ws.root)
+    # Called from sync code, Prefect's async_dispatch runs (and returns) the sync variants.
     deployment = cast("RunnerDeployment", RunnerDeployment.from_storage(
         storage=storage, entrypoint=spec.entrypoint, name=spec.name,
         description=spec.description, schedules=schedules, triggers=triggers,

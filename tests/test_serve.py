@@ -185,7 +185,7 @@ def test_gate_refuses_without_the_key(gate_client: Any) -> None:
 def test_what_to_serve(tmp_path: Path) -> None:
     from detops.config import load_params
     from detops.errors import DataError, ParamsError
-    from detops.serving.source import challenger_source, parse_source
+    from detops.serving.settings import challenger_source, parse_source
 
     ws = Workspace.at(tmp_path, load_params(None))
     champion = parse_source(ws, "champion")
@@ -669,27 +669,28 @@ def test_agreement_compares_class_names_not_indices() -> None:
     assert agreement(champion, champion, names=(["box", "disc"], ["disc", "box"])) == 0.0
 
 
-def test_shadows_waiting_are_bounded_in_bytes() -> None:
-    """Full-size photos waiting for an idle moment: skipped once their pixels pass MAX_PENDING_BYTES, not after a
+def test_shadows_waiting_are_bounded_in_bytes(tmp_path: Path) -> None:
+    """Full-size photos waiting for an idle moment: skipped once their pixels pass MAX_SHADOW_BYTES, not after a
     count (64 photos of 24 Mpx would hold 4.6 GB)."""
+    from detops.serving.engine import MAX_SHADOW_BYTES, Engine, Job
     from detops.serving.metrics import metrics
-    from detops.serving.shadow import MAX_PENDING_BYTES, ShadowJob, ShadowRunner
 
-    runner = ShadowRunner(lambda: True)  # not started: nothing is taken off its queue
+    engine = Engine(_settings(tmp_path, "serve.shadow_share=1.0", challenger=True))  # not started: nothing is taken
+    champion = _stand_in("champion", "1")
     photo = np.zeros((4000, 6000, 3), dtype=np.uint8)  # 72 MB
     before = metrics().shadows.labels("skipped")._value.get()
     for _ in range(3):
-        runner.offer(ShadowJob(photo, _det([], []), _stand_in("champion", "1"), _stand_in("challenger", "2")))
-    assert photo.nbytes > MAX_PENDING_BYTES and metrics().shadows.labels("skipped")._value.get() - before == 3
+        engine.offer_shadow(Job("r", b"", image=photo, shadow=(champion, _det([], []))))
+    assert photo.nbytes > MAX_SHADOW_BYTES and metrics().shadows.labels("skipped")._value.get() - before == 3
     small = np.zeros((640, 640, 3), dtype=np.uint8)
-    runner.offer(ShadowJob(small, _det([], []), _stand_in("champion", "1"), _stand_in("challenger", "2")))
+    engine.offer_shadow(Job("r", b"", image=small, shadow=(champion, _det([], []))))
     assert metrics().shadows.labels("skipped")._value.get() - before == 3  # a small one still waits
+    assert engine.queues["challenger"].qsize() == 1
 
 
 def _settings(tmp_path: Path, *sets: str, challenger: bool = False) -> Any:
     from detops.config import load_params
-    from detops.serving.settings import ServeSettings
-    from detops.serving.source import ModelSource
+    from detops.serving.settings import ModelSource, ServeSettings
 
     ws = Workspace.at(tmp_path, load_params(None, list(sets)))
     return ServeSettings(ws, ModelSource("alias", "champion", "m"),
@@ -721,7 +722,9 @@ def _stand_in(role: str, version: str) -> Any:
 
 
 def test_a_failing_canary_is_answered_by_the_champion(tmp_path: Path) -> None:
-    from detops.serving.engine import Engine, Job
+    """The challenger's thread hands the canary batch it failed on to the champion's queue; the champion answers
+    it, and nothing else of the challenger's batch is lost."""
+    from detops.serving.engine import Engine, Job, collect
     from detops.serving.metrics import metrics
 
     engine = Engine(_settings(tmp_path, "serve.canary_share=1.0", challenger=True))
@@ -729,7 +732,10 @@ def test_a_failing_canary_is_answered_by_the_champion(tmp_path: Path) -> None:
     engine.challenger.current = _stand_in("challenger", "2")  # type: ignore[union-attr]
     before = metrics().canary_fallbacks._value.get()
     jobs = [Job(f"r{i}", _png()) for i in range(3)]
-    engine.answer(jobs)
+    assert engine.answer(engine.challenger, jobs) == []  # type: ignore[arg-type]
+    handed = collect(engine.queues["champion"], 8, 0.0)
+    assert [job.request_id for job in handed] == ["r0", "r1", "r2"]  # type: ignore[union-attr]
+    assert engine.answer(engine.champion, handed) == jobs  # type: ignore[arg-type]
     assert [job.outcome.status for job in jobs] == [200, 200, 200]  # type: ignore[union-attr]
     assert {job.outcome.headers["X-Model-Version"] for job in jobs} == {"1"}  # type: ignore[union-attr]
     assert metrics().canary_fallbacks._value.get() - before == 3

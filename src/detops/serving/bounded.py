@@ -58,6 +58,11 @@ class ByteBoundedQueue(Generic[T]):
             self.bytes = 0
             return items
 
+    def wait_closed(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, cut short by `close` (a back-off that must not delay a shutdown)."""
+        with self._ready:
+            return self._ready.wait_for(lambda: self.closed, timeout)
+
     def close(self) -> None:
         """Refuse new items and wake every `get`; what is queued can still be taken."""
         with self._ready:

@@ -1,12 +1,15 @@
-"""The inference side of the server: the followed models, one request queue, and the thread that answers it.
+"""The inference side of the server: the followed models, a request queue and an inference thread per model.
 
-The HTTP handler parses a request (`gate`), then `submit`s the image's bytes: a `Job` goes on a thread-safe queue
-and the handler awaits an asyncio future. The inference thread blocks on the queue while idle (never polls), takes
-what queued meanwhile, and waits up to `serve.batch_timeout` for more only when the previous batch held more than
-one request (requests then arrive faster than one inference): light traffic meets no added latency, heavy traffic
-forms full batches. Each batch is decoded (in parallel: PIL and OpenCV release the GIL), split by model (champion,
-or the challenger for the canary share), run once per model, and answered through `call_soon_threadsafe`. ONNX
-Runtime and OpenVINO release the GIL while they run, so HTTP parsing goes on meanwhile.
+The HTTP handler parses a request (`gate`), then `submit`s the image's bytes: a `Job` goes on the queue of the model
+that answers it (the challenger for the canary share, by a hash of the request id, else the champion) and the
+handler awaits an asyncio future. Each model's thread blocks on its queue while idle (never polls), takes what
+queued meanwhile, and waits up to `serve.batch_timeout` for more only when the previous batch held more than one
+request (requests then arrive faster than one inference): light traffic meets no added latency, heavy traffic forms
+full batches. A batch is decoded (in parallel: PIL and OpenCV release the GIL), run once and answered through
+`call_soon_threadsafe`. ONNX Runtime and OpenVINO release the GIL while they run, so HTTP parsing and the other
+model's thread go on meanwhile. A canary batch the challenger cannot answer goes to the champion's queue. Shadows
+(champion-answered images also run on the challenger, to measure agreement) queue behind the challenger's requests
+and are skipped whenever a champion request waits.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from detops.inference.predictor import Detections
+from detops.serving.agreement import agreement
 from detops.serving.capture import Capture, CaptureWriter, captured
 from detops.serving.follow import Follower
 from detops.serving.images import Rejected, decode
@@ -30,10 +34,10 @@ from detops.serving.loaded import LoadedModel
 from detops.serving.metrics import metrics
 from detops.serving.routing import assign
 from detops.serving.settings import ServeSettings
-from detops.serving.shadow import ShadowJob, ShadowRunner
 
 log = logging.getLogger("detops.serve")
-STOP = None  # put on the queue: the inference thread ends
+STOP = None  # put on a queue: its inference thread ends
+MAX_SHADOW_BYTES = 64 * 2**20  # decoded images of the shadows waiting for an idle moment; more are skipped
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ class Outcome:
 
 @dataclass
 class Job:
-    """One request on its way: the image file's bytes (then its pixels) and where its answer goes."""
+    """One request on its way: the image file's bytes (then its pixels) and where its answer goes; or a shadow
+    (`shadow`: the champion and what it answered), which nobody awaits."""
 
     request_id: str
     data: bytes
@@ -56,6 +61,7 @@ class Job:
     queued: float = field(default_factory=time.monotonic)
     image: np.ndarray | None = None
     outcome: Outcome | None = None
+    shadow: tuple[LoadedModel, Detections] | None = None
 
 
 def collect(jobs: queue.Queue[Job | None], max_batch: int, wait: float) -> list[Job | None]:
@@ -73,66 +79,64 @@ def collect(jobs: queue.Queue[Job | None], max_batch: int, wait: float) -> list[
 
 
 class Engine:
-    """The followers of the champion (and challenger), the request queue and its inference thread, shadows and
-    capture."""
+    """The followers of the champion (and challenger), each with its queue and inference thread, and capture."""
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self.champion = Follower("champion", settings.champion, settings)
         self.challenger = Follower("challenger", settings.challenger, settings) if settings.challenger else None
-        self.shadow = (ShadowRunner(self.requests_waiting)
-                       if self.challenger is not None and settings.serve.shadow_share > 0 else None)
+        self.followers = [f for f in (self.champion, self.challenger) if f is not None]
+        self.queues: dict[str, queue.Queue[Job | None]] = {f.role: queue.Queue() for f in self.followers}
         self.capture = capture_writer(settings)
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self._shadow_bytes = 0  # of the shadows queued
+        self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="detops-decode")
-        self._thread = threading.Thread(target=self._run, name="detops-inference", daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(f,), name=f"detops-inference-{f.role}",
+                                          daemon=True) for f in self.followers]
 
     def start(self) -> None:
-        for part in (self.champion, self.challenger, self.shadow, self.capture):
+        for part in (*self.followers, *self._threads, self.capture):
             if part is not None:
                 part.start()
-        self._thread.start()
 
     def close(self) -> None:
         """Stop taking batches (after those queued) and seal the open capture batch."""
-        self.jobs.put(STOP)
-        self._thread.join(timeout=self.settings.serve.timeout)
-        for follower in (self.champion, self.challenger):
-            if follower is not None:
-                follower.stop(timeout=10.0)
+        for jobs in self.queues.values():
+            jobs.put(STOP)
+        for thread in self._threads:
+            thread.join(timeout=self.settings.serve.timeout)
+        for follower in self.followers:
+            follower.stop(timeout=10.0)
         if self.capture is not None:
             self.capture.close()
-
-    def requests_waiting(self) -> bool:
-        return self.jobs.qsize() > 0
 
     async def submit(self, data: bytes, request_id: str) -> Outcome:
         """The answer to one image (the handler's only call into the engine)."""
         loop = asyncio.get_running_loop()
         job = Job(request_id, data, loop.create_future(), loop)
+        canary = assign(request_id, self.settings.serve.canary_share, 0.0).canary
         metrics().in_flight.inc()
         try:
-            self.jobs.put(job)
+            self.queues["challenger" if canary and self.challenger and self.challenger.current else "champion"].put(job)
             assert job.future is not None
             return await job.future
         finally:
             metrics().in_flight.dec()
 
-    # --- the inference thread ------------------------------------------------------------------------------
-    def _run(self) -> None:
-        last = 1
-        serve = self.settings.serve
+    def _run(self, follower: Follower) -> None:
+        jobs_queue, serve, last = self.queues[follower.role], self.settings.serve, 1
         while True:
-            batch = collect(self.jobs, serve.max_batch_size, serve.batch_timeout if last > 1 else 0.0)
+            batch = collect(jobs_queue, serve.max_batch_size, serve.batch_timeout if last > 1 else 0.0)
             jobs = [job for job in batch if job is not STOP]
             last = len(jobs)
             try:
-                self.answer(jobs)
+                done = self.answer(follower, jobs)
             except Exception as exc:  # a bug must cost its batch, never the thread
                 log.exception("a batch failed")
-                for job in jobs:
+                done = [job for job in jobs if job.shadow is None]
+                for job in done:
                     job.outcome = job.outcome or error(500, f"internal error: {exc}", job.request_id)
-            for job in jobs:
+            for job in done:
                 if job.loop is not None and job.future is not None:
                     outcome = job.outcome or error(500, "internal error: no answer was made", job.request_id)
                     job.loop.call_soon_threadsafe(_resolve, job.future, outcome)
@@ -141,7 +145,7 @@ class Engine:
 
     def _decode_all(self, jobs: list[Job]) -> None:
         """Each job's pixels, or its own error (a truncated file fails its own request only)."""
-        timeout, max_pixels = self.settings.serve.timeout, self.settings.serve.max_pixels
+        timeout = self.settings.serve.timeout
 
         def one(job: Job) -> None:
             if time.monotonic() - job.queued > timeout:
@@ -149,64 +153,102 @@ class Engine:
                                     job.request_id)
                 return
             try:
-                job.image = decode(job.data, max_pixels)
+                job.image = decode(job.data)
             except Rejected as exc:
                 job.outcome = error(exc.status, exc.detail, job.request_id)
 
-        if len(jobs) > 1 and self.settings.threads > 1:
-            list(self._pool.map(one, jobs))
+        todo = [job for job in jobs if job.image is None and job.outcome is None]
+        if len(todo) > 1 and self.settings.threads > 1:
+            list(self._pool.map(one, todo))
         else:
-            for job in jobs:
+            for job in todo:
                 one(job)
 
-    def answer(self, jobs: list[Job]) -> None:
-        """Set every job's outcome; each model runs once on the images it answers."""
+    def answer(self, follower: Follower, jobs: list[Job]) -> list[Job]:
+        """Run `follower`'s model once on the requests among `jobs`, then its shadows; returns the requests
+        answered here (a canary batch the challenger cannot answer is handed to the champion's queue instead)."""
+        shadows = [job for job in jobs if job.shadow is not None]
+        jobs = [job for job in jobs if job.shadow is None]
         self._decode_all(jobs)
-        champion = self.champion.current  # the batch keeps these two, whatever a swap does meanwhile
-        challenger = self.challenger.current if self.challenger else None
-        serve = self.settings.serve
+        model = follower.current  # the batch keeps it, whatever a swap does meanwhile
         todo = [job for job in jobs if job.outcome is None]
-        if champion is None:
-            why = self.champion.error or "the model is still loading"
+        if follower is self.challenger:
+            try:
+                self._run_model(model, todo)
+            except Exception:
+                log.exception("the challenger failed on %d canary request(s); the champion answers them", len(todo))
+                metrics().canary_fallbacks.inc(len(todo))
+                for job in todo:
+                    self.queues["champion"].put(job)
+                jobs = [job for job in jobs if job.outcome is not None]
+            self._run_shadows(model, shadows)
+            return jobs
+        if model is None:
+            why = follower.error or "the model is still loading"
             for job in todo:
                 job.outcome = error(503, f"no model is ready yet ({why}); retry, or watch GET /health", job.request_id)
-            return
-        routes = {id(job): assign(job.request_id, serve.canary_share, serve.shadow_share) for job in todo}
-        canary = [job for job in todo if challenger is not None and routes[id(job)].canary]
-        plain = [job for job in todo if not (challenger is not None and routes[id(job)].canary)]
-        if todo:
-            metrics().batch_size.observe(len(todo))
-        if canary and challenger is not None:
-            try:
-                self._run_model(challenger, canary)
-            except Exception:
-                log.exception("the challenger failed on %d canary request(s); the champion answers them", len(canary))
-                metrics().canary_fallbacks.inc(len(canary))
-                plain += canary
+            return jobs
         try:
-            detections = self._run_model(champion, plain)
+            detections = self._run_model(model, todo)
         except Exception as exc:
-            log.exception("the champion failed on a batch of %d", len(plain))
-            for job in plain:
+            log.exception("the champion failed on a batch of %d", len(todo))
+            for job in todo:
                 job.outcome = error(500, f"the model failed on this batch: {exc}", job.request_id)
-            return
-        for job, det in zip(plain, detections, strict=True):
-            if self.shadow is not None and challenger is not None and routes[id(job)].shadow:
-                self.shadow.offer(ShadowJob(job.image, det, champion, challenger))  # type: ignore[arg-type]
+            return jobs
+        serve = self.settings.serve
+        for job, det in zip(todo, detections, strict=True):
+            if self.challenger is not None and assign(job.request_id, serve.canary_share, serve.shadow_share).shadow:
+                self.offer_shadow(Job(job.request_id, b"", image=job.image, shadow=(model, det)))
             if self.capture is not None and captured(job.request_id, serve.capture_share):
                 self.capture.offer(Capture(job.data, job.outcome.body))  # type: ignore[union-attr]
             job.data, job.image = b"", None
+        return jobs
 
-    def _run_model(self, model: LoadedModel, jobs: list[Job]) -> list[Detections]:
+    def _run_model(self, model: LoadedModel | None, jobs: list[Job]) -> list[Detections]:
         if not jobs:
             return []
+        if model is None:
+            raise RuntimeError("no challenger is loaded")
         started = time.perf_counter()
         detections = model.predict([job.image for job in jobs])
+        metrics().batch_size.observe(len(jobs))
         metrics().inference.labels(model.info.role).observe(time.perf_counter() - started)
         metrics().answers.labels(model.info.role, model.info.version).inc(len(jobs))
         for job, det in zip(jobs, detections, strict=True):
             job.outcome = answer(model, det, job.request_id)
         return detections
+
+    def offer_shadow(self, job: Job) -> None:
+        """Queue a shadow behind the challenger's requests, unless the shadows waiting hold too many pixels."""
+        size = job.image.nbytes if job.image is not None else 0
+        with self._lock:
+            if self._shadow_bytes + size > MAX_SHADOW_BYTES:
+                metrics().shadows.labels("skipped").inc()
+                return
+            self._shadow_bytes += size
+        self.queues["challenger"].put(job)
+
+    def _run_shadows(self, challenger: LoadedModel | None, shadows: list[Job]) -> None:
+        """Agreement of the challenger with what the champion answered; skipped while a champion request waits."""
+        with self._lock:
+            self._shadow_bytes -= sum(job.image.nbytes for job in shadows if job.image is not None)
+        if not shadows:
+            return
+        if challenger is None or self.queues["champion"].qsize() > 0:
+            metrics().shadows.labels("skipped").inc(len(shadows))
+            return
+        try:
+            started = time.perf_counter()
+            answers = challenger.predict([job.image for job in shadows])
+            metrics().shadow_seconds.observe(time.perf_counter() - started)
+            for job, det in zip(shadows, answers, strict=True):
+                champion, said = job.shadow  # type: ignore[misc]
+                names = (champion.predictor.meta.class_names, challenger.predictor.meta.class_names)
+                metrics().agreement.observe(agreement(said, det, names=names))
+            metrics().shadows.labels("run").inc(len(shadows))
+        except Exception:  # a shadow's failure is the challenger's problem, never a request's
+            log.exception("shadow requests on the challenger failed")
+            metrics().shadows.labels("failed").inc(len(shadows))
 
 
 def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:

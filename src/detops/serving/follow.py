@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from detops.serving.fetch import Fetched
+from detops.serving.images import first_line
 from detops.serving.loaded import LoadedModel, file_version, load, warm_up
 from detops.serving.metrics import metrics
-from detops.serving.source import ModelSource
+from detops.serving.settings import ModelSource
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from detops.registry.files import Fetched
     from detops.serving.settings import ServeSettings
 
 log = logging.getLogger("detops.serve")
@@ -40,7 +41,7 @@ class LoadFailed(Exception):
     """A version could not be made ready; `stage` says where (download, load, warmup)."""
 
     def __init__(self, stage: str, cause: BaseException) -> None:
-        super().__init__(f"{stage} failed: {_message(cause)}")
+        super().__init__(f"{stage} failed: {first_line(cause)}")
         self.stage = stage
 
 
@@ -60,9 +61,7 @@ class Follower:
     """One role: the model it serves now (`current`), and the thread that keeps it current."""
 
     def __init__(self, role: str, source: ModelSource, settings: ServeSettings) -> None:
-        self.role = role
-        self.source = source
-        self.settings = settings
+        self.role, self.source, self.settings = role, source, settings
         self.current: LoadedModel | None = None
         self.error: str | None = None  # why nothing or not the newest version is served, for /health and logs
         self.failed_polls = 0  # consecutive polls that failed
@@ -73,14 +72,6 @@ class Follower:
         self._example: bytes | None = None  # the version's input example, for warm-up
         self._stop = threading.Event()  # set at shutdown: ends the sleep between polls and the warm-up
         self._thread = threading.Thread(target=self._run, name=f"detops-follow-{role}", daemon=True)
-
-    @property
-    def poll_seconds(self) -> float:
-        return self.settings.serve.poll_seconds
-
-    @property
-    def retry_seconds(self) -> float:
-        return max(MIN_RETRY_SECONDS, 10 * self.poll_seconds)
 
     def start(self) -> None:
         self._thread.start()
@@ -100,11 +91,12 @@ class Follower:
             except Exception as exc:  # one bad poll must never end the following
                 self.failed_polls += 1
                 metrics().follow_failures.labels(self.role).inc()
-                log.error("%s: poll %d of %s failed: %s", self.role, self.failed_polls, self.source, _message(exc))
-                self.error = f"cannot resolve {self.source}: {_message(exc)}"
-            if self.current is not None and (not self.source.follows or self.poll_seconds == 0):
+                log.error("%s: poll %d of %s failed: %s", self.role, self.failed_polls, self.source, first_line(exc))
+                self.error = f"cannot resolve {self.source}: {first_line(exc)}"
+            poll = self.settings.serve.poll_seconds
+            if self.current is not None and (not self.source.follows or poll == 0):
                 return  # a fixed version or a file never changes; poll_seconds 0 turns following off
-            wait = self.poll_seconds if self.current is not None else min(self.poll_seconds or 5.0, 5.0)
+            wait = poll if self.current is not None else min(poll or 5.0, 5.0)
             if self._stop.wait(wait):
                 return
 
@@ -128,7 +120,8 @@ class Follower:
         try:
             model = self._prepare(target)
         except LoadFailed as exc:
-            self._retry_at[target.version] = time.monotonic() + self.retry_seconds
+            retry = max(MIN_RETRY_SECONDS, 10 * self.settings.serve.poll_seconds)
+            self._retry_at[target.version] = time.monotonic() + retry
             metrics().load_failures.labels(self.role, target.version, exc.stage).inc()
             serving = f"; still serving version {self.current.info.version}" if self.current else ""
             log.error("%s version %s of %s not served: %s%s", self.role, target.version, self.source, exc, serving)
@@ -161,54 +154,46 @@ class Follower:
 
     def _prepare(self, target: Target) -> LoadedModel:
         """Download, load and warm `target` beside the served model; the served one is untouched."""
-        unique = f"{self.role}-{target.version.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
-        folder = self.settings.models_dir / unique
-        example: bytes | None = None
+        folder = self.settings.models_dir / f"{self.role}-{target.version.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
+        from detops.registry.files import Fetched
+
+        stage, example = "download", None
         try:
             if target.path is not None:
                 fetched = Fetched(target.path, target.path.suffix.lstrip(".") or "file")
             else:
-                from detops.serving.fetch import fetch_version, input_example
+                from detops.registry.files import fetch_version, input_example
 
-                try:
-                    fetched = fetch_version(self.client(), self.source.name, target.version, folder,
-                                            gpu=self.settings.gpu)
-                    example = input_example(self.client(), self.source.name, target.version, folder / "example")
-                except Exception as exc:
-                    raise LoadFailed("download", exc) from exc
-            try:
-                model = self._load(fetched, target)
-            except Exception as exc:
-                raise LoadFailed("load", exc) from exc
-            try:
-                warm_up(model, example, 1)
-            except Exception as exc:
-                raise LoadFailed("warmup", exc) from exc
-        except LoadFailed:
+                name, version = self.source.name, target.version
+                fetched = fetch_version(self.client(), name, version, folder, gpu=self.settings.gpu)
+                example = input_example(self.client(), name, version, folder / "example")
+            stage = "load"
+            model = self._load(fetched, target.version)
+            stage = "warmup"
+            warm_up(model, example, 1)
+        except Exception as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            raise
+            raise LoadFailed(stage, exc) from exc
         self._folders[target.version] = folder
         self._example = example
         return model
 
-    def _load(self, fetched: Fetched, target: Target) -> LoadedModel:
+    def _load(self, fetched: Fetched, version: str) -> LoadedModel:
         """The fetched file, or its CPU fallback when the GPU variant cannot run here."""
-        if fetched.fallback is None:
-            return self._load_file(fetched, target, "auto" if self.settings.gpu else "cpu")
         try:
-            model = self._load_file(fetched, target, "cuda")
-            if model.predictor.kind == "onnx" and "CUDA" not in model.predictor.runtime_name:
+            model = load(fetched.path, role=self.role, name=self.source.name or fetched.path.name, version=version,
+                         alias=self.source.alias, variant=fetched.variant,
+                         device="cuda" if fetched.fallback else "auto" if self.settings.gpu else "cpu",
+                         threads=self.settings.threads, score_threshold=self.settings.score_threshold)
+            if fetched.fallback and model.predictor.kind == "onnx" and "CUDA" not in model.predictor.runtime_name:
                 raise RuntimeError(f"ONNX Runtime runs it on {model.predictor.runtime_name}, not CUDA")
             return model
         except Exception as exc:
+            if fetched.fallback is None:
+                raise
             log.warning("GPU variant %s of version %s cannot run here (%s); serving the CPU variant %s",
-                        fetched.variant, target.version, _message(exc), fetched.fallback.variant)
-            return self._load(fetched.fallback, target)
-
-    def _load_file(self, fetched: Fetched, target: Target, device: str) -> LoadedModel:
-        return load(fetched.path, role=self.role, name=self.source.name or fetched.path.name, version=target.version,
-                    alias=self.source.alias, variant=fetched.variant, device=device, threads=self.settings.threads,
-                    score_threshold=self.settings.score_threshold)
+                        fetched.variant, version, first_line(exc), fetched.fallback.variant)
+            return self._load(fetched.fallback, version)
 
     def _switch(self, model: LoadedModel) -> None:
         old, self.current = self.current, model  # the swap: one reference assignment
@@ -229,7 +214,7 @@ class Follower:
             warm_up(model, self._example, self.settings.serve.max_batch_size, first=2, stop=self._stop)
         except Exception as exc:  # batch 1 answered: a larger size that fails is logged; requests meet it again
             log.error("%s version %s: warming up batch sizes 2-%d failed: %s", self.role, info.version,
-                      self.settings.serve.max_batch_size, _message(exc))
+                      self.settings.serve.max_batch_size, first_line(exc))
         log.info("%s version %s: batch sizes up to %d warmed in %.1f s after it started serving", self.role,
                  info.version, self.settings.serve.max_batch_size, time.perf_counter() - started)
 
@@ -246,8 +231,3 @@ class Follower:
         if message != self.error and not message.startswith("version "):
             log.warning("%s: %s", self.role, message)
         self.error = message
-
-
-def _message(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:500] if text else type(exc).__name__

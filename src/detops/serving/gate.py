@@ -1,17 +1,21 @@
 """The server's front door, an ASGI middleware around the app.
 
-Every request: the API key (all routes but /health), a request id (`X-Request-Id`, checked, or made; echoed on
-every response), and the request counter and latency histogram. `POST /predict` also: content type (415), body
-size (413, checked on Content-Length and again while reading, so a chunked body meets the same cap), the body
-parsed once (multipart field `image`, JSON `{"image": base64}` decoded strictly, or a raw `image/*` body; 400 when
-malformed or empty), and the image header (400 when it is no image, 413 above `serve.max_pixels`), all before
-anything is decoded. The handler finds the image file's bytes and the request id in the scope (`IMAGE`, `REQUEST_ID`).
+Every request: the API key (all routes but /health; DETOPS_SERVE_API_KEY, from the environment since a credential
+is never a param; sent as `X-API-Key: KEY` or `Authorization: Bearer KEY`), a request id (`X-Request-Id`, checked,
+or made; echoed on every response), and the request counter and latency histogram. `POST /predict` also: content
+type (415), body size (413, checked on Content-Length and again while reading, so a chunked body meets the same
+cap), the body parsed once (multipart field `image`, JSON `{"image": base64}` decoded strictly, or a raw `image/*`
+body; 400 when malformed or empty), and the image header (400 when it is no image, 413 above `serve.max_pixels`),
+all before anything is decoded. The handler finds the image's bytes and the request id in the scope (`IMAGE`,
+`REQUEST_ID`).
 """
 
 from __future__ import annotations
 
 import binascii
+import hmac
 import json
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -19,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from detops.serving.images import Rejected, read_header
-from detops.serving.keys import OPEN_PATHS, key_problem
 from detops.serving.metrics import metrics
 from detops.serving.multipart import form_fields
 from detops.serving.routing import REQUEST_ID_HEADER, BadRequestId, request_id
@@ -33,6 +36,7 @@ PREDICT = "/predict"
 IMAGE = "detops.image"  # scope keys the gate sets for the handler
 REQUEST_ID = "detops.request_id"
 ROUTES = frozenset({"/predict", "/health", "/model", "/metrics", "/docs", "/openapi.json"})
+API_KEY_ENV = "DETOPS_SERVE_API_KEY"
 ACCEPTED = "multipart/form-data (field `image`), application/json ({\"image\": \"<base64>\"}) or image/*"
 THREAD_ABOVE = 256 * 1024  # parse bodies larger than this in a thread, off the event loop
 
@@ -45,6 +49,18 @@ class ClientGone(Exception):
 class GateLimits:
     max_body: int  # bytes
     max_pixels: int
+
+
+def key_problem(headers: dict[str, str]) -> str | None:
+    """Why a request with these headers is not authorised, or None when it is (or no key is set)."""
+    expected = os.environ.get(API_KEY_ENV)
+    if not expected:
+        return None
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    sent = headers.get("x-api-key", value.strip() if scheme.lower() == "bearer" else None)
+    if sent is None:
+        return "this server needs an API key: send it as X-API-Key or Authorization: Bearer"
+    return None if hmac.compare_digest(sent.encode(), expected.encode()) else "wrong API key"
 
 
 class Gate:
@@ -83,7 +99,7 @@ class Gate:
                 scope, receive, send_with_id)
 
         try:
-            problem = None if path in OPEN_PATHS else key_problem(headers)
+            problem = None if path == "/health" else key_problem(headers)
             if problem:
                 await refuse(401, problem)
             elif bad_id:

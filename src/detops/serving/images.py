@@ -1,11 +1,11 @@
-"""Request images: the header check that refuses a decompression bomb before a pixel is decoded, and decoding
-with errors a client can read. Both raise `Rejected`, which carries the HTTP status the client gets."""
+"""Request images: the header check that refuses a decompression bomb before a pixel is decoded (the gate runs it
+on every body), and decoding with errors a client can read. Both raise `Rejected`, which carries the HTTP status
+the client gets."""
 
 from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,20 +15,12 @@ class Rejected(Exception):
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
-        self.status = status
-        self.detail = detail
+        self.status, self.detail = status, detail
 
 
-@dataclass(frozen=True)
-class ImageHeader:
-    width: int
-    height: int
-    format: str
-
-
-def read_header(data: bytes, max_pixels: int) -> ImageHeader:
-    """Width, height and format from the header alone (PIL opens lazily); 400 when it is no image PIL reads, 413
-    when it has more than `max_pixels` pixels."""
+def read_header(data: bytes, max_pixels: int) -> None:
+    """Width and height from the header alone (PIL opens lazily); 400 when it is no image PIL reads, 413 when it
+    has more than `max_pixels` pixels."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -37,7 +29,7 @@ def read_header(data: bytes, max_pixels: int) -> ImageHeader:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
             with Image.open(io.BytesIO(data)) as img:
-                width, height, fmt = int(img.width), int(img.height), str(img.format or "unknown")
+                width, height = int(img.width), int(img.height)
     except Image.DecompressionBombError as exc:
         raise Rejected(413, f"the image is too large: {exc} At most {max_pixels:,} pixels are decoded "
                             "(serve.max_pixels).") from None
@@ -45,20 +37,18 @@ def read_header(data: bytes, max_pixels: int) -> ImageHeader:
         raise Rejected(400, "not an image: no image format recognises these bytes; send a PNG, JPEG, BMP, WebP or "
                             "TIFF file.") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise Rejected(400, f"not an image this server can read ({_first_line(exc)}).") from None
+        raise Rejected(400, f"not an image this server can read ({first_line(exc)}).") from None
     if width * height > max_pixels:
         raise Rejected(413, f"the image is {width} x {height} = {width * height:,} pixels, more than the "
                             f"{max_pixels:,} allowed (serve.max_pixels); resize it before sending.")
-    return ImageHeader(width, height, fmt)
 
 
-def decode(data: bytes, max_pixels: int) -> np.ndarray:
-    """The image as HxWx3 uint8 RGB (EXIF orientation applied, as `detops predict` reads files); a truncated or
-    corrupt file is a 400."""
+def decode(data: bytes) -> np.ndarray:
+    """The image (its header checked by the gate) as HxWx3 uint8 RGB, EXIF orientation applied as `detops predict`
+    reads files; a truncated or corrupt file is a 400."""
     from detops.errors import DataError
     from detops.inference.predictor import load_image
 
-    read_header(data, max_pixels)  # again: a worker never trusts that the API process checked
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -68,6 +58,6 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         raise Rejected(400, f"the image cannot be decoded, the file is truncated or corrupt: {why}.") from None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__

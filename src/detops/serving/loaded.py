@@ -6,9 +6,8 @@ the follower switches to meanwhile.
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,7 @@ class ModelInfo:
         return {"name": self.name, "version": self.version, "alias": self.alias}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "name": self.name, "version": self.version, "alias": self.alias,
-                "variant": self.variant, "run_id": self.run_id, "runtime": self.runtime,
-                "classes": [{"id": i, "name": n} for i, n in self.classes], "thresholds": self.thresholds,
-                "image_size": self.image_size}
+        return {**asdict(self), "classes": [{"id": i, "name": n} for i, n in self.classes]}
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,11 +61,9 @@ def load(path: Path, *, role: str, name: str, version: str, alias: str | None, v
 
 def file_version(path: Path) -> str:
     """A file has no registry version: its content hash names it instead."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()[:12]}"
+    from detops.filehash import file_digest
+
+    return f"sha256:{file_digest(path, 'sha256')[:12]}"
 
 
 def warm_up(model: LoadedModel, example: bytes | None, max_batch_size: int, first: int = 1,
@@ -77,20 +71,15 @@ def warm_up(model: LoadedModel, example: bytes | None, max_batch_size: int, firs
     """Run the model on batch sizes `first` to `max_batch_size`, so requests pay no first-run allocation or
     compile (OpenVINO compiles a model per batch size); any error (or an answer of the wrong shape) raises. A set
     `stop` ends it early (the server is shutting down)."""
+    import numpy as np
+
     from detops.inference.predictor import load_image
 
-    image = load_image(example) if example else blank_image(model.info.image_size)
+    size = model.info.image_size
+    image = load_image(example) if example else np.full((size, size, 3), 114, dtype=np.uint8)  # grey, as letterboxed
     for size in range(first, max_batch_size + 1):
         if stop is not None and stop.is_set():
             return
         answers = model.predict([image] * size)
         if len(answers) != size:
             raise RuntimeError(f"warm-up on {size} image(s) returned {len(answers)} answers")
-
-
-def blank_image(size: int) -> Any:
-    """A grey PNG-like array of the model's input size, for versions without an input example."""
-    import numpy as np
-
-    return np.full((size, size, 3), 114, dtype=np.uint8)
-

@@ -6,83 +6,67 @@ One process serves, so the metrics are plain in-process values: no multiprocess 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Any
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 AGREEMENT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
-@dataclass(frozen=True)
 class ServeMetrics:
-    registry: Any  # the CollectorRegistry holding the rest
-    requests: Any  # Counter: route, status
-    latency: Any  # Histogram: route
-    in_flight: Any  # Gauge: /predict requests received and not yet answered
-    batch_size: Any  # Histogram
-    inference: Any  # Histogram: seconds per batch, per model role
-    answers: Any  # Counter: role, version
-    loaded: Any  # Gauge: role, name, version, alias, variant (1 = serving, 0 = replaced)
-    load_failures: Any  # Counter: role, version, stage
-    swaps: Any  # Counter: role
-    follow_failures: Any  # Counter: role
-    canary_fallbacks: Any  # Counter
-    shadows: Any  # Counter: outcome (run, skipped, failed)
-    agreement: Any  # Histogram
-    shadow_seconds: Any  # Histogram
-    captures: Any  # Counter: outcome (saved, dropped, unwritable, stopped, failed)
-    capture_batches: Any  # Counter
-    capture_failures: Any  # Counter: error (ENOSPC, EACCES, ...)
-    capture_unwritable: Any  # Counter: seconds capture could not write
+    """The server's metric objects, in one registry of their own."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("detops_serve_requests", "HTTP requests answered, by route and status code.",
+                                ["route", "status"], registry=r)
+        self.latency = Histogram("detops_serve_request_seconds", "Seconds from a request's arrival to its "
+                                 "response.", ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("detops_serve_in_flight", "Predict requests received and not answered yet (the "
+                               "HPA's per-pod metric).", registry=r)
+        self.batch_size = Histogram("detops_serve_batch_size", "Requests per inference call (dynamic batching).",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.inference = Histogram("detops_serve_inference_seconds", "Seconds per inference call, decode "
+                                   "excluded.", ["role"], buckets=LATENCY_BUCKETS, registry=r)
+        self.answers = Counter("detops_serve_answers", "Images answered, by the model role and version that "
+                               "answered.", ["role", "version"], registry=r)
+        self.loaded = Gauge("detops_serve_model_loaded", "1 for the version served in a role, 0 once replaced.",
+                            ["role", "name", "version", "alias", "variant"], registry=r)
+        self.load_failures = Counter("detops_serve_model_load_failures", "Versions that failed to download, load "
+                                     "or warm up; the served version stayed.", ["role", "version", "stage"],
+                                     registry=r)
+        self.swaps = Counter("detops_serve_model_swaps", "Hot swaps to a new version, per role.", ["role"],
+                             registry=r)
+        self.follow_failures = Counter("detops_serve_follow_failures", "Polls of a followed model that failed "
+                                       "(registry unreachable, unexpected error); the next poll tries again.",
+                                       ["role"], registry=r)
+        self.canary_fallbacks = Counter("detops_serve_canary_fallbacks", "Canary requests answered by the champion "
+                                        "because the challenger failed on their batch.", registry=r)
+        self.shadows = Counter("detops_serve_shadow_requests", "Shadow requests run on the challenger, skipped "
+                               "because requests were waiting, or failed.", ["outcome"], registry=r)
+        self.agreement = Histogram("detops_serve_shadow_agreement", "F1 of champion and challenger boxes matched at "
+                                   "IoU 0.5 (same class name) on shadowed requests.", buckets=AGREEMENT_BUCKETS,
+                                   registry=r)
+        self.shadow_seconds = Histogram("detops_serve_shadow_seconds", "Seconds the challenger spent on a shadow "
+                                        "batch.", buckets=LATENCY_BUCKETS, registry=r)
+        self.captures = Counter("detops_serve_capture_images", "Served images offered to capture: saved, dropped "
+                                "(the writer's queue was full), unwritable (lost to a write error), stopped (offered "
+                                "after capture closed) or failed (not an image it could save).", ["outcome"],
+                                registry=r)
+        self.capture_batches = Counter("detops_serve_capture_batches", "Capture batches sealed (the manifest "
+                                       "written), stale ones left open by a stopped server included.", registry=r)
+        self.capture_failures = Counter("detops_serve_capture_failures", "Times capture could not write and paused "
+                                        "(serving went on; it tries again with back-off), by errno name.",
+                                        ["error"], registry=r)
+        self.capture_unwritable = Counter("detops_serve_capture_unwritable_seconds", "Seconds capture could not "
+                                          "write (the gaps in the captured batches).", registry=r)
 
 
 @functools.cache
 def metrics() -> ServeMetrics:
     """The metric objects (created once per process)."""
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-    r = CollectorRegistry()
-    return ServeMetrics(
-        registry=r,
-        requests=Counter("detops_serve_requests", "HTTP requests answered, by route and status code.",
-                         ["route", "status"], registry=r),
-        latency=Histogram("detops_serve_request_seconds", "Seconds from a request's arrival to its response.",
-                          ["route"], buckets=LATENCY_BUCKETS, registry=r),
-        in_flight=Gauge("detops_serve_in_flight", "Predict requests received and not answered yet (the HPA's "
-                        "per-pod metric).", registry=r),
-        batch_size=Histogram("detops_serve_batch_size", "Requests per inference call (dynamic batching).",
-                             buckets=BATCH_BUCKETS, registry=r),
-        inference=Histogram("detops_serve_inference_seconds", "Seconds per inference call, decode excluded.",
-                            ["role"], buckets=LATENCY_BUCKETS, registry=r),
-        answers=Counter("detops_serve_answers", "Images answered, by the model role and version that answered.",
-                        ["role", "version"], registry=r),
-        loaded=Gauge("detops_serve_model_loaded", "1 for the version served in a role, 0 once replaced.",
-                     ["role", "name", "version", "alias", "variant"], registry=r),
-        load_failures=Counter("detops_serve_model_load_failures", "Versions that failed to download, load or warm "
-                              "up; the served version stayed.", ["role", "version", "stage"], registry=r),
-        swaps=Counter("detops_serve_model_swaps", "Hot swaps to a new version, per role.", ["role"], registry=r),
-        follow_failures=Counter("detops_serve_follow_failures", "Polls of a followed model that failed (registry "
-                                "unreachable, unexpected error); the next poll tries again.", ["role"], registry=r),
-        canary_fallbacks=Counter("detops_serve_canary_fallbacks", "Canary requests answered by the champion because "
-                                 "the challenger failed on their batch.", registry=r),
-        shadows=Counter("detops_serve_shadow_requests", "Shadow requests run on the challenger, skipped because "
-                        "requests were waiting, or failed.", ["outcome"], registry=r),
-        agreement=Histogram("detops_serve_shadow_agreement", "F1 of champion and challenger boxes matched at IoU "
-                            "0.5 (same class name) on shadowed requests.", buckets=AGREEMENT_BUCKETS, registry=r),
-        shadow_seconds=Histogram("detops_serve_shadow_seconds", "Seconds the challenger spent on a shadow request.",
-                                 buckets=LATENCY_BUCKETS, registry=r),
-        captures=Counter("detops_serve_capture_images", "Served images offered to capture: saved, dropped (the "
-                         "writer's queue was full), unwritable (lost to a write error), stopped (offered after "
-                         "capture closed) or failed (not an image it could save).", ["outcome"], registry=r),
-        capture_batches=Counter("detops_serve_capture_batches", "Capture batches sealed (the manifest written), "
-                                "stale ones left open by a stopped server included.", registry=r),
-        capture_failures=Counter("detops_serve_capture_failures", "Times capture could not write and paused "
-                                 "(serving went on; it tries again with back-off), by errno name.", ["error"],
-                                 registry=r),
-        capture_unwritable=Counter("detops_serve_capture_unwritable_seconds", "Seconds capture could not write "
-                                   "(the gaps in the captured batches).", registry=r),
-    )
+    return ServeMetrics()
 
 
 def render() -> tuple[bytes, str]:

@@ -54,7 +54,7 @@ def build_app(settings: ServeSettings, engine: Engine, lifespan: Any) -> Any:
         body, content_type = render()
         return Response(body, media_type=content_type)
 
-    return Gate(app, GateLimits(settings.max_body_bytes, settings.serve.max_pixels))
+    return Gate(app, GateLimits(int(settings.serve.max_body_mb * 2**20), settings.serve.max_pixels))
 
 
 def health(engine: Engine) -> tuple[bool, dict[str, Any]]:

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import shutil
 import tempfile
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,21 @@ def serve(ws: Workspace) -> None:
     """Serve until interrupted. Errors a user can fix (a bad reference, bad params) raise before anything starts."""
     import uvicorn
 
-    from detops.serving.logs import configure_logging
-
-    configure_logging()
+    logger = logging.getLogger("detops.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s detops.serve[%(process)d]: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     runtime = Path(tempfile.mkdtemp(prefix="detops-serve-"))
     try:
         settings = settings_for(ws, runtime)
         settings.models_dir.mkdir(parents=True)
         serve_params = settings.serve
-        log.info("serving %s on http://%s:%d (batches of up to %d, %s)", settings.champion, _display(serve_params.host),
-                 serve_params.port, serve_params.max_batch_size,
+        host = "127.0.0.1" if serve_params.host in ("0.0.0.0", "::") else serve_params.host
+        log.info("serving %s at http://%s:%d/predict once ready (docs at /docs; batches of up to %d, %s)",
+                 settings.champion, host, serve_params.port, serve_params.max_batch_size,
                  "GPU" if settings.gpu else f"CPU, {settings.threads} thread(s)")
         log.info("%s", capture_line(ws))
         config = uvicorn.Config(build(settings), host=serve_params.host, port=serve_params.port, log_level="warning",
@@ -60,22 +64,9 @@ def build(settings: ServeSettings) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         engine.start()
-        threading.Thread(target=_announce_ready, args=(engine, settings), name="detops-announce", daemon=True).start()
         yield
         log.info("stopping: sealing the open capture batch and deleting this run's downloads")
         engine.close()
         shutil.rmtree(settings.runtime, ignore_errors=True)
 
     return build_app(settings, engine, lifespan)
-
-
-def _announce_ready(engine: Any, settings: ServeSettings) -> None:
-    """Log once, when the champion first answers."""
-    engine.champion.ready.wait()
-    model, serve = engine.champion.current.info, settings.serve
-    log.info("ready: version %s of %s (alias %s) at http://%s:%d/predict; docs at /docs", model.version, model.name,
-             model.alias, _display(serve.host), serve.port)
-
-
-def _display(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -1,14 +1,38 @@
-"""Everything the server needs, resolved once at start: the sources, the device, the threads."""
+"""What a server serves (a registry alias it follows, a fixed registered version, or a model file) and everything
+else it needs, resolved once at start: the device, the threads, the limits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from detops.config.serve import ServeParams
-from detops.errors import ParamsError
-from detops.serving.source import ModelSource, challenger_source, parse_source
+from detops.errors import DataError, ParamsError
 from detops.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A registered model followed by alias (only an alias moves, so only it is watched), one of its versions,
+    or a file (`name` is then empty)."""
+
+    kind: Literal["alias", "version", "file"]
+    ref: str  # the alias, the version number or the file's absolute path
+    name: str = ""
+
+    @property
+    def follows(self) -> bool:
+        return self.kind == "alias"
+
+    @property
+    def alias(self) -> str | None:
+        return self.ref if self.kind == "alias" else None
+
+    def __str__(self) -> str:
+        if self.kind == "file":
+            return self.ref
+        return f"models:/{self.name}@{self.ref}" if self.kind == "alias" else f"models:/{self.name}/{self.ref}"
 
 
 @dataclass(frozen=True)
@@ -33,9 +57,35 @@ class ServeSettings:
     def models_dir(self) -> Path:
         return self.runtime / "models"
 
-    @property
-    def max_body_bytes(self) -> int:
-        return int(self.serve.max_body_mb * 1024 * 1024)
+
+def parse_source(ws: Workspace, spec: str) -> ModelSource:
+    """`serve.model` as a source: an alias of `mlflow.registered_model`, `models:/NAME/VERSION`,
+    `models:/NAME@ALIAS` or a file (an existing path always wins, as for `detops predict`)."""
+    from detops.registry.resolve import parse_reference
+
+    reference = parse_reference(ws, spec)
+    if reference is None:
+        path = ws.resolve(spec)
+        if not path.is_file():
+            raise DataError(f"{path}: model file not found (serve.model takes a file, an alias such as champion, "
+                            "models:/<name>/<version> or models:/<name>@<alias>).")
+        return ModelSource("file", str(Path(path).resolve()))
+    if reference.version:
+        return ModelSource("version", reference.version, reference.name)
+    return ModelSource("alias", str(reference.alias), reference.name)
+
+
+def challenger_source(ws: Workspace, champion: ModelSource) -> ModelSource | None:
+    """The alias canary and shadow traffic go to, on the champion's registered model; None when both are off."""
+    serve = ws.params.serve
+    if serve.canary_share == 0 and serve.shadow_share == 0:
+        return None
+    if champion.kind == "file":
+        raise ParamsError("serve.canary_share and serve.shadow_share need a registered model (the challenger is an "
+                          f"alias of it); {champion} is a file. Serve an alias such as champion, or set both to 0.")
+    from detops.registry.names import check_alias
+
+    return ModelSource("alias", check_alias(serve.challenger), champion.name)
 
 
 def capture_line(ws: Workspace) -> str:
@@ -52,12 +102,15 @@ def settings_for(ws: Workspace, runtime: Path) -> ServeSettings:
     """Parse `serve.model`, check that a registry reference names something that exists (a typo fails here, not
     at the first poll), pick the device and the threads."""
     from detops.cpus import usable_cpus
+    from detops.registry.client import connect
+    from detops.registry.resolve import Reference, resolve_version
 
     serve = ws.params.serve
     champion = parse_source(ws, serve.model)
     challenger = challenger_source(ws, champion)
-    if champion.kind != "file":
-        check_reference(ws, champion)
+    if champion.kind != "file":  # RegistryError naming the fix when the model, version or alias is missing
+        resolve_version(connect(ws), Reference(champion.name, champion.ref if champion.kind == "version" else None,
+                                               alias=champion.alias))
     gpu = False
     if serve.device != "cpu":
         from detops.inference.tensorrt import gpu_name
@@ -65,14 +118,4 @@ def settings_for(ws: Workspace, runtime: Path) -> ServeSettings:
         gpu = gpu_name() is not None
         if serve.device == "gpu" and not gpu:
             raise ParamsError("serve.device is gpu but nvidia-smi finds no NVIDIA GPU here; use auto or cpu.")
-    threads = serve.threads or usable_cpus()
-    return ServeSettings(ws, champion, challenger, runtime, gpu, threads)
-
-
-def check_reference(ws: Workspace, source: ModelSource) -> str:
-    """The version `source` names now (RegistryError naming the fix when the model, version or alias is missing)."""
-    from detops.registry.client import connect
-    from detops.registry.resolve import Reference, resolve_version
-
-    reference = Reference(source.name, alias=source.alias) if source.follows else Reference(source.name, source.ref)
-    return resolve_version(connect(ws), reference)
+    return ServeSettings(ws, champion, challenger, runtime, gpu, serve.threads or usable_cpus())

@@ -41,6 +41,18 @@ def _counter(name: str, **labels: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _counts() -> dict[str, float]:
+    """The capture counters of /metrics now (tests compare what changed)."""
+    return {"saved": _counter("detops_serve_capture_images", outcome="saved"),
+            "dropped": _counter("detops_serve_capture_images", outcome="dropped"),
+            "stopped": _counter("detops_serve_capture_images", outcome="stopped"),
+            "batches": _counter("detops_serve_capture_batches")}
+
+
+def _since(before: dict[str, float]) -> dict[str, float]:
+    return {key: value - before[key] for key, value in _counts().items()}
+
+
 def _png(seed: int, size: tuple[int, int] = (40, 30)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, (seed * 37 % 256, 90, 140)).save(out, format="PNG")
@@ -100,6 +112,7 @@ def test_close_writes_the_queue_and_seals_the_open_batch(tmp_path: Path) -> None
     """The server's shutdown (SIGTERM): nothing queued is lost, the open batch gets its manifest, the thread ends;
     an image offered later is dropped, counted."""
     writers = sum(t.name == "detops-capture" for t in threading.enumerate())
+    before = _counts()
     writer = CaptureWriter(tmp_path, "_READY", batch_size=100, max_minutes=60, score_threshold=0.3)
     writer.start()
     assert sum(t.name == "detops-capture" for t in threading.enumerate()) == writers + 1
@@ -112,7 +125,7 @@ def test_close_writes_the_queue_and_seals_the_open_batch(tmp_path: Path) -> None
     assert len(read_captured(manifest.parent) or []) == 5
     writer.offer(_capture(5))
     writer.close()  # a second close does nothing
-    assert writer.stats().saved == 5 and writer.stats().dropped == 1 and writer.stats().batches == 1
+    assert _since(before) == {"saved": 5, "dropped": 0, "stopped": 1, "batches": 1}
 
 
 def test_close_of_a_writer_never_started_writes_in_the_caller(tmp_path: Path) -> None:
@@ -144,6 +157,7 @@ def test_a_batch_left_unsealed_by_a_dead_writer_is_sealed_by_another_once_stale(
     young = _folder(landing, "serve-7f9c-fghij", 1, now - timedelta(minutes=1.5))
     (young / "000001.png").write_bytes(_png(1))
     empty = _folder(landing, "serve-7f9c-klmno", 1, now - timedelta(minutes=10))
+    before = _counts()
     writer = CaptureWriter(landing, "_READY", batch_size=100, max_minutes=1, score_threshold=0.3, grace_s=60)
     writer.start()  # a writer looks at start, then every minute
     wait_until(lambda: (dead / "_READY").is_file(), 10, "the dead writer's batch to be sealed", poll=0.05)
@@ -154,7 +168,7 @@ def test_a_batch_left_unsealed_by_a_dead_writer_is_sealed_by_another_once_stale(
     assert len(read_batch(ws, batch).dataset["images"]) == 2 and len(read_captured(dead) or []) == 2
     assert not (young / "_READY").exists()  # 1.5 min: its writer may still seal it (at 1 min + a late disk)
     assert not empty.exists()  # opened, nothing captured: removed, not sealed as an empty batch
-    assert writer.stats().batches == 1
+    assert _since(before)["batches"] == 1
 
 
 def test_a_write_error_pauses_capture_and_it_resumes_once_the_folder_can_be_written(tmp_path: Path) -> None:
@@ -169,35 +183,35 @@ def test_a_write_error_pauses_capture_and_it_resumes_once_the_folder_can_be_writ
     landing.write_text("a file where the landing folder should be")
     writer = CaptureWriter(landing, "_READY", batch_size=100, max_minutes=60, score_threshold=0.3)
     writer.start()
+    before = _counts()
     writer.offer(_capture(0))
-    wait_until(lambda: writer.stats().write_errors == 1, 10, "the write error", poll=0.05)
+    wait_until(lambda: _counter("detops_serve_capture_failures", error="ENOTDIR") == failures + 1, 10,
+               "the write error", poll=0.05)
     writer.offer(_capture(1))  # paused: it waits for the back-off (1 s)
-    assert writer.stats().dropped == 1 and writer.stats().saved == 0
+    assert _counter("detops_serve_capture_images", outcome="unwritable") == unwritable + 1 and writer.saved == 0
     time.sleep(0.3)
     landing.unlink()
     landing.mkdir()
-    wait_until(lambda: writer.stats().saved, 10, "capture to resume", poll=0.05)
+    wait_until(lambda: writer.saved, 10, "capture to resume", poll=0.05)
     writer.close()
-    stats = writer.stats()
-    assert 0.3 <= stats.unwritable_seconds < 5 and stats.batches == 1 and stats.saved == 1
+    gap = _counter("detops_serve_capture_unwritable_seconds") - seconds
+    assert 0.3 <= gap < 5 and _since(before) == {"saved": 1, "dropped": 0, "stopped": 0, "batches": 1}
     (manifest,) = landing.glob("capture-*/_READY")
     assert json.loads(manifest.read_text())["images"] == 1
     assert json.loads((manifest.parent / CAPTURED_ANSWERS).read_text())["request_id"] == "req:1"
     assert _counter("detops_serve_capture_failures", error="ENOTDIR") == failures + 1  # one gap
     assert _counter("detops_serve_capture_images", outcome="unwritable") == unwritable + 1
-    assert _counter("detops_serve_capture_unwritable_seconds") == pytest.approx(seconds + stats.unwritable_seconds)
 
 
 def test_the_queue_is_bounded_in_bytes_and_drops_instead_of_waiting(tmp_path: Path) -> None:
-    dropped = _counter("detops_serve_capture_images", outcome="dropped")
+    before = _counts()
     writer = CaptureWriter(tmp_path, "_READY", batch_size=1000, max_minutes=60, score_threshold=0.3, queue_mb=1)
     big = b"x" * (300_000 - ANSWER_BYTES)  # 300 kB queued each: 3 fit in 1 MiB, whatever a count bound says
     started = time.perf_counter()
     for i in range(5):  # no writer thread: the queue fills
         writer.offer(Capture(big, {"request_id": str(i)}))
     assert time.perf_counter() - started < 1.0
-    assert writer.stats().dropped == 2
-    assert _counter("detops_serve_capture_images", outcome="dropped") == dropped + 2
+    assert _since(before)["dropped"] == 2
 
 
 def test_byte_bounded_queue() -> None:

@@ -216,15 +216,42 @@ def test_bf16_is_offered_only_with_the_capability_and_elsewhere_runs_as_f32(
 
 
 def test_serving_loads_and_warms_an_openvino_variant(exported: tuple[Workspace, Any]) -> None:
+    """A server warms batch sizes 1 and 8 only (each compiled size holds its own weights); a batch of 5 then runs
+    on those two (split into ones, or padded to 8, by their measured cost), compiles nothing, and answers as five
+    single images do."""
+    import numpy as np
+
     from detops.serving.loaded import file_version, load, warm_up
 
     ws, _ = exported
     path = ws.models / "export" / "model.int8.openvino.onnx"
     model = load(path, role="champion", name=path.name, version=file_version(path), alias=None,
                  variant="openvino-int8", device="auto", threads=1, score_threshold=0.3)
-    warm_up(model, None, 8)
+    warm_up(model, None, (1, 8))
+    runtime = model.predictor.runtime
     assert model.info.runtime.startswith("openvino") and model.info.thresholds["score_threshold"] == 0.3
-    assert model.predictor.runtime.static_batches == tuple(range(1, 9))  # type: ignore[attr-defined]  # no compile left
+    assert runtime.static_batches == (1, 8)  # type: ignore[attr-defined]
+    assert runtime.plan(5) in ([1] * 5, [8]) and runtime.plan(8) == [8]  # type: ignore[attr-defined]
+    images = [np.random.default_rng(i).integers(0, 255, (50, 70, 3), dtype=np.uint8) for i in range(5)]
+    model.warm.set()
+    together = model.predict(images)
+    assert runtime.static_batches == (1, 8)  # type: ignore[attr-defined]  # no compile for 5
+    for image, answer in zip(images, together, strict=True):
+        (alone,) = model.predict([image])
+        np.testing.assert_allclose(answer.boxes, alone.boxes, atol=0.05)
+        np.testing.assert_allclose(answer.scores, alone.scores, atol=1e-3)
+
+
+def test_a_batch_runs_split_or_padded_by_the_measured_cost(exported: tuple[Workspace, Any]) -> None:
+    """With sizes 1 and 8 compiled, a batch of 7 pads to 8 when one call of 8 measured cheaper than seven of 1,
+    and splits when it did not; a batch larger than every compiled size compiles its own."""
+    ws, _ = exported
+    runtime: Any = load_predictor(ws.models / "export" / "model.openvino.onnx", threads=1).runtime
+    runtime._seconds.update({1: 0.010, 8: 0.050})  # what measuring would leave: 7 x 10 ms > 50 ms
+    runtime._compiled[8] = runtime._compile(8)
+    assert runtime.plan(7) == [8] and runtime.plan(3) == [1, 1, 1] and runtime.plan(8) == [8]
+    runtime._seconds[8] = 0.080
+    assert runtime.plan(7) == [1] * 7 and runtime.plan(9) == [9]
 
 
 def test_static_models_per_batch_size_answer_as_the_dynamic_axis_does(exported: tuple[Workspace, Any]) -> None:

@@ -114,7 +114,7 @@ def gate_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         return JSONResponse({"status": "ready"})
 
     app = Starlette(routes=[Route("/predict", echo, methods=["POST"]), Route("/health", ok, methods=["GET"])])
-    with TestClient(gate.Gate(app, gate.GateLimits(max_body=100_000, max_pixels=10_000))) as client:
+    with TestClient(gate.Gate(app, max_body=100_000, max_pixels=10_000)) as client:
         yield client
 
 
@@ -538,15 +538,18 @@ def test_shadow_changes_no_answer_and_measures_agreement(registry: Registry, fix
         server.wait_ready()
         _wait_model(server, "challenger", "2")
         assert _detections(server, images) == expected
-        _wait_metric(server, 'detops_serve_shadow_requests_total{outcome="run"}', at_least=1)
-        time.sleep(0.5)
-        metrics = _metrics(server)
-    run = metrics['detops_serve_shadow_requests_total{outcome="run"}']
-    skipped = metrics.get('detops_serve_shadow_requests_total{outcome="skipped"}', 0.0)
-    assert run + skipped == len(images) and run >= len(images) // 2
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # every shadow run or skipped (they queue behind canary requests)
+            metrics = _metrics(server)
+            run = metrics.get('detops_serve_shadow_requests_total{outcome="run"}', 0.0)
+            skipped = metrics.get('detops_serve_shadow_requests_total{outcome="skipped"}', 0.0)
+            if run + skipped >= len(images):
+                break
+            time.sleep(0.2)
+    assert run + skipped == len(images) and run >= len(images) // 2, metrics
     assert metrics["detops_serve_shadow_agreement_count"] == run
     assert metrics["detops_serve_shadow_agreement_sum"] < run  # v2 has other weights: they disagree somewhere
-    assert metrics["detops_serve_shadow_seconds_count"] == run
+    assert 1 <= metrics["detops_serve_shadow_seconds_count"] <= run  # one per shadow batch
     assert metrics['detops_serve_answers_total{role="champion",version="1"}'] == len(images)
     assert not any(name.startswith('detops_serve_answers_total{role="challenger"') for name in metrics)
 
@@ -624,6 +627,7 @@ def test_routes_health_model_metrics_docs_and_the_key(fixed_server: ServeProcess
     assert model["classes"] == [{"id": 3, "name": "box"}, {"id": 7, "name": "disc"}]
     schema = httpx.get(f"{url}/openapi.json", timeout=5, headers=auth).json()["paths"]["/predict"]["post"]
     assert {"multipart/form-data", "application/json", "image/*"} <= set(schema["requestBody"]["content"])
+    assert "X-Request-Id" in schema["description"] and schema["summary"] == "Detect objects in one image"
     metrics = _metrics(fixed_server, auth)
     assert any(re.match(r'detops_serve_requests_total\{route="/predict",status="200"\}', k) for k in metrics)
     loaded = f'alias="",name="{registry.name}",role="champion",variant="{model["variant"]}",version="1"'
@@ -713,12 +717,16 @@ class _Model:
 
 
 def _stand_in(role: str, version: str) -> Any:
+    import functools
     from types import SimpleNamespace
 
+    from detops.inference.predictor import Predictor
     from detops.serving.loaded import ModelInfo
 
     info = ModelInfo(role, "m", version, role, "onnx", None, "test", ((3, "box"),), {}, 32)
-    return _Model(info, SimpleNamespace(meta=SimpleNamespace(class_ids=[3], class_names=["box"])), role != "champion")
+    predictor = SimpleNamespace(meta=SimpleNamespace(class_ids=[3], class_names=["box"]))
+    predictor.to_coco = functools.partial(Predictor.to_coco, predictor)  # the real conversion to COCO results
+    return _Model(info, predictor, role != "champion")
 
 
 def test_a_failing_canary_is_answered_by_the_champion(tmp_path: Path) -> None:

@@ -24,9 +24,9 @@ class ServeParams(Section):
         "auto: the version's deployable GPU variant where an NVIDIA GPU can run it, else its CPU variant."))
     max_batch_size: int = Field(8, ge=1, le=256, description="Most requests one inference call batches.")
     batch_timeout: float = Field(0.005, ge=0, le=1, description=(
-        "Seconds the inference thread waits for more requests after the first, only while the previous batch held "
-        "more than one "
-        "(under load); light traffic never waits. 0 = take only what has already queued."))
+        "Seconds the inference thread waits for each next request of a batch, only while the previous batch held "
+        "more than one (under load: a burst forms one batch); light traffic never waits. 0 = take only what has "
+        "already queued."))
     timeout: float = Field(30.0, gt=0, description="Seconds a request may wait in the queue before a 504.")
     poll_seconds: float = Field(10.0, ge=0, description=(
         "How often the server re-reads the aliases it follows; 0 = load once, never swap."))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,17 @@ def capability_names() -> list[str]:
 
 
 class OpenVinoRuntime:
-    """An ONNX file compiled by OpenVINO for the CPU, one static model per batch size it meets (up to
-    `STATIC_BATCHES`; larger batches share one model with a dynamic batch axis). Static shapes ran 1.1-1.3x faster
-    than the dynamic axis at batch 1 and 8, and 1.3-1.5x over a mix of sizes 2-8 as serving's batches come
+    """An ONNX file compiled by OpenVINO for the CPU, one static model per batch size (up to `STATIC_BATCHES`;
+    larger batches share one model with a dynamic batch axis). Static shapes ran 1.1-1.3x faster than the dynamic
+    axis at batch 1 and 8, and 1.3-1.5x over a mix of sizes 2-8 as serving's batches come
     (`benchmarks/openvino_shapes.py`, AMX Xeon, demo and BCCD models). A compile took 0.25 s (192 px) to 1.2 s
-    (416 px INT8) there, paid on a size's first call: serving warms every size up to `serve.max_batch_size`.
+    (416 px INT8) there.
+
+    Each compiled size holds its own copy of the weights (about 30 MiB for the 192 px demo model), so a size is
+    compiled only when a batch is larger than every size compiled so far; a smaller batch runs on the sizes already
+    compiled, split into them or padded up to one, whichever their measured seconds per call say is cheaper. A
+    server that warms sizes 1 and 8 thus holds two models, not eight, and a batch of 2 runs as two of 1, a batch of
+    7 as one of 8.
 
     Safe to call from several threads (MLflow's model server does): an infer request runs one inference at a time
     and its output tensor is overwritten by the next, so each thread gets its own requests from the shared
@@ -103,6 +110,8 @@ class OpenVinoRuntime:
             self._config["INFERENCE_NUM_THREADS"] = threads
         self._compiled: dict[int | None, Any] = {1: self._compile(1)}  # now: a file OpenVINO cannot compile fails
         self._compile_lock = threading.Lock()                            # at load, not at the first image
+        self._seconds: dict[int, float] = {}  # static size -> seconds per call (a moving average, first call left
+        self._ran: set[int] = set()            # out: it allocates)
         self._requests = threading.local()
         self.name = f"openvino {ov.__version__.split('-')[0]} (CPU, {self.hint})"
 
@@ -150,9 +159,46 @@ class OpenVinoRuntime:
         """The batch sizes compiled so far with a static shape (a first call of any other size compiles)."""
         return tuple(sorted(b for b in self._compiled if b is not None))
 
+    def plan(self, n: int) -> list[int]:
+        """The static sizes a batch of `n` runs as: `n` itself when compiled or larger than every compiled size
+        (it compiles), else the cheaper of splitting into compiled sizes (largest first) and padding up to the
+        smallest compiled size above `n`, by the measured seconds per call."""
+        sizes = sorted(b for b in self._compiled if b is not None)
+        if n in sizes or n > sizes[-1]:
+            return [n]
+        split, left = [], n
+        for size in reversed(sizes):
+            while size <= left:
+                split.append(size)
+                left -= size
+        pad = min(b for b in sizes if b > n)
+        if left or (pad in self._seconds and all(b in self._seconds for b in split)
+                    and self._seconds[pad] < sum(self._seconds[b] for b in split)):
+            return [pad]
+        return split  # exact, and cheaper or not measured yet
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        request = self._request(len(batch) if len(batch) <= STATIC_BATCHES else None)
-        request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if len(batch) > STATIC_BATCHES:
+            return self._infer(None, batch)
+        outputs, start = [], 0
+        for size in self.plan(len(batch)):
+            chunk = batch[start:start + size]
+            if len(chunk) < size:  # padded: the extra images are blank and their answers dropped
+                chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
+            outputs.append(self._infer(size, chunk)[:len(batch) - start])
+            start += size
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    def _infer(self, size: int | None, batch: np.ndarray) -> np.ndarray:
+        request = self._request(size)
+        started = time.perf_counter()
+        request.infer({0: batch})
+        if size in self._ran:
+            took = time.perf_counter() - started
+            self._seconds[size] = 0.8 * self._seconds.get(size, took) + 0.2 * took
+        elif size is not None:
+            self._ran.add(size)
         return np.array(request.get_output_tensor(0).data, dtype=np.float32)  # a copy: the tensor is reused
 
 

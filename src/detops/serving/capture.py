@@ -52,21 +52,10 @@ class Capture:
     answer: dict[str, Any]
 
 
-@dataclass
-class CaptureStats:
-    """What capture did in this process: images saved, dropped (full queue, or offered while paused or closed),
-    batches sealed (stale ones of other writers included), write errors, seconds it could not write."""
-
-    saved: int = 0
-    dropped: int = 0
-    batches: int = 0
-    write_errors: int = 0
-    unwritable_seconds: float = 0.0
-
-
 class CaptureWriter:
     """Writes offered captures into this process's open batch and seals it; pauses on an OSError, tries again.
-    `start()` starts the writer thread; `close()` writes the queue, seals the open batch and ends it."""
+    `start()` starts the writer thread; `close()` writes the queue, seals the open batch and ends it. What it did
+    is counted in /metrics only (`detops_serve_capture_*`)."""
 
     def __init__(self, landing: Path, manifest: str, batch_size: int, max_minutes: float, score_threshold: float,
                  *, queue_mb: float = ServeParams.model_fields["capture_queue_mb"].default,
@@ -76,10 +65,9 @@ class CaptureWriter:
         self.stale_seconds = self.max_seconds + grace_s
         self.batch = OpenBatch(self.landing, manifest)
         self._queue: ByteBoundedQueue[Capture] = ByteBoundedQueue(int(queue_mb * 2**20))
-        self._lock = threading.Lock()  # the stats, read from another thread
-        self._stats = CaptureStats()
         self._paused_at: float | None = None  # while unwritable: when the gap was last counted
         self._backoff = FIRST_BACKOFF_S
+        self.saved = 0  # images written by this writer
         self._thread = threading.Thread(target=self._run, name="detops-capture", daemon=True)
 
     def start(self) -> None:
@@ -88,7 +76,7 @@ class CaptureWriter:
     def offer(self, capture: Capture) -> None:
         """Never blocks: dropped (counted) when the queue's bytes are full, or once closed."""
         if not self._queue.put(capture, len(capture.data) + ANSWER_BYTES):
-            self._drop("stopped" if self._queue.closed else "dropped")
+            metrics().captures.labels("stopped" if self._queue.closed else "dropped").inc()
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Stop capture (waiting at most `timeout` seconds for a slow disk); a second call does nothing."""
@@ -101,31 +89,12 @@ class CaptureWriter:
         elif self._thread.ident is None:  # never started: finish here
             self._run()
 
-    def stats(self) -> CaptureStats:
-        self._count_gap()
-        with self._lock:
-            return CaptureStats(**vars(self._stats))
-
     def _count_gap(self, resumed: bool = False) -> None:
         """Add the seconds unwritable since the gap was last counted (at least every second while paused)."""
-        with self._lock:
-            if self._paused_at is None:
-                return
+        if self._paused_at is not None:
             now = time.monotonic()
-            gap, self._paused_at = now - self._paused_at, None if resumed else now
-            self._stats.unwritable_seconds += gap
-        metrics().capture_unwritable.inc(gap)
-
-    def _drop(self, outcome: str, n: int = 1) -> None:
-        if n:
-            with self._lock:
-                self._stats.dropped += n
-            metrics().captures.labels(outcome).inc(n)
-
-    def _sealed(self, n: int = 1) -> None:
-        with self._lock:
-            self._stats.batches += n
-        metrics().capture_batches.inc(n)
+            metrics().capture_unwritable.inc(now - self._paused_at)
+            self._paused_at = None if resumed else now
 
     def _run(self) -> None:
         """Write what comes, seal what is due (a last time once closed); after a write error, wait the back-off."""
@@ -133,7 +102,8 @@ class CaptureWriter:
         while not (self._queue.closed and not len(self._queue)):
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + SWEEP_EVERY_S
-                self._sealed(seal_stale(self.landing, self.manifest, self.stale_seconds, skip=self.batch.folder))
+                sealed = seal_stale(self.landing, self.manifest, self.stale_seconds, skip=self.batch.folder)
+                metrics().capture_batches.inc(sealed)
             if wait and not self._queue.closed:
                 self._queue.wait_closed(wait)  # the back-off, cut short by close()
             due = self.batch.opened + self.max_seconds - time.monotonic() if self.batch.folder else 1.0
@@ -146,18 +116,17 @@ class CaptureWriter:
         """Write `item` (if any) and seal what is due; the seconds to wait before the next try (0 unless it
         failed)."""
         self._count_gap()
-        saved = self._stats.saved
+        saved = self.saved
         try:
             if item is not None:
                 self.write(item)
             if self.batch.folder is not None and (seal or time.monotonic() - self.batch.opened >= self.max_seconds):
-                self.batch.seal()
-                self._sealed()
+                self.seal()
         except OSError as exc:
-            return self._failed(exc, lost=int(item is not None and self._stats.saved == saved))
+            return self._failed(exc, lost=int(item is not None and self.saved == saved))
         except Exception:  # a bad capture costs that capture only
             log.exception("capture: an image could not be saved")
-            self._drop("failed")
+            metrics().captures.labels("failed").inc()
         return 0.0
 
     def write(self, capture: Capture) -> None:
@@ -167,28 +136,28 @@ class CaptureWriter:
             "request_id": answer.get("request_id"), "model": answer.get("model"),
             "score_threshold": self.score_threshold, "detections": answer.get("detections", []),
             "captured_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
+        self.saved += 1
+        metrics().captures.labels("saved").inc()
         if self._paused_at is not None:
             self._count_gap(resumed=True)
             self._backoff = FIRST_BACKOFF_S
             log.warning("capture resumed under %s", self.landing)
-        with self._lock:
-            self._stats.saved += 1
-        metrics().captures.labels("saved").inc()
         if self.batch.count >= self.batch_size:
-            self.batch.seal()
-            self._sealed()
+            self.seal()
+
+    def seal(self) -> None:
+        self.batch.seal()
+        metrics().capture_batches.inc()
 
     def _failed(self, exc: OSError, lost: int) -> float:
         """Pause capture: `lost` (the image being written) and the queued images are dropped (counted); returns
         the back-off (doubling from the second failure of a gap)."""
-        with self._lock:
-            self._stats.write_errors += 1
-            first, self._paused_at = self._paused_at is None, self._paused_at or time.monotonic()
-        if first:
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
             metrics().capture_failures.labels(errno.errorcode.get(exc.errno or 0, type(exc).__name__)).inc()
             log.error("capture paused: cannot write under %s (%s); serving goes on, capture tries again with "
                       "back-off", self.landing, exc)
         else:
             self._backoff = min(MAX_BACKOFF_S, self._backoff * 2)
-        self._drop("unwritable", len(self._queue.drain()) + lost)
+        metrics().captures.labels("unwritable").inc(len(self._queue.drain()) + lost)
         return self._backoff

@@ -3,9 +3,9 @@
 The HTTP handler parses a request (`gate`), then `submit`s the image's bytes: a `Job` goes on the queue of the model
 that answers it (the challenger for the canary share, by a hash of the request id, else the champion) and the
 handler awaits an asyncio future. Each model's thread blocks on its queue while idle (never polls), takes what
-queued meanwhile, and waits up to `serve.batch_timeout` for more only when the previous batch held more than one
-request (requests then arrive faster than one inference): light traffic meets no added latency, heavy traffic forms
-full batches. A batch is decoded (in parallel: PIL and OpenCV release the GIL), run once and answered through
+queued meanwhile, and, only when the previous batch held more than one request (requests then arrive faster than
+one inference), waits up to `serve.batch_timeout` for each next one: light traffic meets no added latency, a burst
+forms a full batch. A batch is decoded (in parallel: PIL and OpenCV release the GIL), run once and answered through
 `call_soon_threadsafe`. ONNX Runtime and OpenVINO release the GIL while they run, so HTTP parsing and the other
 model's thread go on meanwhile. A canary batch the challenger cannot answer goes to the champion's queue. Shadows
 (champion-answered images also run on the challenger, to measure agreement) queue behind the challenger's requests
@@ -57,7 +57,6 @@ class Job:
     request_id: str
     data: bytes
     future: asyncio.Future[Outcome] | None = None
-    loop: asyncio.AbstractEventLoop | None = None
     queued: float = field(default_factory=time.monotonic)
     image: np.ndarray | None = None
     outcome: Outcome | None = None
@@ -65,14 +64,13 @@ class Job:
 
 
 def collect(jobs: queue.Queue[Job | None], max_batch: int, wait: float) -> list[Job | None]:
-    """Block for the first job, take what queued meanwhile, and wait up to `wait` seconds more for the batch to
-    fill (the caller passes 0 unless the previous batch held several). STOP ends a batch and is returned in it."""
+    """Block for the first job, take what queued meanwhile, and wait up to `wait` seconds for each next one (the
+    caller passes 0 unless the previous batch held several): a burst of requests, such as the clients of the last
+    batch sending again, forms one batch. STOP ends a batch and is returned in it."""
     batch: list[Job | None] = [jobs.get()]
-    deadline = time.monotonic() + wait
     while batch[-1] is not STOP and len(batch) < max_batch:
-        remaining = deadline - time.monotonic()
         try:
-            batch.append(jobs.get(timeout=remaining) if remaining > 0 else jobs.get_nowait())
+            batch.append(jobs.get(timeout=wait) if wait > 0 else jobs.get_nowait())
         except queue.Empty:
             break
     return batch
@@ -82,12 +80,15 @@ class Engine:
     """The followers of the champion (and challenger), each with its queue and inference thread, and capture."""
 
     def __init__(self, settings: ServeSettings) -> None:
-        self.settings = settings
+        self.settings, serve, ws = settings, settings.serve, settings.ws
         self.champion = Follower("champion", settings.champion, settings)
         self.challenger = Follower("challenger", settings.challenger, settings) if settings.challenger else None
         self.followers = [f for f in (self.champion, self.challenger) if f is not None]
         self.queues: dict[str, queue.Queue[Job | None]] = {f.role: queue.Queue() for f in self.followers}
-        self.capture = capture_writer(settings)
+        self.capture = CaptureWriter(
+            ws.resolve(ws.params.monitor.landing), ws.params.monitor.manifest, serve.capture_batch_size,
+            serve.capture_max_minutes, settings.score_threshold, queue_mb=serve.capture_queue_mb,
+        ) if serve.capture_share > 0 else None
         self._shadow_bytes = 0  # of the shadows queued
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="detops-decode")
@@ -112,14 +113,12 @@ class Engine:
 
     async def submit(self, data: bytes, request_id: str) -> Outcome:
         """The answer to one image (the handler's only call into the engine)."""
-        loop = asyncio.get_running_loop()
-        job = Job(request_id, data, loop.create_future(), loop)
+        job = Job(request_id, data, asyncio.get_running_loop().create_future())
         canary = assign(request_id, self.settings.serve.canary_share, 0.0).canary
         metrics().in_flight.inc()
         try:
             self.queues["challenger" if canary and self.challenger and self.challenger.current else "champion"].put(job)
-            assert job.future is not None
-            return await job.future
+            return await job.future  # type: ignore[misc]
         finally:
             metrics().in_flight.dec()
 
@@ -130,75 +129,66 @@ class Engine:
             jobs = [job for job in batch if job is not STOP]
             last = len(jobs)
             try:
-                done = self.answer(follower, jobs)
+                jobs = self.answer(follower, jobs)
             except Exception as exc:  # a bug must cost its batch, never the thread
                 log.exception("a batch failed")
-                done = [job for job in jobs if job.shadow is None]
-                for job in done:
+                for job in jobs:
                     job.outcome = job.outcome or error(500, f"internal error: {exc}", job.request_id)
-            for job in done:
-                if job.loop is not None and job.future is not None:
+            for job in jobs:
+                if job.future is not None:
                     outcome = job.outcome or error(500, "internal error: no answer was made", job.request_id)
-                    job.loop.call_soon_threadsafe(_resolve, job.future, outcome)
-            if len(jobs) < len(batch):
+                    job.future.get_loop().call_soon_threadsafe(_resolve, job.future, outcome)
+            if batch[-1] is STOP:
                 return
 
-    def _decode_all(self, jobs: list[Job]) -> None:
-        """Each job's pixels, or its own error (a truncated file fails its own request only)."""
-        timeout = self.settings.serve.timeout
-
-        def one(job: Job) -> None:
-            if time.monotonic() - job.queued > timeout:
-                job.outcome = error(504, f"the request waited more than {timeout:g} s (serve.timeout)",
-                                    job.request_id)
-                return
-            try:
-                job.image = decode(job.data)
-            except Rejected as exc:
-                job.outcome = error(exc.status, exc.detail, job.request_id)
-
-        todo = [job for job in jobs if job.image is None and job.outcome is None]
-        if len(todo) > 1 and self.settings.threads > 1:
-            list(self._pool.map(one, todo))
-        else:
-            for job in todo:
-                one(job)
+    def _decode(self, job: Job) -> None:
+        """The job's pixels, or its own error (a truncated file fails its own request only)."""
+        if job.image is not None or job.outcome is not None:
+            return
+        if time.monotonic() - job.queued > self.settings.serve.timeout:
+            job.outcome = error(504, f"the request waited more than {self.settings.serve.timeout:g} s "
+                                     "(serve.timeout)", job.request_id)
+            return
+        try:
+            job.image = decode(job.data)
+        except Rejected as exc:
+            job.outcome = error(exc.status, exc.detail, job.request_id)
 
     def answer(self, follower: Follower, jobs: list[Job]) -> list[Job]:
         """Run `follower`'s model once on the requests among `jobs`, then its shadows; returns the requests
         answered here (a canary batch the challenger cannot answer is handed to the champion's queue instead)."""
         shadows = [job for job in jobs if job.shadow is not None]
         jobs = [job for job in jobs if job.shadow is None]
-        self._decode_all(jobs)
-        model = follower.current  # the batch keeps it, whatever a swap does meanwhile
-        todo = [job for job in jobs if job.outcome is None]
-        if follower is self.challenger:
-            try:
-                self._run_model(model, todo)
-            except Exception:
-                log.exception("the challenger failed on %d canary request(s); the champion answers them", len(todo))
-                metrics().canary_fallbacks.inc(len(todo))
-                for job in todo:
-                    self.queues["champion"].put(job)
-                jobs = [job for job in jobs if job.outcome is not None]
-            self._run_shadows(model, shadows)
-            return jobs
-        if model is None:
-            why = follower.error or "the model is still loading"
+        if len(jobs) > 1:
+            list(self._pool.map(self._decode, jobs))
+        elif jobs:  # one image: decoded here, no hand-off to the pool
+            self._decode(jobs[0])
+        model, todo = follower.current, [job for job in jobs if job.outcome is None]  # kept, whatever a swap does
+        if model is None and follower is self.champion:
             for job in todo:
-                job.outcome = error(503, f"no model is ready yet ({why}); retry, or watch GET /health", job.request_id)
-            return jobs
+                job.outcome = error(503, f"no model is ready yet ({follower.error or 'the model is still loading'}); "
+                                         "retry, or watch GET /health", job.request_id)
+            todo = []
         try:
             detections = self._run_model(model, todo)
         except Exception as exc:
-            log.exception("the champion failed on a batch of %d", len(todo))
+            log.exception("the %s failed on a batch of %d", follower.role, len(todo))
+            if follower is self.champion:
+                for job in todo:
+                    job.outcome = error(500, f"the model failed on this batch: {exc}", job.request_id)
+                return jobs
+            metrics().canary_fallbacks.inc(len(todo))  # the champion answers them
             for job in todo:
-                job.outcome = error(500, f"the model failed on this batch: {exc}", job.request_id)
+                self.queues["champion"].put(job)
+            self._run_shadows(None, shadows)
+            return [job for job in jobs if job.outcome is not None]
+        if follower is self.challenger:
+            self._run_shadows(model, shadows)
             return jobs
         serve = self.settings.serve
         for job, det in zip(todo, detections, strict=True):
             if self.challenger is not None and assign(job.request_id, serve.canary_share, serve.shadow_share).shadow:
-                self.offer_shadow(Job(job.request_id, b"", image=job.image, shadow=(model, det)))
+                self.offer_shadow(Job(job.request_id, b"", image=job.image, shadow=(model, det)))  # type: ignore[arg-type]
             if self.capture is not None and captured(job.request_id, serve.capture_share):
                 self.capture.offer(Capture(job.data, job.outcome.body))  # type: ignore[union-attr]
             job.data, job.image = b"", None
@@ -256,28 +246,13 @@ def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
         future.set_result(outcome)
 
 
-def capture_writer(settings: ServeSettings) -> CaptureWriter | None:
-    """The capture writer, when serve.capture_share is on."""
-    serve, ws = settings.serve, settings.ws
-    if serve.capture_share <= 0:
-        return None
-    return CaptureWriter(ws.resolve(ws.params.monitor.landing), ws.params.monitor.manifest, serve.capture_batch_size,
-                         serve.capture_max_minutes, settings.score_threshold, queue_mb=serve.capture_queue_mb)
-
-
 def answer(model: LoadedModel, det: Detections, request_id: str) -> Outcome:
     """Detections in the image's own pixels, COCO boxes, and the model that found them."""
-    info = model.info
-    ids, names = model.predictor.meta.class_ids, model.predictor.meta.class_names
-    detections = []
-    for box, score, label in zip(det.boxes, det.scores, det.labels, strict=True):
-        x0, y0, x1, y1 = (float(v) for v in box)
-        detections.append({"category_id": int(ids[int(label)]), "class_name": names[int(label)],
-                           "score": round(float(score), 5),
-                           "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]})
-    body = {"detections": detections, "model": info.answer(), "request_id": request_id}
+    info, names = model.info, dict(model.info.classes)
+    detections = [{"category_id": r["category_id"], "class_name": names[r["category_id"]], "score": r["score"],
+                   "bbox": r["bbox"]} for r in model.predictor.to_coco(det, 0)]
     headers = {"X-Model-Version": info.version, **({"X-Model-Alias": info.alias} if info.alias else {})}
-    return Outcome(200, body, headers)
+    return Outcome(200, {"detections": detections, "model": info.answer(), "request_id": request_id}, headers)
 
 
 def error(status: int, detail: str, request_id: str) -> Outcome:

@@ -2,8 +2,8 @@
 
 A thread per role re-reads the alias every `serve.poll_seconds`. When it moves, the new version is downloaded,
 loaded beside the served one and warmed up on one image; only then does one reference assignment switch to it,
-and the thread compiles its other batch sizes after the switch (OpenVINO compiles a model per batch size, and a
-model is safe to use from several threads), so a cold start is ready as soon as batch 1 answers. A batch that
+and the thread warms its largest batch size after the switch (OpenVINO compiles a model per batch size; the model
+answers one image at a time until then), so a cold start is ready as soon as batch 1 answers. A batch that
 started on the old model finishes on it (it holds its own reference). A version that fails to download, load or
 warm up is never switched to: the served one stays, the failure is counted (`detops_serve_model_load_failures`)
 and logged, and that version is tried again only after `retry_seconds`. A poll that fails (the registry
@@ -68,7 +68,6 @@ class Follower:
         self.ready = threading.Event()  # set at the first switch
         self._client: MlflowClient | None = None
         self._retry_at: dict[str, float] = {}  # failed version -> when it may be tried again
-        self._folders: dict[str, Path] = {}  # version -> its download folder
         self._example: bytes | None = None  # the version's input example, for warm-up
         self._stop = threading.Event()  # set at shutdown: ends the sleep between polls and the warm-up
         self._thread = threading.Thread(target=self._run, name=f"detops-follow-{role}", daemon=True)
@@ -108,7 +107,7 @@ class Follower:
         except AliasMissing as exc:
             if self.role != "champion" and self.current is not None:
                 log.info("%s no longer set; its traffic goes to the champion", exc)
-                self._retire(self.current)
+                self._gauge(self.current, 0)
                 self.current = None
             self._set_error(f"{exc} in the registry")
             return
@@ -153,10 +152,11 @@ class Follower:
         return self._client
 
     def _prepare(self, target: Target) -> LoadedModel:
-        """Download, load and warm `target` beside the served model; the served one is untouched."""
-        folder = self.settings.models_dir / f"{self.role}-{target.version.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
+        """Download, load and warm `target` beside the served model; the served one is untouched. The download
+        is deleted once loaded: the runtime holds the model in memory."""
         from detops.registry.files import Fetched
 
+        folder = self.settings.models_dir / f"{self.role}-{target.version.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
         stage, example = "download", None
         try:
             if target.path is not None:
@@ -170,11 +170,11 @@ class Follower:
             stage = "load"
             model = self._load(fetched, target.version)
             stage = "warmup"
-            warm_up(model, example, 1)
+            warm_up(model, example, (1,))
         except Exception as exc:
-            shutil.rmtree(folder, ignore_errors=True)
             raise LoadFailed(stage, exc) from exc
-        self._folders[target.version] = folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         self._example = example
         return model
 
@@ -199,33 +199,29 @@ class Follower:
         old, self.current = self.current, model  # the swap: one reference assignment
         self.ready.set()
         self.error = None
-        gauge = metrics().loaded
         info = model.info
-        gauge.labels(self.role, info.name, info.version, info.alias or "", info.variant).set(1)
+        self._gauge(model, 1)
         if old is not None:
-            self._retire(old)
+            self._gauge(old, 0)
             metrics().swaps.labels(self.role).inc()
             log.info("%s swapped from version %s to %s (%s)", self.role, old.info.version, info.version, info.variant)
         else:
             log.info("%s version %s of %s ready (%s, %s)", self.role, info.version, self.source, info.variant,
                      info.runtime)
-        started = time.perf_counter()
-        try:  # the other batch sizes, while the model serves
-            warm_up(model, self._example, self.settings.serve.max_batch_size, first=2, stop=self._stop)
+        started, top = time.perf_counter(), self.settings.serve.max_batch_size
+        try:  # the largest batch, while the model serves
+            warm_up(model, self._example, (top,), stop=self._stop)
+            model.warm.set()
+            log.info("%s version %s: batch size %d warmed in %.1f s after it started serving", self.role,
+                     info.version, top, time.perf_counter() - started)
         except Exception as exc:  # batch 1 answered: a larger size that fails is logged; requests meet it again
-            log.error("%s version %s: warming up batch sizes 2-%d failed: %s", self.role, info.version,
-                      self.settings.serve.max_batch_size, first_line(exc))
-        log.info("%s version %s: batch sizes up to %d warmed in %.1f s after it started serving", self.role,
-                 info.version, self.settings.serve.max_batch_size, time.perf_counter() - started)
+            log.error("%s version %s: warming up batch size %d failed: %s", self.role, info.version, top,
+                      first_line(exc))
 
-    def _retire(self, old: LoadedModel) -> None:
-        """The replaced model's gauge to 0 and its files deleted (its session stays in memory while a batch
-        still holds it)."""
-        o = old.info
-        metrics().loaded.labels(self.role, o.name, o.version, o.alias or "", o.variant).set(0)
-        folder = self._folders.pop(o.version, None)
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+    def _gauge(self, model: LoadedModel, value: int) -> None:
+        """1 for the served version, 0 once replaced (a batch that still holds it finishes on it)."""
+        o = model.info
+        metrics().loaded.labels(self.role, o.name, o.version, o.alias or "", o.variant).set(value)
 
     def _set_error(self, message: str) -> None:
         if message != self.error and not message.startswith("version "):

@@ -18,8 +18,6 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 from detops.serving.images import Rejected, read_header
@@ -27,12 +25,6 @@ from detops.serving.metrics import metrics
 from detops.serving.multipart import form_fields
 from detops.serving.routing import REQUEST_ID_HEADER, BadRequestId, request_id
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-PREDICT = "/predict"
 IMAGE = "detops.image"  # scope keys the gate sets for the handler
 REQUEST_ID = "detops.request_id"
 ROUTES = frozenset({"/predict", "/health", "/model", "/metrics", "/docs", "/openapi.json"})
@@ -43,12 +35,6 @@ THREAD_ABOVE = 256 * 1024  # parse bodies larger than this in a thread, off the 
 
 class ClientGone(Exception):
     """The client disconnected before its body arrived."""
-
-
-@dataclass(frozen=True)
-class GateLimits:
-    max_body: int  # bytes
-    max_pixels: int
 
 
 def key_problem(headers: dict[str, str]) -> str | None:
@@ -66,11 +52,10 @@ def key_problem(headers: dict[str, str]) -> str | None:
 class Gate:
     """Pure ASGI (no BaseHTTPMiddleware): the body is read and parsed once, here."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], limits: GateLimits) -> None:
-        self.app = app
-        self.limits = limits
+    def __init__(self, app: Any, max_body: int, max_pixels: int) -> None:
+        self.app, self.max_body, self.max_pixels = app, max_body, max_pixels
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -84,7 +69,7 @@ class Gate:
         except BadRequestId as exc:
             rid, bad_id = uuid.uuid4().hex, str(exc)
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
                 status[0] = int(message["status"])
                 message = {**message, "headers": [*message.get("headers", []),
@@ -104,7 +89,7 @@ class Gate:
                 await refuse(401, problem)
             elif bad_id:
                 await refuse(400, bad_id)
-            elif path == PREDICT and scope.get("method") == "POST":
+            elif path == "/predict" and scope.get("method") == "POST":
                 try:
                     image = await self.image(headers, receive)
                 except Rejected as exc:
@@ -120,14 +105,15 @@ class Gate:
             metrics().requests.labels(route, str(status[0])).inc()
             metrics().latency.labels(route).observe(time.perf_counter() - started)
 
-    async def image(self, headers: dict[str, str], receive: Receive) -> bytes:
+    async def image(self, headers: dict[str, str], receive: Any) -> bytes:
         """The image file's bytes, header checked, or Rejected with the status the client should get."""
         content_type = headers.get("content-type", "").strip()
         media = content_type.split(";", 1)[0].strip().lower()
         length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.limits.max_body:
+        if length.isdigit() and int(length) > self.max_body:
             raise Rejected(413, self._too_large(int(length)))
-        if media and not _accepted(media):
+        if media and not (media in ("multipart/form-data", "application/json") or media.startswith("image/")
+                          or media.endswith("+json")):
             raise Rejected(415, f"Content-Type {media!r} is not accepted; send {ACCEPTED}.")
         body = await self._read(receive)
         if not body:
@@ -152,10 +138,10 @@ class Gate:
                 data = fields["image"]
             else:
                 data = body
-        read_header(data, self.limits.max_pixels)
+        read_header(data, self.max_pixels)
         return data
 
-    async def _read(self, receive: Receive) -> bytes:
+    async def _read(self, receive: Any) -> bytes:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -163,7 +149,7 @@ class Gate:
                 raise ClientGone()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limits.max_body:
+            if size > self.max_body:
                 raise Rejected(413, self._too_large(None))
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -171,13 +157,8 @@ class Gate:
 
     def _too_large(self, size: int | None) -> str:
         what = f"{size:,} bytes" if size is not None else "larger"
-        return (f"the request body is {what}, more than the {self.limits.max_body:,} allowed (serve.max_body_mb); "
+        return (f"the request body is {what}, more than the {self.max_body:,} allowed (serve.max_body_mb); "
                 "send a smaller image.")
-
-
-def _accepted(media: str) -> bool:
-    return media in ("multipart/form-data", "application/json") or media.startswith("image/") or media.endswith(
-        "+json")
 
 
 def _json_image(body: bytes) -> bytes:
@@ -193,9 +174,7 @@ def _json_image(body: bytes) -> bytes:
     text: str = payload["image"]
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]  # data:image/png;base64,....
-    for candidate in (text, "".join(text.split())):  # as sent, then unwrapped from lines
-        try:  # strict: nothing outside the alphabet, padding only at the end (at C speed)
-            return binascii.a2b_base64(candidate.encode("ascii"), strict_mode=True)
-        except (binascii.Error, ValueError):
-            continue
-    raise Rejected(400, "`image` is not valid base64.")
+    try:  # strict: nothing outside the alphabet, padding only at the end (at C speed); lines may be wrapped
+        return binascii.a2b_base64("".join(text.split()).encode("ascii"), strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise Rejected(400, "`image` is not valid base64.") from None

@@ -7,7 +7,7 @@ the follower switches to meanwhile.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,12 @@ class ModelInfo:
 class LoadedModel:
     info: ModelInfo
     predictor: Predictor
+    warm: threading.Event = field(default_factory=threading.Event)  # set once its largest batch size has run
 
     def predict(self, images: list[Any]) -> list[Detections]:
+        """Until warm, one image at a time: a batch size met first would compile a model of its own (OpenVINO)."""
+        if len(images) > 1 and not self.warm.is_set():
+            return [answer for image in images for answer in self.predictor.predict_arrays([image])]
         return self.predictor.predict_arrays(images)
 
 
@@ -66,20 +70,21 @@ def file_version(path: Path) -> str:
     return f"sha256:{file_digest(path, 'sha256')[:12]}"
 
 
-def warm_up(model: LoadedModel, example: bytes | None, max_batch_size: int, first: int = 1,
+def warm_up(model: LoadedModel, example: bytes | None, sizes: tuple[int, ...],
             stop: threading.Event | None = None) -> None:
-    """Run the model on batch sizes `first` to `max_batch_size`, so requests pay no first-run allocation or
-    compile (OpenVINO compiles a model per batch size); any error (or an answer of the wrong shape) raises. A set
-    `stop` ends it early (the server is shutting down)."""
+    """Run the model twice on each batch size of `sizes`, so requests pay no first-run allocation or compile and
+    OpenVINO has measured each size (a server warms 1, then `serve.max_batch_size` and marks the model warm: the
+    sizes between run on those two, see `OpenVinoRuntime`); any error (or an answer of the wrong shape) raises.
+    A set `stop` ends it early (the server is shutting down)."""
     import numpy as np
 
     from detops.inference.predictor import load_image
 
-    size = model.info.image_size
-    image = load_image(example) if example else np.full((size, size, 3), 114, dtype=np.uint8)  # grey, as letterboxed
-    for size in range(first, max_batch_size + 1):
+    side = model.info.image_size
+    image = load_image(example) if example else np.full((side, side, 3), 114, dtype=np.uint8)  # grey, as letterboxed
+    for size in (size for size in sizes for _ in range(2)):
         if stop is not None and stop.is_set():
             return
-        answers = model.predict([image] * size)
+        answers = model.predictor.predict_arrays([image] * size)
         if len(answers) != size:
             raise RuntimeError(f"warm-up on {size} image(s) returned {len(answers)} answers")

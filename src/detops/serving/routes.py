@@ -11,32 +11,29 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from detops.serving.engine import Engine
-from detops.serving.follow import FAILED_POLLS_SHOWN, Follower
-from detops.serving.gate import IMAGE, REQUEST_ID, Gate, GateLimits
+from detops.serving.follow import FAILED_POLLS_SHOWN
+from detops.serving.gate import IMAGE, REQUEST_ID, Gate
 from detops.serving.metrics import render
 from detops.serving.settings import ServeSettings
 
 IMAGE_FIELD = {"type": "object", "required": ["image"], "properties": {"image": {"type": "string"}}}
-PREDICT_OPENAPI: dict[str, Any] = {
-    "summary": "Detect objects in one image",
-    "description": "The image as multipart (field `image`), as JSON `{\"image\": \"<base64>\"}` or as a raw "
-                   "`image/*` body. Send `X-Request-Id` to choose the id (canary routing hashes it). The answer: "
-                   "`detections` (category_id, class_name, score, COCO bbox in the image's pixels), `model` (name, "
-                   "version, alias) and `request_id`; `X-Model-Version` names the version too. Errors: 400 bad "
-                   "image or body, 401 API key (DETOPS_SERVE_API_KEY), 413 over serve.max_body_mb or "
-                   "serve.max_pixels, 415 content type, 503 no model loaded yet, 504 waited over serve.timeout.",
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": IMAGE_FIELD},
-                                                  "application/json": {"schema": IMAGE_FIELD},
-                                                  "image/*": {"schema": {"type": "string", "format": "binary"}}}},
-}
+BODIES = {"multipart/form-data": {"schema": IMAGE_FIELD}, "application/json": {"schema": IMAGE_FIELD},
+          "image/*": {"schema": {"type": "string", "format": "binary"}}}
 
 
 def build_app(settings: ServeSettings, engine: Engine, lifespan: Any) -> Any:
     """The FastAPI app with its routes, wrapped in the gate (outermost)."""
     app = FastAPI(title="detops serve", summary=f"Object detection by {settings.champion}", lifespan=lifespan)
 
-    @app.post("/predict", tags=["serving"], openapi_extra=PREDICT_OPENAPI)
+    @app.post("/predict", tags=["serving"], summary="Detect objects in one image",
+              openapi_extra={"requestBody": {"required": True, "content": BODIES}})
     async def predict(request: Request) -> Response:
+        """The image as multipart (field `image`), as JSON `{"image": "<base64>"}` or as a raw `image/*` body.
+        Send `X-Request-Id` to choose the id (canary routing hashes it). The answer: `detections` (category_id,
+        class_name, score, COCO bbox in the image's pixels), `model` (name, version, alias) and `request_id`;
+        `X-Model-Version` names the version too. Errors: 400 bad image or body, 401 API key
+        (DETOPS_SERVE_API_KEY), 413 over serve.max_body_mb or serve.max_pixels, 415 content type, 503 no model
+        loaded yet, 504 waited over serve.timeout."""
         outcome = await engine.submit(request.scope[IMAGE], request.scope[REQUEST_ID])
         return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
 
@@ -54,7 +51,7 @@ def build_app(settings: ServeSettings, engine: Engine, lifespan: Any) -> Any:
         body, content_type = render()
         return Response(body, media_type=content_type)
 
-    return Gate(app, GateLimits(int(settings.serve.max_body_mb * 2**20), settings.serve.max_pixels))
+    return Gate(app, int(settings.serve.max_body_mb * 2**20), settings.serve.max_pixels)
 
 
 def health(engine: Engine) -> tuple[bool, dict[str, Any]]:
@@ -64,13 +61,10 @@ def health(engine: Engine) -> tuple[bool, dict[str, Any]]:
     body: dict[str, Any] = {"status": "ready" if champion else "loading"}
     if champion is not None:
         body["model"] = champion.info.answer()
-    followers: list[Follower] = [f for f in (engine.champion, engine.challenger) if f is not None]
-    errors = {f.role: f.error for f in followers if f.error}
-    if errors:
+    if errors := {f.role: f.error for f in engine.followers if f.error}:
         body["errors"] = errors
-    failing = {f.role: f"the last {f.failed_polls} polls of {f.source} failed; serving what was loaded before"
-               for f in followers if f.failed_polls >= FAILED_POLLS_SHOWN}
-    if failing:
+    if failing := {f.role: f"the last {f.failed_polls} polls of {f.source} failed; serving what was loaded before"
+                   for f in engine.followers if f.failed_polls >= FAILED_POLLS_SHOWN}:
         body["following"] = failing
     return champion is not None, body
 
@@ -79,10 +73,6 @@ def model_description(engine: Engine, settings: ServeSettings) -> dict[str, Any]
     """The champion as served, the challenger likewise, and the traffic shares."""
     champion = engine.champion.current
     challenger = engine.challenger.current if engine.challenger else None
-    body: dict[str, Any] = champion.info.to_dict() if champion else {"status": "loading"}
-    body["source"] = str(settings.champion)
-    body["challenger"] = challenger.info.to_dict() if challenger else None
-    body["canary_share"] = settings.serve.canary_share
-    body["shadow_share"] = settings.serve.shadow_share
-    body["error"] = engine.champion.error
-    return body
+    return {**(champion.info.to_dict() if champion else {"status": "loading"}), "source": str(settings.champion),
+            "challenger": challenger.info.to_dict() if challenger else None, "error": engine.champion.error,
+            "canary_share": settings.serve.canary_share, "shadow_share": settings.serve.shadow_share}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import binascii
 import hmac
+import io
 import json
 import os
 import time
@@ -22,7 +23,6 @@ from typing import Any
 
 from detops.serving.images import Rejected, read_header
 from detops.serving.metrics import metrics
-from detops.serving.multipart import form_fields
 from detops.serving.routing import REQUEST_ID_HEADER, BadRequestId, request_id
 
 IMAGE = "detops.image"  # scope keys the gate sets for the handler
@@ -47,6 +47,24 @@ def key_problem(headers: dict[str, str]) -> str | None:
     if sent is None:
         return "this server needs an API key: send it as X-API-Key or Authorization: Bearer"
     return None if hmac.compare_digest(sent.encode(), expected.encode()) else "wrong API key"
+
+
+def form_fields(body: bytes, content_type: str) -> dict[str, bytes]:
+    """Field name -> content (the first part of each name), parsed by `multipart` (Bottle's parser), all in memory
+    (the body's size is capped before it is read); a malformed body is a 400 that says how."""
+    import multipart
+
+    boundary = multipart.parse_options_header(content_type)[1].get("boundary")
+    if not boundary:
+        raise Rejected(400, "the multipart body has no boundary in its Content-Type")
+    fields: dict[str, bytes] = {}
+    try:
+        for part in multipart.MultipartParser(io.BytesIO(body), boundary, len(body), memory_limit=len(body) + 1,
+                                              spool_limit=len(body) + 1):
+            fields.setdefault(part.name, part.raw)
+    except multipart.MultipartError as exc:
+        raise Rejected(400, f"malformed multipart body: {exc}") from None
+    return fields
 
 
 class Gate:

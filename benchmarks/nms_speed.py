@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
 from serve_load import cpu_table, machine_line
 
 

@@ -156,14 +156,14 @@ class OpenVinoRuntime:
 
     @property
     def static_batches(self) -> tuple[int, ...]:
-        """The batch sizes compiled so far with a static shape (a first call of any other size compiles)."""
-        return tuple(sorted(b for b in self._compiled if b is not None))
+        """The batch sizes compiled so far with a static shape (a batch larger than all of them compiles its own)."""
+        return tuple(sorted(b for b in list(self._compiled) if b is not None))
 
     def plan(self, n: int) -> list[int]:
         """The static sizes a batch of `n` runs as: `n` itself when compiled or larger than every compiled size
         (it compiles), else the cheaper of splitting into compiled sizes (largest first) and padding up to the
         smallest compiled size above `n`, by the measured seconds per call."""
-        sizes = sorted(b for b in self._compiled if b is not None)
+        sizes = sorted(b for b in list(self._compiled) if b is not None)  # a copy: another thread may compile
         if n in sizes or n > sizes[-1]:
             return [n]
         split, left = [], n

@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
+import numpy as np
 from _waiting import wait_until
 from PIL import Image
 
@@ -25,7 +25,6 @@ from detops.config import load_params
 from detops.monitoring.batches import complete_batches, read_batch
 from detops.monitoring.delivery import STAMP
 from detops.monitoring.predictions import CAPTURED_ANSWERS, read_captured
-from detops.serving.bounded import ByteBoundedQueue
 from detops.serving.capture import ANSWER_BYTES, Capture, CaptureWriter, captured
 from detops.serving.metrics import render
 from detops.workspace import Workspace
@@ -206,21 +205,16 @@ def test_a_write_error_pauses_capture_and_it_resumes_once_the_folder_can_be_writ
 def test_the_queue_is_bounded_in_bytes_and_drops_instead_of_waiting(tmp_path: Path) -> None:
     before = _counts()
     writer = CaptureWriter(tmp_path, "_READY", batch_size=1000, max_minutes=60, score_threshold=0.3, queue_mb=1)
-    big = b"x" * (300_000 - ANSWER_BYTES)  # 300 kB queued each: 3 fit in 1 MiB, whatever a count bound says
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")  # noise does not compress: about 270 kB
+    big = buffer.getvalue()
+    fits = 2**20 // (len(big) + ANSWER_BYTES)  # 3, whatever a count bound says
     started = time.perf_counter()
-    for i in range(5):  # no writer thread: the queue fills
-        writer.offer(Capture(big, {"request_id": str(i)}))
+    for i in range(fits + 2):  # no writer thread: the queue fills
+        writer.offer(_capture(i, big))
     assert time.perf_counter() - started < 1.0
-    assert _since(before)["dropped"] == 2
-
-
-def test_byte_bounded_queue() -> None:
-    q: ByteBoundedQueue[str] = ByteBoundedQueue(10)
-    assert q.put("a", 6) and not q.put("b", 5) and q.put("c", 4) and (len(q), q.bytes) == (2, 10)
-    assert q.get(0) == "a" and q.put("d", 6) and q.drain() == ["c", "d"] and q.bytes == 0
-    started = time.perf_counter()
-    assert q.get(0.1) is None and time.perf_counter() - started >= 0.1
-    threading.Timer(0.1, q.close).start()
-    assert q.get(10) is None and q.closed and not q.put("e", 1)  # close wakes a waiting get
-    with pytest.raises(ValueError, match="max_bytes must be at least 1"):
-        ByteBoundedQueue(0)
+    assert _since(before)["dropped"] == 2 and writer.queued_bytes == fits * (len(big) + ANSWER_BYTES)
+    writer.close()  # never started: writes what is queued here, seals, then refuses
+    writer.offer(_capture(99, big))
+    assert _since(before) == {"saved": fits, "dropped": 2, "stopped": 1, "batches": 1} and writer.queued_bytes == 0

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from detops.cli import app
 from detops.config import apply_override, load_params
 from detops.tracking import CODE_SOURCE_ENV
-from flows.deploy.restart import CRASHED_MESSAGE, HEARTBEAT, RESCHEDULED_MESSAGE, RESTART
+from flows.deploy.restart import CRASHED_MESSAGE, HEARTBEAT, RESCHEDULED_MESSAGE, RESTART, RESTART_AGAIN
 from flows.deploy.spec import (
     DRIFT_CHECK,
     DRIFT_EVENT,
@@ -293,7 +293,7 @@ def test_deploy_creates_pool_lock_deployments_and_notifications(deployed: str, a
         [DRIFT_EVENT, LABELLED_EVENT])
     assert all(t.actions[0].parameters == {"batch": "{{ event.payload.batch }}"}  # type: ignore[union-attr]
                for t in batch_triggers)
-    assert {"detops: run failed", "detops: promotion rejected", RESTART} <= automations
+    assert {"detops: run failed", "detops: promotion rejected", RESTART, RESTART_AGAIN} <= automations
 
 
 @pytest.mark.slow
@@ -349,7 +349,12 @@ def _final(flow_run_id: Any, timeout: float, log: Path, passing: tuple[str, ...]
             run = client.read_flow_run(flow_run_id)
             return run if run.state and run.state.is_final() and run.state.name not in passing else None
 
-        return wait_until(done, timeout, f"flow run {flow_run_id}", log)
+        try:
+            return wait_until(done, timeout, f"flow run {flow_run_id}", log)
+        except AssertionError as exc:  # say where it stopped: the states it went through
+            states = sorted(client.read_flow_run_states(flow_run_id), key=lambda s: s.timestamp)
+            said = [(s.timestamp.isoformat(), s.name, s.message) for s in states]
+            raise AssertionError(f"{exc}\nstates: {said}") from None
 
 
 @pytest.mark.slow

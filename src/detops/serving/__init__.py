@@ -8,7 +8,7 @@ request queue and answers it in batches; scale with Kubernetes replicas (deploym
 - `routes`: /predict, /health, /model, /metrics.
 - `engine`: a queue and an inference thread per model, the load-adaptive batching, canary routing, shadows, capture.
 - `follow` + `loaded`: download (`registry.files`), load and warm a version beside the served one, then switch.
-- `settings`, `routing`, `agreement`, `capture` (its batches: `monitoring.delivery`), `bounded`, `images`,
+- `settings`, `routing`, `agreement`, `capture` (its batches: `monitoring.delivery`), `images`,
   `metrics`: one each.
 
 Importing this package is light; heavy libraries load inside functions.

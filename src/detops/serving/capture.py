@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from typing import Any
 
 from detops.config.serve import ServeParams
 from detops.monitoring.delivery import OpenBatch, seal_stale
-from detops.serving.bounded import ByteBoundedQueue
 from detops.serving.metrics import metrics
 from detops.serving.routing import share_point
 
@@ -64,7 +64,10 @@ class CaptureWriter:
         self.batch_size, self.max_seconds, self.score_threshold = batch_size, max_minutes * 60.0, score_threshold
         self.stale_seconds = self.max_seconds + grace_s
         self.batch = OpenBatch(self.landing, manifest)
-        self._queue: ByteBoundedQueue[Capture] = ByteBoundedQueue(int(queue_mb * 2**20))
+        self.max_bytes, self.queued_bytes = int(queue_mb * 2**20), 0  # bound and size of the queue, in bytes
+        self._queue: queue.Queue[Capture | None] = queue.Queue()  # None: wakes the thread at close
+        self._lock = threading.Lock()  # guards queued_bytes
+        self._closed = threading.Event()
         self._paused_at: float | None = None  # while unwritable: when the gap was last counted
         self._backoff = FIRST_BACKOFF_S
         self.saved = 0  # images written by this writer
@@ -75,12 +78,32 @@ class CaptureWriter:
 
     def offer(self, capture: Capture) -> None:
         """Never blocks: dropped (counted) when the queue's bytes are full, or once closed."""
-        if not self._queue.put(capture, len(capture.data) + ANSWER_BYTES):
-            metrics().captures.labels("stopped" if self._queue.closed else "dropped").inc()
+        with self._lock:
+            refused = "stopped" if self._closed.is_set() else None
+            if not refused and self.queued_bytes + len(capture.data) + ANSWER_BYTES > self.max_bytes:
+                refused = "dropped"
+            if not refused:
+                self.queued_bytes += len(capture.data) + ANSWER_BYTES
+                self._queue.put(capture)
+        if refused:
+            metrics().captures.labels(refused).inc()
+
+    def _take(self, timeout: float | None) -> Capture | None:
+        """The oldest queued capture (blocking up to `timeout`; 0: never), or None."""
+        try:
+            item = self._queue.get(timeout=timeout) if timeout != 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if item is not None:
+            with self._lock:
+                self.queued_bytes -= len(item.data) + ANSWER_BYTES
+        return item
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Stop capture (waiting at most `timeout` seconds for a slow disk); a second call does nothing."""
-        self._queue.close()
+        with self._lock:
+            self._closed.set()
+        self._queue.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -99,15 +122,15 @@ class CaptureWriter:
     def _run(self) -> None:
         """Write what comes, seal what is due (a last time once closed); after a write error, wait the back-off."""
         next_sweep, wait = 0.0, 0.0
-        while not (self._queue.closed and not len(self._queue)):
+        while not (self._closed.is_set() and self._queue.empty()):
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + SWEEP_EVERY_S
                 sealed = seal_stale(self.landing, self.manifest, self.stale_seconds, skip=self.batch.folder)
                 metrics().capture_batches.inc(sealed)
-            if wait and not self._queue.closed:
-                self._queue.wait_closed(wait)  # the back-off, cut short by close()
+            if wait:
+                self._closed.wait(wait)  # the back-off, cut short by close()
             due = self.batch.opened + self.max_seconds - time.monotonic() if self.batch.folder else 1.0
-            wait = self._attempt(self._queue.get(timeout=max(0.05, min(1.0, due))))
+            wait = self._attempt(self._take(max(0.05, min(1.0, due))))
         if self.batch.folder is not None:
             self._attempt(None, seal=True)
         self._count_gap()
@@ -159,5 +182,7 @@ class CaptureWriter:
                       "back-off", self.landing, exc)
         else:
             self._backoff = min(MAX_BACKOFF_S, self._backoff * 2)
-        metrics().captures.labels("unwritable").inc(len(self._queue.drain()) + lost)
+        while self._take(0) is not None:
+            lost += 1
+        metrics().captures.labels("unwritable").inc(lost)
         return self._backoff

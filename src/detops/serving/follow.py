@@ -17,14 +17,13 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from detops.serving.images import first_line
 from detops.serving.loaded import LoadedModel, file_version, load, warm_up
 from detops.serving.metrics import metrics
-from detops.serving.settings import ModelSource
+from detops.serving.settings import Reference, Source
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -49,19 +48,12 @@ class AliasMissing(Exception):
     """The followed alias is not set (any more): the champion keeps what it serves, a challenger stops serving."""
 
 
-@dataclass(frozen=True)
-class Target:
-    """What the source names right now."""
-
-    version: str
-    path: Path | None = None  # a file source's file
-
-
 class Follower:
     """One role: the model it serves now (`current`), and the thread that keeps it current."""
 
-    def __init__(self, role: str, source: ModelSource, settings: ServeSettings) -> None:
+    def __init__(self, role: str, source: Source, settings: ServeSettings) -> None:
         self.role, self.source, self.settings = role, source, settings
+        self.name, self.alias = (source.name, source.alias) if isinstance(source, Reference) else ("", None)
         self.current: LoadedModel | None = None
         self.error: str | None = None  # why nothing or not the newest version is served, for /health and logs
         self.failed_polls = 0  # consecutive polls that failed
@@ -93,7 +85,7 @@ class Follower:
                 log.error("%s: poll %d of %s failed: %s", self.role, self.failed_polls, self.source, first_line(exc))
                 self.error = f"cannot resolve {self.source}: {first_line(exc)}"
             poll = self.settings.serve.poll_seconds
-            if self.current is not None and (not self.source.follows or poll == 0):
+            if self.current is not None and (self.alias is None or poll == 0):
                 return  # a fixed version or a file never changes; poll_seconds 0 turns following off
             wait = poll if self.current is not None else min(poll or 5.0, 5.0)
             if self._stop.wait(wait):
@@ -103,7 +95,7 @@ class Follower:
         """One look at the source: load and switch to what it names if that is new (and not failed lately).
         Raises when the source cannot be read (the caller counts the failed poll)."""
         try:
-            target = self._target()
+            version, path = self._target()
         except AliasMissing as exc:
             if self.role != "champion" and self.current is not None:
                 log.info("%s no longer set; its traffic goes to the champion", exc)
@@ -111,38 +103,38 @@ class Follower:
                 self.current = None
             self._set_error(f"{exc} in the registry")
             return
-        if self.current is not None and self.current.info.version == target.version:
+        if self.current is not None and self.current.info.version == version:
             self.error = None  # e.g. an alias rolled back from a broken version to the served one
             return
-        if time.monotonic() < self._retry_at.get(target.version, 0.0):
+        if time.monotonic() < self._retry_at.get(version, 0.0):
             return
         try:
-            model = self._prepare(target)
+            model = self._prepare(version, path)
         except LoadFailed as exc:
             retry = max(MIN_RETRY_SECONDS, 10 * self.settings.serve.poll_seconds)
-            self._retry_at[target.version] = time.monotonic() + retry
-            metrics().load_failures.labels(self.role, target.version, exc.stage).inc()
+            self._retry_at[version] = time.monotonic() + retry
+            metrics().load_failures.labels(self.role, version, exc.stage).inc()
             serving = f"; still serving version {self.current.info.version}" if self.current else ""
-            log.error("%s version %s of %s not served: %s%s", self.role, target.version, self.source, exc, serving)
-            self._set_error(f"version {target.version}: {exc}{serving}")
+            log.error("%s version %s of %s not served: %s%s", self.role, version, self.source, exc, serving)
+            self._set_error(f"version {version}: {exc}{serving}")
             return
         self._switch(model)
 
-    def _target(self) -> Target:
-        if self.source.kind == "file":
-            path = Path(self.source.ref)
-            return Target(file_version(path), path)
-        if self.source.kind == "version":
-            return Target(self.source.ref)
+    def _target(self) -> tuple[str, Path | None]:
+        """The version the source names right now, and its file when the source is one."""
+        if isinstance(self.source, Path):
+            return file_version(self.source), self.source
+        if self.source.version:
+            return self.source.version, None
         from mlflow.exceptions import MlflowException
 
         try:
-            found = self.client().get_model_version_by_alias(self.source.name, str(self.source.alias))
+            found = self.client().get_model_version_by_alias(self.name, str(self.alias))
         except MlflowException as exc:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise AliasMissing(f"alias {self.source.alias!r} of {self.source.name!r} is not set") from None
+                raise AliasMissing(f"alias {self.alias!r} of {self.name!r} is not set") from None
             raise
-        return Target(str(found.version))
+        return str(found.version), None
 
     def client(self) -> MlflowClient:
         if self._client is None:
@@ -151,24 +143,23 @@ class Follower:
             self._client = connect(self.settings.ws)  # detops.tracking.mlflow_client: bounded requests
         return self._client
 
-    def _prepare(self, target: Target) -> LoadedModel:
-        """Download, load and warm `target` beside the served model; the served one is untouched. The download
-        is deleted once loaded: the runtime holds the model in memory."""
+    def _prepare(self, version: str, path: Path | None) -> LoadedModel:
+        """Download (unless `path`, a file source, is given), load and warm `version` beside the served model; the
+        served one is untouched. The download is deleted once loaded: the runtime holds the model in memory."""
         from detops.registry.files import Fetched
 
-        folder = self.settings.models_dir / f"{self.role}-{target.version.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
+        folder = self.settings.runtime / f"{self.role}-{version.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
         stage, example = "download", None
         try:
-            if target.path is not None:
-                fetched = Fetched(target.path, target.path.suffix.lstrip(".") or "file")
+            if path is not None:
+                fetched = Fetched(path, path.suffix.lstrip(".") or "file")
             else:
                 from detops.registry.files import fetch_version, input_example
 
-                name, version = self.source.name, target.version
-                fetched = fetch_version(self.client(), name, version, folder, gpu=self.settings.gpu)
-                example = input_example(self.client(), name, version, folder / "example")
+                fetched = fetch_version(self.client(), self.name, version, folder, gpu=self.settings.gpu)
+                example = input_example(self.client(), self.name, version, folder / "example")
             stage = "load"
-            model = self._load(fetched, target.version)
+            model = self._load(fetched, version)
             stage = "warmup"
             warm_up(model, example, (1,))
         except Exception as exc:
@@ -181,8 +172,8 @@ class Follower:
     def _load(self, fetched: Fetched, version: str) -> LoadedModel:
         """The fetched file, or its CPU fallback when the GPU variant cannot run here."""
         try:
-            model = load(fetched.path, role=self.role, name=self.source.name or fetched.path.name, version=version,
-                         alias=self.source.alias, variant=fetched.variant,
+            model = load(fetched.path, role=self.role, name=self.name or fetched.path.name, version=version,
+                         alias=self.alias, variant=fetched.variant,
                          device="cuda" if fetched.fallback else "auto" if self.settings.gpu else "cpu",
                          threads=self.settings.threads, score_threshold=self.settings.score_threshold)
             if fetched.fallback and model.predictor.kind == "onnx" and "CUDA" not in model.predictor.runtime_name:

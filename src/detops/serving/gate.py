@@ -18,12 +18,11 @@ import io
 import json
 import os
 import time
-import uuid
 from typing import Any
 
 from detops.serving.images import Rejected, read_header
 from detops.serving.metrics import metrics
-from detops.serving.routing import REQUEST_ID_HEADER, BadRequestId, request_id
+from detops.serving.routing import REQUEST_ID_HEADER, request_id
 
 IMAGE = "detops.image"  # scope keys the gate sets for the handler
 REQUEST_ID = "detops.request_id"
@@ -49,22 +48,24 @@ def key_problem(headers: dict[str, str]) -> str | None:
     return None if hmac.compare_digest(sent.encode(), expected.encode()) else "wrong API key"
 
 
-def form_fields(body: bytes, content_type: str) -> dict[str, bytes]:
-    """Field name -> content (the first part of each name), parsed by `multipart` (Bottle's parser), all in memory
-    (the body's size is capped before it is read); a malformed body is a 400 that says how."""
+def form_image(body: bytes, content_type: str) -> bytes:
+    """The multipart body's first `image` field, parsed by `multipart` (Bottle's parser), all in memory (the body's
+    size is capped before it is read); a malformed body, or one without that field, is a 400 that says how."""
     import multipart
 
     boundary = multipart.parse_options_header(content_type)[1].get("boundary")
     if not boundary:
         raise Rejected(400, "the multipart body has no boundary in its Content-Type")
-    fields: dict[str, bytes] = {}
+    names = []
     try:
         for part in multipart.MultipartParser(io.BytesIO(body), boundary, len(body), memory_limit=len(body) + 1,
                                               spool_limit=len(body) + 1):
-            fields.setdefault(part.name, part.raw)
+            if part.name == "image":
+                return bytes(part.raw)
+            names.append(part.name)
     except multipart.MultipartError as exc:
         raise Rejected(400, f"malformed multipart body: {exc}") from None
-    return fields
+    raise Rejected(400, f"the multipart body has no `image` field (fields: {', '.join(sorted(names)) or 'none'}).")
 
 
 class Gate:
@@ -81,11 +82,7 @@ class Gate:
         path = str(scope.get("path", ""))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         status = [500]
-        try:
-            rid = request_id(headers.get(REQUEST_ID_HEADER))
-            bad_id = None
-        except BadRequestId as exc:
-            rid, bad_id = uuid.uuid4().hex, str(exc)
+        rid, bad_id = request_id(headers.get(REQUEST_ID_HEADER))
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -148,14 +145,7 @@ class Gate:
         if media == "application/json" or media.endswith("+json"):
             data = _json_image(body)
         else:
-            if media == "multipart/form-data":
-                fields = form_fields(body, content_type)
-                if "image" not in fields:
-                    names = ", ".join(sorted(fields)) or "none"
-                    raise Rejected(400, f"the multipart body has no `image` field (fields: {names}).")
-                data = fields["image"]
-            else:
-                data = body
+            data = form_image(body, content_type) if media == "multipart/form-data" else body
         read_header(data, self.max_pixels)
         return data
 

@@ -16,17 +16,14 @@ REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-class BadRequestId(ValueError):
-    """A client-sent request id that is empty, too long or has characters that do not belong in a header."""
-
-
-def request_id(sent: str | None) -> str:
-    """The client's request id, checked, or a new one."""
+def request_id(sent: str | None) -> tuple[str, str | None]:
+    """The client's request id, or a new one; and why the sent one is refused (too long, empty, or characters that
+    do not belong in a header), else None."""
+    if sent is not None and _REQUEST_ID.match(sent):
+        return sent, None
     if sent is None:
-        return uuid.uuid4().hex
-    if not _REQUEST_ID.match(sent):
-        raise BadRequestId(f"X-Request-Id {sent[:40]!r} is not 1-128 characters of letters, digits and ._:-")
-    return sent
+        return uuid.uuid4().hex, None
+    return uuid.uuid4().hex, f"X-Request-Id {sent[:40]!r} is not 1-128 characters of letters, digits and ._:-"
 
 
 def share_point(request_id: str, salt: str) -> float:

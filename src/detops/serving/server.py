@@ -40,7 +40,6 @@ def serve(ws: Workspace) -> None:
     runtime = Path(tempfile.mkdtemp(prefix="detops-serve-"))
     try:
         settings = settings_for(ws, runtime)
-        settings.models_dir.mkdir(parents=True)
         serve_params = settings.serve
         host = "127.0.0.1" if serve_params.host in ("0.0.0.0", "::") else serve_params.host
         log.info("serving %s at http://%s:%d/predict once ready (docs at /docs; batches of up to %d, %s)",

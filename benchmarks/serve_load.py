@@ -1,7 +1,8 @@
 """Benchmark: `detops serve` under bounded loopback load, next to its anchors, on one machine.
 
 For each image set (the demo's sample images; BCCD photos from ../shared when present) and each concurrency
-(1, 8, 32): a fixed number of requests per cell (then it stops), sent by an async httpx client over loopback;
+(1, 8, 32): a fixed number of requests per cell (then it stops), sent by an async aiohttp client over loopback
+(--client httpx: the one used before, see CLIENT);
 throughput (images/s), p50 / p95 / p99 latency and failed requests, for
   (a) `detops serve` of the champion, batching on (serve.max_batch_size, default 8) and off (max batch 1);
   (b) `mlflow models serve` of the same registered version (the anchor: --env-manager local, one worker);
@@ -61,6 +62,11 @@ from urllib.parse import urlsplit
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The load client. On loopback it shares the servers' cores: httpx's async client spent 1.9-2.2 ms of CPU per
+# request at c=8 on the 2-core CI machine, aiohttp's 0.36-0.43 ms (a no-op server, 120 kB bodies), so with httpx a
+# quarter of a core went to the client in every served cell and none in the predictor's. --client httpx measures
+# as this benchmark did before 2026-12-07.
+CLIENT = "aiohttp"
 
 
 # ---------------------------------------------------------------------------------------------------- load driver
@@ -134,13 +140,15 @@ Answer = Callable[[float, float, int, "str | None"], None]  # (started, finished
 async def drive(url: str, payloads: Sequence[Payload], *, concurrency: int, requests: int, warmup: int = 0,
                 headers: dict[str, str] | None = None, timeout: float = 120.0, deadline_s: float | None = None,
                 stop: threading.Event | None = None, on_answer: Answer | None = None,
-                version_header: str = "X-Model-Version") -> LoadResult:
+                version_header: str = "X-Model-Version", client: str | None = None) -> LoadResult:
     """POST `requests` requests to `url`, at most `concurrency` in flight, cycling through `payloads`; then stop.
 
     `warmup` requests go first on the same connections and are not counted. Bounded three ways: the request count,
     `deadline_s` seconds of wall time, and `stop` (set from another thread). A request that gets no answer
-    (refused, reset, timed out) counts as failed, like a non-2xx status.
+    (refused, reset, timed out) counts as failed, like a non-2xx status. `client`: aiohttp (the default, CLIENT)
+    or httpx, which costs about 4x the CPU per request on the cores the servers share (`--client`).
     """
+    import aiohttp
     import httpx
 
     if concurrency < 1 or requests < 0 or warmup < 0 or not payloads:
@@ -148,10 +156,19 @@ async def drive(url: str, payloads: Sequence[Payload], *, concurrency: int, requ
     result = LoadResult(concurrency=concurrency)
     issued = 0
     in_flight = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     end: float | None = None
+    use_httpx = (client or CLIENT) == "httpx"
 
-    async def worker(client: httpx.AsyncClient, count: int, record: bool) -> None:
+    async def post(session: Any, payload: Payload) -> tuple[int, str | None]:
+        sent = {"Content-Type": payload.content_type, **(headers or {})}
+        if use_httpx:
+            response = await session.post(url, content=payload.body, headers=sent)
+            return response.status_code, response.headers.get(version_header)
+        async with session.post(url, data=payload.body, headers=sent) as answer:
+            await answer.read()
+            return answer.status, answer.headers.get(version_header)
+
+    async def worker(session: Any, count: int, record: bool) -> None:
         nonlocal issued, in_flight
         while issued < count and (end is None or time.perf_counter() < end) and not (stop and stop.is_set()):
             payload = payloads[issued % len(payloads)]
@@ -163,12 +180,9 @@ async def drive(url: str, payloads: Sequence[Payload], *, concurrency: int, requ
             t0 = time.perf_counter()
             version = None
             try:
-                response = await client.post(url, content=payload.body,
-                                             headers={"Content-Type": payload.content_type, **(headers or {})})
-                status = response.status_code
+                status, version = await post(session, payload)
                 key = str(status)
-                version = response.headers.get(version_header)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 status, key = 0, type(exc).__name__
             finally:
                 in_flight -= 1
@@ -187,13 +201,19 @@ async def drive(url: str, payloads: Sequence[Payload], *, concurrency: int, requ
             if on_answer is not None:
                 on_answer(t0, t1, status, version)
 
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+    if use_httpx:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        session: Any = httpx.AsyncClient(timeout=timeout, limits=limits)
+    else:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                        timeout=aiohttp.ClientTimeout(total=timeout))
+    async with session:
         if warmup:
-            await asyncio.gather(*(worker(client, warmup, False) for _ in range(concurrency)))
+            await asyncio.gather(*(worker(session, warmup, False) for _ in range(concurrency)))
             issued = 0
         started = time.perf_counter()
         end = None if deadline_s is None else started + deadline_s
-        await asyncio.gather(*(worker(client, requests, True) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(session, requests, True) for _ in range(concurrency)))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -830,9 +850,13 @@ def main() -> int:
     parser.add_argument("--only", default="serve,serve1,mlflow,predictor,noop,swap",
                         help="parts to run, comma-separated: serve (batching on), serve1 (batching off), mlflow, "
                              "predictor, noop, swap (on each detops server)")
+    parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
+                        help="the load client (aiohttp: about a quarter of httpx's CPU per request on shared cores)")
     parser.add_argument("--old-src", type=Path, default=None,
                         help="also run `detops serve` from this source tree (a worktree of an older commit)")
     args = parser.parse_args()
+    global CLIENT
+    CLIENT = args.client
     parts = set(args.only.split(","))
     levels = [int(c) for c in args.concurrency.split(",")]
     workspace = args.workspace.resolve()
@@ -848,7 +872,7 @@ def main() -> int:
         raise SystemExit(f"{workspace} is not a detops workspace (no params.yaml): pass --workspace DIR of one where "
                          "the demo ran (`make demo` in the repository, the default)")
     params = load_params(workspace / "params.yaml", [])
-    notes.append(f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    notes.append(f"load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; load client: {CLIENT}")
     with tempfile.TemporaryDirectory(prefix="detops-serve-load-") as tmp:
         root = Path(tmp)
         registry = copy_registry(workspace, root / "registry")

@@ -79,11 +79,12 @@ def test_percentile_is_numpys_linear_interpolation() -> None:
     assert serve_load.percentile([], 50) != serve_load.percentile([], 50)  # nan
 
 
-def test_driver_counts_ok_failed_versions_and_bounds_concurrency(app_url: tuple[str, _Stats]) -> None:
+@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
+def test_driver_counts_ok_failed_versions_and_bounds_concurrency(app_url: tuple[str, _Stats], client: str) -> None:
     url, stats = app_url
     good, bad = serve_load.json_payload(b"an image"), serve_load.Payload(b"fail", "text/plain")
     answers: list[tuple[int, str | None]] = []
-    result = serve_load.run_load(url, [good, good, good, bad], concurrency=4, requests=40,
+    result = serve_load.run_load(url, [good, good, good, bad], concurrency=4, requests=40, client=client,
                                  on_answer=lambda t0, t1, status, version: answers.append((status, version)))
     assert (result.sent, result.ok, result.failed, result.images) == (40, 30, 10, 30)
     assert stats.received == 40  # it stopped at its count: nothing sent after
@@ -121,11 +122,13 @@ def test_deadline_and_stop_end_an_unbounded_run(app_url: tuple[str, _Stats]) -> 
     assert time.perf_counter() - started < 5
 
 
-def test_no_server_is_every_request_failed_not_a_crash() -> None:
+@pytest.mark.parametrize(("client", "error"), [("aiohttp", "ClientConnectorError"), ("httpx", "ConnectError")])
+def test_no_server_is_every_request_failed_not_a_crash(client: str, error: str) -> None:
     url = f"http://127.0.0.1:{serve_load.free_port()}/predict"  # nothing listens there
-    result = serve_load.run_load(url, [serve_load.json_payload(b"x")], concurrency=3, requests=7, timeout=5)
+    result = serve_load.run_load(url, [serve_load.json_payload(b"x")], concurrency=3, requests=7, timeout=5,
+                                 client=client)
     assert (result.sent, result.ok, result.failed) == (7, 0, 7)
-    assert dict(result.statuses) == {"ConnectError": 7}
+    assert dict(result.statuses) == {error: 7}
     assert result.latencies_ms == [] and result.throughput == 0.0
 
 
@@ -171,7 +174,7 @@ def test_driver_against_the_noop_litserve_endpoint(tmp_path: Path) -> None:
         server.pause()  # stopped: the request times out, counted as failed
         paused = serve_load.run_load(f"http://127.0.0.1:{port}/predict", payloads, concurrency=1, requests=1,
                                      timeout=1.0)
-        assert (paused.sent, paused.failed) == (1, 1) and set(paused.statuses) <= {"ReadTimeout", "ConnectTimeout"}
+        assert (paused.sent, paused.failed) == (1, 1) and set(paused.statuses) <= {"TimeoutError", "ReadTimeout", "ConnectTimeout"}
         server.resume()
         resumed = serve_load.run_load(f"http://127.0.0.1:{port}/predict", payloads, concurrency=2, requests=4)
         assert (resumed.ok, resumed.failed) == (4, 0)

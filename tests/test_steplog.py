@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = """
 import logging, os, sys, warnings
 from pathlib import Path
@@ -41,3 +43,22 @@ def test_library_output_goes_to_the_log_and_our_consoles_to_the_terminal(tmp_pat
                  "a library's log line"):
         assert line in log
     assert "our" not in log
+
+
+def test_extra_ranks_write_logs_of_their_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranks of one run share reports/logs/ (another device on this machine, another node on the same volume):
+    only the first writes `<step>.log`, which each would otherwise truncate at its start."""
+    from detops.config import load_params
+    from detops.steplog import log_path
+    from detops.workspace import Workspace
+
+    ws = Workspace.at(tmp_path, load_params(None))
+    for name in ("RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert log_path(ws, "train") == tmp_path / "reports/logs/train.log"
+    monkeypatch.setenv("LOCAL_RANK", "1")  # Lightning's launcher on one machine
+    assert log_path(ws, "train").name == "train.rank1.log"
+    monkeypatch.setenv("RANK", "3")  # torchrun: the global rank
+    assert log_path(ws, "train").name == "train.rank3.log"
+    monkeypatch.setenv("RANK", "0")
+    assert log_path(ws, "train").name == "train.log"

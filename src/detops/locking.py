@@ -25,12 +25,14 @@ class WorkspaceBusy(DetopsError):
 def workspace_lock(root: Path, timeout: float = -1) -> Iterator[None]:
     """Hold the workspace; wait for the run that has it (`timeout` seconds, -1 = as long as it takes).
 
-    A DDP rank that Lightning launched (LOCAL_RANK > 0), or a step a run started as a subprocess (HELD_BY set to
+    A DDP rank other than the first (LOCAL_RANK > 0 on this machine, or RANK > 0 on another node of a
+    `train.num_nodes` run sharing the workspace's volume), or a step a run started as a subprocess (HELD_BY set to
     this workspace), is part of the run that holds the lock already.
     """
     from filelock import FileLock, Timeout
 
-    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get(HELD_BY) == str(Path(root).resolve()):
+    extra_rank = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0"
+    if extra_rank or os.environ.get(HELD_BY) == str(Path(root).resolve()):
         yield
         return
 

@@ -26,7 +26,10 @@ _active: list[Path] = []  # the log of the step running now: a step inside a ste
 
 
 def log_path(ws: Workspace, step: str) -> Path:
-    return ws.reports / LOGS / f"{step}.log"
+    """`reports/logs/<step>.log`; an extra DDP rank (another device, another node on the same volume) writes
+    `<step>.rank<N>.log` beside it, so that no rank truncates another's log."""
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+    return ws.reports / LOGS / (f"{step}.log" if rank == "0" else f"{step}.rank{rank}.log")
 
 
 @contextmanager

@@ -63,6 +63,11 @@ class TrainParams(Section):
     )
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="Lightning accelerator.")
     devices: int | Literal["auto"] = Field("auto", description="Devices per node (DDP when > 1).")
+    num_nodes: int = Field(
+        1, ge=1, le=4096, description="Machines (pods) training together, DDP across them; each runs `detops train` "
+        "under torchrun (TORCHELASTIC_RUN_ID set), e.g. one pod of a Kubernetes Indexed Job per node: README, "
+        "On a cluster. 1 = this machine only."
+    )
     strategy: str = Field("auto", min_length=1, description="Lightning strategy, e.g. ddp for several GPUs.")
     num_workers: int = Field(
         -1, ge=-1, le=64, description="DataLoader workers; -1 = sized to the machine (0 without a GPU)."

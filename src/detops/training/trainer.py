@@ -48,10 +48,32 @@ def best_checkpoint(best: Path) -> ModelCheckpoint:
                            auto_insert_metric_name=False, enable_version_counter=False)
 
 
+def check_launcher(params: TrainParams) -> None:
+    """Several nodes need a launcher that started this process as one of them (torchrun, SLURM, LSF, MPI: the
+    environments Lightning detects its rank from); without one, the first rank would wait for the others for ever."""
+    if params.num_nodes == 1:
+        return
+    from pytorch_lightning.plugins.environments import (
+        LSFEnvironment,
+        MPIEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    if not any(env.detect() for env in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment, MPIEnvironment)):
+        from detops.errors import TrainingError
+
+        raise TrainingError(
+            f"train.num_nodes is {params.num_nodes}, but no launcher started this process as one of the nodes. Run "
+            f"`torchrun --nnodes {params.num_nodes} --node-rank <i> --nproc-per-node <devices> --master-addr <node 0> "
+            "--master-port 29500 -m detops train` on each node (README: On a cluster), or set train.num_nodes=1.")
+
+
 def build_trainer(params: TrainParams, best: Path, resume: ResumeCheckpoint, logger: Any, history: TrainHistory,
                   extra_callbacks: Sequence[pl.Callback] = (), steps_per_epoch: int = 50) -> pl.Trainer:
     """`resume` (the full state, `detops.training.resume`) comes after `best` among the checkpoints, which
     Lightning runs last and in order: each resume checkpoint holds the best checkpoint's state of its epoch."""
+    check_launcher(params)
     bar = ProgressBar(leave=False, console_kwargs={"file": err_console().file})  # the terminal, not the step's log
     callbacks: list[pl.Callback] = [best_checkpoint(best), resume, history, bar]
     if params.ema:
@@ -67,6 +89,7 @@ def build_trainer(params: TrainParams, best: Path, resume: ResumeCheckpoint, log
         max_time=timedelta(minutes=params.max_minutes) if params.max_minutes else None,
         accelerator=params.accelerator,
         devices=params.devices,
+        num_nodes=params.num_nodes,
         strategy=params.strategy,
         precision=resolve_precision(params),  # type: ignore[arg-type]
         gradient_clip_val=params.grad_clip or None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,36 @@ def test_an_interrupted_run_goes_on_to_the_same_weights_as_an_uninterrupted_one(
     assert summary["epochs"] == 3 and summary == {
         **json.loads((straight_ws.reports / "train.json").read_text()),
         **{k: summary[k] for k in ("train_seconds", "images_per_second")}}
+
+
+@pytest.mark.slow
+def test_a_run_on_a_fresh_disk_resumes_from_the_resume_store(trained: tuple[Workspace, Any], tmp_path: Path) -> None:
+    """paths.resume_store: a pod killed mid-training, a new pod with an empty disk (and the same MLflow server) goes
+    on from the checkpoint the first one copied to the store, to the weights of an uninterrupted run; a completed
+    run leaves nothing in the store."""
+    straight_ws, _ = trained
+    store = tmp_path / "store"
+    shared = [f"paths.resume_store={store.as_uri()}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    first = make_workspace(tmp_path / "pod-1", *shared)
+    with pytest.raises(RuntimeError, match="preempted"):
+        run_train(first, callbacks=[Preempt(epoch=2, batch=0)])
+    [kept] = [p for p in resume_files(first) if not p.name.endswith(".best-weights.ckpt")]
+    assert sorted(p.name for p in store.iterdir()) == [kept.name.replace(".ckpt", ".best-weights.ckpt"), kept.name]
+    assert (store / kept.name).read_bytes() == kept.read_bytes()  # the epoch-end checkpoint, copied as written
+
+    second = make_workspace(tmp_path / "pod-2", *shared)  # nothing of the first pod's disk
+    assert resume_files(second) == []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_train(second)
+    # Lightning drops a checkpoint callback's best score when its folder's path changed: ours follow the workspace
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+    assert "resumed an interrupted run after step 4 (epoch 2)" in result.notes[1]
+    _same_state(straight_ws.models / "last.ckpt", second.models / "last.ckpt")
+    best, want = (torch.load(d.models / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+                  for d in (second, straight_ws))
+    assert all(torch.equal(best[k], want[k]) for k in want)
+    assert list(store.iterdir()) == [] and resume_files(second) == []
 
 
 @pytest.mark.slow

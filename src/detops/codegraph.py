@@ -54,6 +54,7 @@ AMBIENT_LIBRARIES = frozenset({
     "mlflow", "prefect", "rich", "typer", "click", "tqdm", "httpx", "requests", "pydantic", "yaml", "filelock",
     "typing_extensions", "dvc",
     "psutil",  # sizes the training image cache: where images are held, never which pixels
+    "fsspec",  # copies the resume checkpoint to and from paths.resume_store: bytes, not numbers
 })
 
 

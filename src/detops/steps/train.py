@@ -51,7 +51,8 @@ def run(ws: Workspace, resume: bool = False, callbacks: Sequence[Any] = ()) -> S
     key = fingerprint(ws, STEPS["train"])
     first_rank = getattr(rank_zero_only, "rank", 0) == 0  # extra DDP ranks run this too: they only read
     say = err_console().print if first_rank else (lambda _: None)
-    point = find_resume_point(ws.root, key, say, tidy=first_rank)
+    store = ws.params.paths.resume_store
+    point = find_resume_point(ws.root, key, say, tidy=first_rank, store=store)
     if resume and point is None:
         raise TrainingError(f"{ws.relative(resume_file(ws.root, key))}: nothing to resume (no interrupted training "
                             "with these params, data and code). Run `detops train` without --resume.")
@@ -72,7 +73,7 @@ def run(ws: Workspace, resume: bool = False, callbacks: Sequence[Any] = ()) -> S
 
         history = TrainHistory()
         steps_per_epoch = -(-len(datamodule.train_set) // p.batch_size)
-        saver = ResumeCheckpoint(resume_file(ws.root, key), key, files["best"], p.checkpoint_minutes)
+        saver = ResumeCheckpoint(resume_file(ws.root, key), key, files["best"], p.checkpoint_minutes, store)
         trainer = build_trainer(p, files["best"], saver, logger, history, callbacks, steps_per_epoch)
         if trainer.is_global_zero:
             saver.run_id = _start_run_record(ws, logger, point, datamodule.cache_params)
@@ -86,7 +87,7 @@ def run(ws: Workspace, resume: bool = False, callbacks: Sequence[Any] = ()) -> S
         return StepResult(step="train")
     from detops.training.resume import finish
 
-    finish(saver.path, files["last"])
+    finish(saver.path, files["last"], store)
     return _finish(ws, trainer, logger, history, module, wall, point)
 
 

@@ -17,6 +17,12 @@ How: each file is written beside its target and renamed over it (`AtomicCheckpoi
 write leaves the previous checkpoint whole (the half-written temporary is removed by the next run). The best
 weights so far (`best.ckpt`, which DVC also deletes before the stage runs) are copied beside the resume file
 before it is written, so the two always agree.
+
+Where the disk does not outlive the run (a pod, a spot VM), `paths.resume_store` names an object-store prefix
+(any fsspec URL) that every checkpoint is copied to as soon as it is written, the best weights first: an object
+appears whole or not at all, and a checkpoint met with the best copy of the next save resumes to the same result,
+since the replayed epoch decides the same. A run with no local checkpoint of its key downloads the store's, so a
+new pod goes on where the killed one stopped; a completed run deletes it there.
 """
 
 from __future__ import annotations
@@ -60,17 +66,25 @@ def best_copy(resume: Path) -> Path:
     return resume.with_name(f"{resume.stem}{BEST_COPY}")
 
 
-def find_resume_point(root: Path, key: str, say: Callable[[str], None], tidy: bool = True) -> ResumePoint | None:
-    """The checkpoint an interrupted `train` with this key left, if any. Half-written temporaries are removed;
-    checkpoints of other keys (other params, data, code or library versions) and unreadable ones are moved to
-    `set-aside/` and named, never resumed. `tidy`: False on the extra ranks of a multi-device run, which only read
-    (rank 0 moves files)."""
+def find_resume_point(root: Path, key: str, say: Callable[[str], None], tidy: bool = True,
+                      store: str = "") -> ResumePoint | None:
+    """The checkpoint an interrupted `train` with this key left, if any: here, or else in `store`
+    (paths.resume_store), downloaded. Half-written temporaries are removed; checkpoints of other keys (other params,
+    data, code or library versions) and unreadable ones are moved to `set-aside/` and named, never resumed.
+    `tidy`: False on the extra ranks of a multi-device run, which only read (rank 0 moves files)."""
+    from filelock import FileLock
+
     folder = root / RESUME_DIR
+    wanted = resume_file(root, key)
+    if store:
+        folder.mkdir(parents=True, exist_ok=True)
     if not folder.is_dir():
         return None
-    if tidy:
-        _tidy(folder, resume_file(root, key), say)
-    wanted = resume_file(root, key)
+    with FileLock(str(folder / ".lock")):  # the ranks of one machine: one downloads, none tidies meanwhile
+        if store and not wanted.is_file():
+            _download(store, wanted, say)
+        if tidy:
+            _tidy(folder, wanted, say)
     if not wanted.is_file():
         return None
     try:
@@ -117,12 +131,49 @@ def restore_best(point: ResumePoint, best: Path) -> None:
             shutil.copyfile(copy, tmp)
 
 
-def finish(point_file: Path, last: Path) -> None:
-    """A completed run: the resume file becomes `last.ckpt` (the full final state), its best copy goes."""
+def finish(point_file: Path, last: Path, store: str = "") -> None:
+    """A completed run: the resume file becomes `last.ckpt` (the full final state), its best copy goes, here and
+    in `store`."""
     best_copy(point_file).unlink(missing_ok=True)
     if point_file.is_file():
         last.parent.mkdir(parents=True, exist_ok=True)
         os.replace(point_file, last)
+    if store:
+        fs, prefix = _store(store)
+        for name in (point_file.name, best_copy(point_file).name):
+            if fs.exists(f"{prefix}/{name}"):
+                fs.rm(f"{prefix}/{name}")
+
+
+def _store(url: str) -> tuple[Any, str]:
+    """The file system of an fsspec URL and the prefix's path on it."""
+    from fsspec.core import url_to_fs
+
+    fs, prefix = url_to_fs(url)
+    return fs, str(prefix).rstrip("/")
+
+
+def upload(store: str, resume: Path) -> None:
+    """Copy the resume checkpoint (and, first, its best weights) to `store`, under the same names."""
+    fs, prefix = _store(store)
+    fs.makedirs(prefix, exist_ok=True)
+    for item in (best_copy(resume), resume):
+        if item.is_file():
+            fs.put_file(str(item), f"{prefix}/{item.name}")
+
+
+def _download(store: str, wanted: Path, say: Callable[[str], None]) -> None:
+    """The store's checkpoint of this key (and its best weights) into the resume folder, each renamed into place
+    once whole; nothing when the store has none."""
+    fs, prefix = _store(store)
+    remote = f"{prefix}/{wanted.name}"
+    if not fs.exists(remote):
+        return
+    for name, target in ((best_copy(wanted).name, best_copy(wanted)), (wanted.name, wanted)):
+        if fs.exists(f"{prefix}/{name}"):
+            with atomic_path(target) as tmp:
+                fs.get_file(f"{prefix}/{name}", str(tmp))
+    say(f"downloaded the resume checkpoint of this run's key from {store.rstrip('/')}/{wanted.name}")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -138,14 +189,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.fsync(f.fileno())
 
 
-class ResumeCheckpoint(ModelCheckpoint):
+class RelocatableCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose saved state follows the workspace: resumed in another directory (a new pod that
+    downloaded the checkpoint from paths.resume_store), it keeps its best score and files, the same files of the
+    same workspace wherever that now is. (Lightning drops the best score when the folder's path changed: the next
+    validation would then count as the best, whatever came before.)"""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            def move(path: str | None) -> str | None:
+                return str(Path(new) / Path(path).relative_to(old)) if path and Path(path).is_relative_to(old) else path
+
+            state_dict = {**state_dict, "dirpath": new, **{key: move(state_dict.get(key)) for key in (
+                "best_model_path", "kth_best_model_path", "last_model_path")},
+                "best_k_models": {move(k): v for k, v in (state_dict.get("best_k_models") or {}).items()}}
+        super().load_state_dict(state_dict)
+
+
+class ResumeCheckpoint(RelocatableCheckpoint):
     """Writes the resume checkpoint at every epoch end and every `minutes` inside an epoch, stamped with the
     key and the MLflow run; the best weights are copied beside it first."""
 
-    def __init__(self, path: Path, key: str, best: Path, minutes: float) -> None:
+    def __init__(self, path: Path, key: str, best: Path, minutes: float, store: str = "") -> None:
         super().__init__(dirpath=path.parent, filename=path.name.removesuffix(self.FILE_EXTENSION), monitor=None,
                          save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
-        self.path, self.key, self.best, self.seconds = path, key, best, minutes * 60
+        self.path, self.key, self.best, self.seconds, self.store = path, key, best, minutes * 60, store
         self.run_id: str | None = None
         self._saved_at = time.monotonic()
 
@@ -156,6 +225,7 @@ class ResumeCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._copy_best(trainer)
         super().on_train_epoch_end(trainer, pl_module)
+        self._upload(trainer)
         self._saved_at = time.monotonic()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
@@ -165,7 +235,12 @@ class ResumeCheckpoint(ModelCheckpoint):
         if trainer.strategy.broadcast(due, src=0):  # every rank saves together (the save is collective)
             self._copy_best(trainer)
             trainer.save_checkpoint(self.path)
+            self._upload(trainer)
             self._saved_at = time.monotonic()
+
+    def _upload(self, trainer: pl.Trainer) -> None:
+        if self.store and trainer.is_global_zero:
+            upload(self.store, self.path)
 
     def _copy_best(self, trainer: pl.Trainer) -> None:
         if trainer.is_global_zero and self.best.is_file():

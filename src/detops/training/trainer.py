@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 from detops.config.train import TrainParams
 from detops.console import err_console
 from detops.training.callbacks import EMA, FitScheduleToBudget, TrainHistory
-from detops.training.resume import AtomicCheckpointIO, ResumeCheckpoint
+from detops.training.resume import AtomicCheckpointIO, RelocatableCheckpoint, ResumeCheckpoint
 
 MONITOR = "val/map"
 
@@ -43,7 +43,7 @@ def uses_cuda(params: TrainParams) -> bool:
 
 def best_checkpoint(best: Path) -> ModelCheckpoint:
     """`best` (best.ckpt): weights only (EMA in `state_dict`), by val/map. Lightning adds the `.ckpt` suffix."""
-    return ModelCheckpoint(dirpath=best.parent, filename=best.name.removesuffix(ModelCheckpoint.FILE_EXTENSION),
+    return RelocatableCheckpoint(dirpath=best.parent, filename=best.name.removesuffix(ModelCheckpoint.FILE_EXTENSION),
                            monitor=MONITOR, mode="max", save_top_k=1, save_weights_only=True,
                            auto_insert_metric_name=False, enable_version_counter=False)
 

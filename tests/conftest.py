@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from _requirements import SHARED, require_chromium, require_openvino, require_shared
 
+pytest_plugins = ("_s3",)  # the S3 API on loopback (moto's server): fixtures `s3_endpoint`, `s3`
+
 REPO = Path(__file__).resolve().parents[1]
 # No telemetry calls to a network the tests may not have.
 os.environ.setdefault("DO_NOT_TRACK", "1")

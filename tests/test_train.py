@@ -192,19 +192,30 @@ def test_an_interrupted_run_goes_on_to_the_same_weights_as_an_uninterrupted_one(
 
 
 @pytest.mark.slow
-def test_a_run_on_a_fresh_disk_resumes_from_the_resume_store(trained: tuple[Workspace, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_a_run_on_a_fresh_disk_resumes_from_the_resume_store(trained: tuple[Workspace, Any], tmp_path: Path,
+                                                             kind: str, request: pytest.FixtureRequest) -> None:
     """paths.resume_store: a pod killed mid-training, a new pod with an empty disk (and the same MLflow server) goes
     on from the checkpoint the first one copied to the store, to the weights of an uninterrupted run; a completed
-    run leaves nothing in the store."""
+    run leaves nothing in the store. On a folder (file://) and on S3 (moto's server on loopback)."""
+    from fsspec.core import url_to_fs
+
     straight_ws, _ = trained
-    store = tmp_path / "store"
-    shared = [f"paths.resume_store={store.as_uri()}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    store = (tmp_path / "store").as_uri() if kind == "file" else f"{request.getfixturevalue('s3')}/{tmp_path.name}"
+    fs, prefix = url_to_fs(store, skip_instance_cache=True)
+
+    def stored() -> dict[str, bytes]:
+        fs.invalidate_cache()  # s3fs caches listings: read the bucket as it is now
+        return {Path(p).name: fs.cat_file(p) for p in fs.ls(prefix, detail=False)} if fs.exists(prefix) else {}
+
+    shared = [f"paths.resume_store={store}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     first = make_workspace(tmp_path / "pod-1", *shared)
     with pytest.raises(RuntimeError, match="preempted"):
         run_train(first, callbacks=[Preempt(epoch=2, batch=0)])
     [kept] = [p for p in resume_files(first) if not p.name.endswith(".best-weights.ckpt")]
-    assert sorted(p.name for p in store.iterdir()) == [kept.name.replace(".ckpt", ".best-weights.ckpt"), kept.name]
-    assert (store / kept.name).read_bytes() == kept.read_bytes()  # the epoch-end checkpoint, copied as written
+    copies = stored()
+    assert sorted(copies) == [kept.name.replace(".ckpt", ".best-weights.ckpt"), kept.name]
+    assert copies[kept.name] == kept.read_bytes()  # the epoch-end checkpoint, copied as written
 
     second = make_workspace(tmp_path / "pod-2", *shared)  # nothing of the first pod's disk
     assert resume_files(second) == []
@@ -218,7 +229,7 @@ def test_a_run_on_a_fresh_disk_resumes_from_the_resume_store(trained: tuple[Work
     best, want = (torch.load(d.models / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
                   for d in (second, straight_ws))
     assert all(torch.equal(best[k], want[k]) for k in want)
-    assert list(store.iterdir()) == [] and resume_files(second) == []
+    assert stored() == {} and resume_files(second) == []
 
 
 @pytest.mark.slow

@@ -149,7 +149,7 @@ def _store(url: str) -> tuple[Any, str]:
     """The file system of an fsspec URL and the prefix's path on it."""
     from fsspec.core import url_to_fs
 
-    fs, prefix = url_to_fs(url)
+    fs, prefix = url_to_fs(url, skip_instance_cache=True)  # no listing cached from before another pod wrote
     return fs, str(prefix).rstrip("/")
 
 

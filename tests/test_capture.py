@@ -170,6 +170,53 @@ def test_a_batch_left_unsealed_by_a_dead_writer_is_sealed_by_another_once_stale(
     assert _since(before)["batches"] == 1
 
 
+def test_on_object_storage_a_dead_writers_batch_is_sealed_from_the_answers_that_made_it(tmp_path: Path,
+                                                                                         s3: str) -> None:
+    """The same on S3 (moto on loopback), where nothing is appended or renamed: a writer's batch is sealed by its
+    size, its answer lines gathered before the manifest; a killed writer's batch (two images with their answer
+    objects, a third without) is sealed by another writer with the two, a younger one is left, an empty one
+    removed; a fresh workspace reads each sealed batch from its local copy."""
+    from detops.monitoring.delivery import ANSWERS
+    from detops.monitoring.landing import open_store
+
+    landing = f"{s3}/{tmp_path.name}/landing"
+    store, now = open_store(landing), datetime.now(timezone.utc)
+
+    def folder(pid: int, opened: datetime) -> str:
+        return f"capture-serve-7f9c-{pid}-{opened.strftime(STAMP)}"
+
+    dead = folder(1, now - timedelta(minutes=10))
+    for i in range(3):
+        store.fs.pipe_file(store.path(dead, f"{i:06d}.png"), _png(i))
+    for i in range(2):  # killed after its third image, before that image's answer
+        line = json.dumps({"file_name": f"{i:06d}.png", "model": {"version": "1"}, "detections": []})
+        store.fs.pipe_file(store.path(dead, ANSWERS, f"{i:06d}.png.json"), line.encode())
+    young = folder(2, now - timedelta(minutes=1.5))
+    store.fs.pipe_file(store.path(young, "000001.png"), _png(1))
+    empty = folder(3, now - timedelta(minutes=10))
+    store.fs.pipe_file(store.path(empty, "000001.png"), _png(1))  # an image whose answer never came
+    before = _counts()
+    writer = CaptureWriter(landing, "_READY", batch_size=2, max_minutes=1, score_threshold=0.3, grace_s=60)
+    writer.start()
+    wait_until(lambda: store.is_sealed(dead, "_READY"), 20, "the dead writer's batch to be sealed", poll=0.1)
+    for i in range(3):
+        writer.offer(_capture(i))
+    wait_until(lambda: writer.saved == 3, 20, "three captures", poll=0.05)
+    writer.close()
+    assert json.loads(store.fs.cat_file(store.path(dead, "_READY")))["images"] == 2
+    assert not store.fs.exists(store.path(dead, "000002.png")) and not store.fs.exists(store.path(empty))
+    assert not store.is_sealed(young, "_READY")
+    ours = sorted(set(store.sealed("_READY")) - {dead})
+    assert len(ours) == 2 and _since(before)["batches"] == 3  # by size, at close, and the dead writer's
+    ws = Workspace.at(tmp_path / "fresh", load_params(REPO / "params.yaml", [f"monitor.landing={landing}"]))
+    read = {batch.name: read_batch(ws, batch) for batch in complete_batches(ws)}
+    assert sorted(read) == sorted([dead, *ours])
+    assert [len(read[name].dataset["images"]) for name in (dead, *ours)] == [2, 2, 1]
+    answers = read_captured(read[ours[0]].batch.path)
+    assert answers is not None and [a.file_name for a in answers] == ["000001-req_0.png", "000002-req_1.png"]
+    assert not any(p.name.startswith(".") for p in read[dead].batch.path.iterdir())
+
+
 def test_a_write_error_pauses_capture_and_it_resumes_once_the_folder_can_be_written(tmp_path: Path) -> None:
     """An unwritable landing folder (a regular file in its place: as root a chmod would not stop a write) pauses
     capture instead of ending it: the image being written and those queued are dropped and counted, the gap's

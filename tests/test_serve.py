@@ -818,6 +818,56 @@ def test_sigint_stops_the_server_and_seals_the_open_capture_batch(registry: Regi
     assert stopped < 15, stopped
 
 
+@pytest.mark.slow
+def test_two_servers_capture_into_one_object_store_prefix_and_a_fresh_monitor_checks_each_batch_once(
+        registry: Registry, s3: str, tmp_path: Path) -> None:
+    """monitor.landing on S3 (moto's server on loopback): two `detops serve` replicas capture into one prefix and
+    seal their batches as they stop; `detops monitor` in a fresh directory (params and the MLflow store only)
+    checks both, once each; a run in another fresh directory finds nothing new, as the ledger is on the store too;
+    a batch without its manifest (a writer still at work) is never read."""
+    from datetime import datetime, timezone
+
+    from test_train import TINY
+
+    from detops.monitoring.landing import open_store
+
+    manifest = registry.ws.params.monitor.manifest
+    landing = f"{s3}/{tmp_path.name}/landing"
+    sets = (*SERVE, f"serve.model=models:/{registry.name}/1", "serve.capture_share=1.0", f"monitor.landing={landing}")
+    images = registry.images()[:4]
+    with ServeProcess(registry.ws.root, *sets, log_dir=tmp_path) as one, \
+            ServeProcess(registry.ws.root, *sets, log_dir=tmp_path) as two, httpx.Client(timeout=30) as client:
+        for server in (one, two):
+            server.wait_ready()
+            assert all(_answer(client, server.url, image)[0].status == 200 for image in images)
+    store = open_store(landing)
+    sealed = store.sealed(manifest)
+    assert len(sealed) == 2 and all(name.startswith("capture-") for name in sealed), (one.log(), two.log())
+    for name in sealed:
+        assert len(store.fs.cat_file(store.path(name, "predictions.jsonl")).splitlines()) == len(images)
+    at_work = f"capture-elsewhere-1-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}"
+    store.fs.pipe_file(store.path(at_work, "000001.png"), images[0])
+
+    def monitor(root: Path) -> dict[str, Any]:
+        root.mkdir()
+        shutil.copy(registry.ws.root / "params.yaml", root / "params.yaml")
+        sets = [*TINY, f"mlflow.tracking_uri=sqlite:///{registry.ws.root / 'mlflow.db'}", f"monitor.landing={landing}",
+                "monitor.min_batch_size=2"]
+        out = subprocess.run([sys.executable, "-m", "detops", "-w", str(root),
+                              *(arg for item in sets for arg in ("--set", item)), "monitor"],
+                             capture_output=True, text=True, cwd=root, timeout=600)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert not (root / ".detops" / "landing" / at_work).exists()
+        return dict(json.loads((root / "reports" / "drift" / "verdict.json").read_text()))
+
+    first = monitor(tmp_path / "first")
+    assert sorted(check["batch"] for check in first["checks"]) == sealed
+    assert all(check["images"] == len(images) for check in first["checks"])
+    assert monitor(tmp_path / "second")["checks"] == []
+    ledger = json.loads(store.fs.cat_file(store.path("ledger.json")))
+    assert sorted(ledger["batches"]) == sealed
+
+
 SERVING = Path(__file__).resolve().parents[1] / "src" / "detops" / "serving"
 
 

@@ -163,11 +163,10 @@ def batch_states(ws: Workspace) -> list[dict[str, Any]]:
     from detops.labeling.select import selection_folder
     from detops.labeling.state import load_state
     from detops.monitoring.accept import accepted_path
-    from detops.monitoring.batches import landing_folder, ledger
+    from detops.monitoring.batches import batch_folders, complete_batches, ledger
 
-    root = landing_folder(ws)
     entries = ledger(ws).entries()
-    folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else set()
+    folders, sealed = batch_folders(ws), {batch.name for batch in complete_batches(ws)}
     rows = []
     for name in sorted(folders | set(entries)):
         entry = entries.get(name, {})
@@ -192,7 +191,7 @@ def batch_states(ws: Workspace) -> list[dict[str, Any]]:
             row["state"], row["detail"] = "selected", ws.relative(selection_folder(ws, name) / "selection.json")
         elif entry.get("verdict"):
             row["state"], row["detail"] = "checked", str(entry["verdict"])
-        elif name in folders and (root / name / ws.params.monitor.manifest).is_file():
+        elif name in sealed:
             row["state"], row["detail"] = "landed", "not checked yet"
         elif name in folders:
             row["state"], row["detail"] = "arriving", f"no {ws.params.monitor.manifest} yet"

@@ -176,7 +176,8 @@ def check_boxes(ws: Workspace, batch: str, coco: Dataset) -> None:
 def pull(ws: Workspace, batch: str, studio: LabelStudio) -> PullResult:
     """Write the labelled batch once every task is finished (resuming a pull that stopped half-way); report the
     progress otherwise."""
-    from detops.monitoring.batches import find_batch, landing_folder, ledger, read_batch
+    from detops.monitoring.batches import batch_folders, find_batch, landing_folder, ledger, read_batch
+    from detops.monitoring.landing import landing_location, open_store
 
     state = load_state(ws, batch)
     if state is None:
@@ -200,14 +201,19 @@ def pull(ws: Workspace, batch: str, studio: LabelStudio) -> PullResult:
     target = landing_folder(ws) / name
     origin = "reviewed_from" if state.review else "labelled_from"
     ours = ledger(ws).entries().get(name, {}).get(origin) == batch
-    if target.exists() and not ours:
-        raise DataError(f"{target} exists already: move it away to pull batch {batch!r} again.")
-    if not (ours and (target / ws.params.monitor.manifest).is_file()):  # else 1 and 2 were done: on to 3
+    location, manifest = landing_location(ws), ws.params.monitor.manifest
+    if name in batch_folders(ws) and not ours:
+        raise DataError(f"{location}/{name} exists already: move it away to pull batch {batch!r} again.")
+    written = open_store(location).is_sealed(name, manifest) if isinstance(location, str) \
+        else (target / manifest).is_file()
+    if not (ours and written):  # else 1 and 2 were done: on to 3
         ledger(ws).record(name, {origin: batch, "images": len(coco["images"]),
                                  "boxes": len(coco["annotations"]), "skipped": done.skipped,
                                  "dropped": list(dropped), "labelled": True, "format": "coco",
                                  "label_studio_project": state.project})
         write_batch(ws, source.path, target, coco)
+        if isinstance(location, str):  # the copy here is what a reader of the store would fetch
+            open_store(location).put(target, name, manifest)
     state.pulled = name
     save_state(ws, state)
     return pulled_report(ws, state)

@@ -6,6 +6,10 @@ The server's capture writes through this (one open batch per process, named by h
 so no two writers ever share a folder); a killed pod never comes back to its own folder, so any writer seals an
 unsealed batch once it is old enough, after dropping what was cut off mid-write (an image without its answer line,
 a half-written line): no captured image is left unread, and none is read without its answer.
+
+On object storage (`monitoring.landing.Store`) there is no append and no rename: each image is followed by its
+answer as an object of its own (`.answers/<image>.json`, hidden from readers), and sealing writes
+`predictions.jsonl` from them, then the manifest; a stale batch is sealed from the answers that made it.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from detops.monitoring.landing import Store, is_url, open_store
 from detops.monitoring.predictions import CAPTURED_ANSWERS
 
 log = logging.getLogger("detops.serve")
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 STAMP = "%Y%m%dT%H%M%S%fZ"
 FOLDER = re.compile(r"capture-.+-\d+-(?P<stamp>\d{8}T\d{12}Z)")
+ANSWERS = ".answers"  # on object storage: one answer object per image, until the seal gathers them
 
 
 def image_file(data: bytes) -> tuple[bytes, str]:
@@ -44,12 +50,27 @@ def image_file(data: bytes) -> tuple[bytes, str]:
         return out.getvalue(), ".png"
 
 
+def manifest_text(images: int, sealed_by: str) -> str:
+    return json.dumps({"images": images, "source": "detops serve", "sealed_by": sealed_by})
+
+
 def write_manifest(folder: Path, manifest: str, images: int, sealed_by: str) -> None:
     """The manifest, written last and atomically (a reader sees it whole or not at all)."""
     tmp = folder / f".{manifest}.tmp-{os.getpid()}-{threading.get_ident()}"
-    tmp.write_text(json.dumps({"images": images, "source": "detops serve", "sealed_by": sealed_by}),
-                   encoding="utf-8")
+    tmp.write_text(manifest_text(images, sealed_by), encoding="utf-8")
     os.replace(tmp, folder / manifest)
+
+
+def new_folder_name() -> str:
+    """This writer's next batch folder: host, pid and the time, so no two writers share one."""
+    return f"capture-{socket.gethostname()}-{os.getpid()}-{datetime.now(timezone.utc).strftime(STAMP)}"
+
+
+def image_name(sequence: int, answer: dict[str, Any], data: bytes) -> tuple[str, bytes]:
+    """The file name of the batch's `sequence`th image (with its request id, for a person looking) and its bytes."""
+    rid = str(answer.get("request_id") or "").replace(":", "_")[:64]
+    content, suffix = image_file(data)
+    return f"{sequence:06d}{'-' + rid if rid else ''}{suffix}", content
 
 
 class OpenBatch:
@@ -67,14 +88,11 @@ class OpenBatch:
         if self.folder is not None and ((self.folder / self.manifest).exists() or not self.folder.is_dir()):
             self.folder = None  # sealed (or removed) by another writer while this one could not write: open another
         if self.folder is None:
-            stamp = datetime.now(timezone.utc).strftime(STAMP)
-            folder = self.landing / f"capture-{socket.gethostname()}-{os.getpid()}-{stamp}"
+            folder = self.landing / new_folder_name()
             folder.mkdir(parents=True)  # exist_ok=False: a folder another writer made is never shared
             self.folder, self.count, self.opened = folder, 0, time.monotonic()
         self._sequence += 1
-        rid = str(answer.get("request_id") or "").replace(":", "_")[:64]
-        content, suffix = image_file(data)
-        name = f"{self._sequence:06d}{'-' + rid if rid else ''}{suffix}"
+        name, content = image_name(self._sequence, answer, data)
         (self.folder / name).write_bytes(content)
         try:
             with (self.folder / CAPTURED_ANSWERS).open("a", encoding="utf-8") as fh:
@@ -84,12 +102,111 @@ class OpenBatch:
             raise
         self.count += 1
 
+    def seal_stale(self, stale_seconds: float) -> int:
+        """Seal the batches other writers left open (`seal_stale`); how many."""
+        return seal_stale(self.landing, self.manifest, stale_seconds, skip=self.folder)
+
     def seal(self) -> None:
         """Write the manifest (last): from now on the drift check reads the batch."""
         assert self.folder is not None
         write_manifest(self.folder, self.manifest, self.count, self.folder.name)
         log.info("capture: sealed %s (%d images)", self.folder, self.count)
         self.folder, self.count = None, 0
+
+
+class StoredBatch:
+    """This writer's batch on object storage, as `OpenBatch` is on a disk: each image, then its answer object;
+    `seal` writes the answer lines, then the manifest."""
+
+    def __init__(self, store: Store, manifest: str) -> None:
+        self.store, self.manifest = store, manifest
+        self.folder: str | None = None  # the batch folder's name
+        self.count = 0
+        self.opened = 0.0
+        self._sequence = 0
+        self._lines: list[str] = []
+
+    def add(self, data: bytes, answer: dict[str, Any]) -> None:
+        """Save one image, then its answer object: an image without one is dropped when a stale batch is sealed."""
+        fs = self.store.fs
+        if self.folder is not None and fs.exists(self.store.path(self.folder, self.manifest)):
+            self.folder = None  # sealed by another writer while this one could not write: open another
+        if self.folder is None:
+            self.folder, self.count, self.opened, self._lines = new_folder_name(), 0, time.monotonic(), []
+        self._sequence += 1
+        name, content = image_name(self._sequence, answer, data)
+        line = json.dumps({"file_name": name, **answer})
+        fs.pipe_file(self.store.path(self.folder, name), content)
+        fs.pipe_file(self.store.path(self.folder, ANSWERS, name + ".json"), line.encode())
+        self._lines.append(line)
+        self.count += 1
+
+    def seal_stale(self, stale_seconds: float) -> int:
+        return seal_stale_stored(self.store, self.manifest, stale_seconds, skip=self.folder)
+
+    def seal(self) -> None:
+        assert self.folder is not None
+        _seal_stored(self.store, self.folder, self.manifest, self._lines, self.folder)
+        log.info("capture: sealed %s (%d images)", self.store.path(self.folder), self.count)
+        self.folder, self.count, self._lines = None, 0, []
+
+
+def open_batch(landing: Path | str, manifest: str) -> OpenBatch | StoredBatch:
+    """A writer's batch under `landing`: a folder here, or an fsspec URL (object storage)."""
+    return StoredBatch(open_store(str(landing)), manifest) if is_url(landing) else OpenBatch(Path(landing), manifest)
+
+
+def _seal_stored(store: Store, folder: str, manifest: str, lines: list[str], sealed_by: str) -> None:
+    store.fs.pipe_file(store.path(folder, CAPTURED_ANSWERS), "".join(line + "\n" for line in lines).encode())
+    store.fs.pipe_file(store.path(folder, manifest), manifest_text(len(lines), sealed_by).encode())
+
+
+def seal_stale_stored(store: Store, manifest: str, stale_seconds: float, skip: str | None = None) -> int:
+    """`seal_stale` on object storage: each old unsealed capture batch is sealed with the images whose answer
+    object made it; the others are removed, and a batch with none is removed whole."""
+    now, sealed = datetime.now(timezone.utc), 0
+    try:
+        names = set(store.folders()) - set(store.sealed(manifest))
+    except OSError:
+        return 0
+    for name in sorted(names):
+        found = FOLDER.fullmatch(name)
+        if not found or name == skip:
+            continue
+        if _age(found, now) < stale_seconds:
+            continue
+        try:
+            images = _seal_stored_stale(store, name, manifest)
+        except OSError as exc:
+            log.warning("capture: could not seal the stale batch %s (%s)", store.path(name), exc)
+            continue
+        if images:
+            log.warning("capture: sealed %s, left open by a writer that stopped (%d images)", store.path(name), images)
+            sealed += 1
+    return sealed
+
+
+def _seal_stored_stale(store: Store, name: str, manifest: str) -> int:
+    fs = store.fs
+    files = {str(p).rsplit("/", 1)[-1] for p in fs.find(store.path(name))}
+    lines = []
+    for part in sorted(fs.find(store.path(name, ANSWERS))):
+        try:
+            line = fs.cat_file(part).decode()
+            image = json.loads(line)["file_name"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            continue
+        if isinstance(image, str) and image in files:
+            lines.append(line)
+    kept = {json.loads(line)["file_name"] for line in lines}
+    for path in fs.find(store.path(name)):
+        if not str(path).startswith(store.path(name, ANSWERS) + "/") and str(path).rsplit("/", 1)[-1] not in kept:
+            fs.rm_file(path)
+    if not lines:
+        fs.rm(store.path(name), recursive=True)
+        return 0
+    _seal_stored(store, name, manifest, lines, f"{socket.gethostname()}-{os.getpid()} (stale)")
+    return len(lines)
 
 
 def seal_stale(landing: Path, manifest: str, stale_seconds: float, skip: Path | None = None) -> int:
@@ -104,8 +221,7 @@ def seal_stale(landing: Path, manifest: str, stale_seconds: float, skip: Path | 
         found = FOLDER.fullmatch(folder.name)
         if not found or folder == skip or (folder / manifest).exists() or not folder.is_dir():
             continue
-        opened = datetime.strptime(found["stamp"], STAMP).replace(tzinfo=timezone.utc)
-        if (now - opened).total_seconds() < stale_seconds:
+        if _age(found, now) < stale_seconds:
             continue
         try:
             images = _repair(folder)
@@ -118,6 +234,11 @@ def seal_stale(landing: Path, manifest: str, stale_seconds: float, skip: Path | 
             log.warning("capture: sealed %s, left open by a writer that stopped (%d images)", folder, images)
             sealed += 1
     return sealed
+
+
+def _age(found: re.Match[str], now: datetime) -> float:
+    """Seconds since a capture folder (its name matched by FOLDER) was opened."""
+    return (now - datetime.strptime(found["stamp"], STAMP).replace(tzinfo=timezone.utc)).total_seconds()
 
 
 def _repair(folder: Path) -> int | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from detops.config.serve import ServeParams
-from detops.monitoring.delivery import OpenBatch, seal_stale
+from detops.monitoring.delivery import open_batch
 from detops.serving.metrics import metrics
 from detops.serving.routing import share_point
 
@@ -57,13 +57,13 @@ class CaptureWriter:
     `start()` starts the writer thread; `close()` writes the queue, seals the open batch and ends it. What it did
     is counted in /metrics only (`detops_serve_capture_*`)."""
 
-    def __init__(self, landing: Path, manifest: str, batch_size: int, max_minutes: float, score_threshold: float,
-                 *, queue_mb: float = ServeParams.model_fields["capture_queue_mb"].default,
+    def __init__(self, landing: Path | str, manifest: str, batch_size: int, max_minutes: float,
+                 score_threshold: float, *, queue_mb: float = ServeParams.model_fields["capture_queue_mb"].default,
                  grace_s: float = STALE_GRACE_S) -> None:
-        self.landing, self.manifest = Path(landing), manifest
+        self.landing, self.manifest = landing, manifest  # a folder, or an fsspec URL (object storage)
         self.batch_size, self.max_seconds, self.score_threshold = batch_size, max_minutes * 60.0, score_threshold
         self.stale_seconds = self.max_seconds + grace_s
-        self.batch = OpenBatch(self.landing, manifest)
+        self.batch = open_batch(landing, manifest)
         self.max_bytes, self.queued_bytes = int(queue_mb * 2**20), 0  # bound and size of the queue, in bytes
         self._queue: queue.Queue[Capture | None] = queue.Queue()  # None: wakes the thread at close
         self._lock = threading.Lock()  # guards queued_bytes
@@ -125,8 +125,7 @@ class CaptureWriter:
         while not (self._closed.is_set() and self._queue.empty()):
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + SWEEP_EVERY_S
-                sealed = seal_stale(self.landing, self.manifest, self.stale_seconds, skip=self.batch.folder)
-                metrics().capture_batches.inc(sealed)
+                metrics().capture_batches.inc(self.batch.seal_stale(self.stale_seconds))
             if wait:
                 self._closed.wait(wait)  # the back-off, cut short by close()
             due = self.batch.opened + self.max_seconds - time.monotonic() if self.batch.folder else 1.0

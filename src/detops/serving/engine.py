@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from detops.inference.predictor import Detections
+from detops.monitoring.landing import landing_location
 from detops.serving.agreement import agreement
 from detops.serving.capture import Capture, CaptureWriter, captured
 from detops.serving.follow import Follower
@@ -86,7 +87,7 @@ class Engine:
         self.followers = [f for f in (self.champion, self.challenger) if f is not None]
         self.queues: dict[str, queue.Queue[Job | None]] = {f.role: queue.Queue() for f in self.followers}
         self.capture = CaptureWriter(
-            ws.resolve(ws.params.monitor.landing), ws.params.monitor.manifest, serve.capture_batch_size,
+            landing_location(ws), ws.params.monitor.manifest, serve.capture_batch_size,
             serve.capture_max_minutes, settings.score_threshold, queue_mb=serve.capture_queue_mb,
         ) if serve.capture_share > 0 else None
         self._shadow_bytes = 0  # of the shadows queued

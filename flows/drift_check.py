@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from detops.locking import workspace_lock
+from detops.monitoring.loopstate import loop_state
 from detops.workspace import Workspace
 from flows.deploy.spec import DRIFT_EVENT
 from tasks import run_step
@@ -47,7 +48,7 @@ def drift_check(workspace: str = ".") -> dict[str, Any]:
 
     ws = workspace_for(workspace, None, [])
     logger = get_run_logger()
-    with workspace_lock(ws.root):
+    with workspace_lock(ws.root), loop_state(ws):
         batches = new_batches(ws)
         if not batches:
             logger.info("no new complete batch in %s: nothing to check", ws.params.monitor.landing)

@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger
 
 from detops.errors import DataError, LabelStudioError
 from detops.locking import workspace_lock
+from detops.monitoring.loopstate import loop_state
 from detops.workspace import Workspace
 from flows.events import emit_labelled_event
 
@@ -41,7 +42,8 @@ def labels_sync(workspace: str = ".") -> dict[str, Any]:
     outcome: dict[str, Any] = {}
     failed: dict[str, str] = {}
     try:
-        _sync(ws, outcome, failed, logger)
+        with loop_state(ws):  # fetched before anything reads it: a fresh pod knows what was pushed
+            _sync(ws, outcome, failed, logger)
         unreachable = None
     except LabelStudioError as exc:  # what was pulled before needs no Label Studio to be announced
         unreachable = exc

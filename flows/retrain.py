@@ -23,6 +23,7 @@ from detops.config import load_params, validate_params
 from detops.config.overlay import ParamsOverlay, changes_of, overlay
 from detops.locking import workspace_lock
 from detops.monitoring.accept import BatchOutcome, take_batch
+from detops.monitoring.loopstate import loop_state
 from detops.reporting.page import build_run_page
 from detops.steps.graph import RETRAIN
 from detops.steps.result import StepResult
@@ -69,7 +70,7 @@ def retrain(workspace: str = ".", params: ParamsOverlay = ParamsOverlay(),
         "dvc.lock left as it was: this run's params differ from params.yaml (lineage in MLflow)"]
     results: dict[str, StepResult] = {}
     # the commit as the run found it: its own dvc.lock and .gitignore updates must not read as the user's edits
-    with workspace_lock(ws.root), git_state_at_start(ws.root):
+    with workspace_lock(ws.root), loop_state(ws), git_state_at_start(ws.root):
         if batch:
             outcome = take_batch(ws, batch)
             emit_accuracy_event(ws, outcome.production)  # the champion's accuracy on the batch's share dropped

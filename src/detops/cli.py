@@ -67,12 +67,13 @@ def _run_step(module: str, extra: tuple[str, ...] = (), **options: Any) -> None:
     cleanly."""
     from detops.errors import DetopsError
     from detops.locking import workspace_lock
+    from detops.monitoring.loopstate import loop_state
     from detops.steplog import step_log
 
     try:
         ws = _workspace(extra)
         step = importlib.import_module(f"detops.steps.{module}")
-        with workspace_lock(ws.root), step_log(ws, module.rstrip("_")):  # library prints: reports/logs/
+        with workspace_lock(ws.root), loop_state(ws), step_log(ws, module.rstrip("_")):  # library prints: reports/logs/
             result = step.run(ws, **options)
     except DetopsError as exc:
         _exit_with(exc)
@@ -465,8 +466,10 @@ def label_select(
     try:
         ws = _workspace(_set("label.model", _typed_model(model)))
         from detops.labeling.select import select_batch
+        from detops.monitoring.loopstate import loop_state
 
-        chosen = select_batch(ws, batch, budget)
+        with loop_state(ws):
+            chosen = select_batch(ws, batch, budget)
     except DetopsError as exc:
         _exit_with(exc)
     from detops.console import out_console
@@ -493,9 +496,11 @@ def label_audit(
     try:
         ws = _workspace(_set("label.model", _typed_model(model)))
         from detops.labeling.audit import audit_files, audit_target, run_audit
+        from detops.monitoring.loopstate import loop_state
 
-        dataset, source, batch = audit_target(ws, split)
-        audit = run_audit(ws, dataset, source, batch)
+        with loop_state(ws):
+            dataset, source, batch = audit_target(ws, split)
+            audit = run_audit(ws, dataset, source, batch)
     except DetopsError as exc:
         _exit_with(exc)
     summary = audit.to_dict()
@@ -518,9 +523,10 @@ def label_push(
         ws = _workspace(_set("label.model", _typed_model(model)))
         from detops.labeling.push import preannotator, push
         from detops.labeling.studio import LabelStudio
+        from detops.monitoring.loopstate import loop_state
 
         settings = ws.params.label_studio
-        with LabelStudio.from_env(settings.url, settings.timeout_s) as studio:
+        with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, loop_state(ws):
             studio.find_project("")  # a server down or a wrong token fails before the model is loaded
             done = push(ws, batch, studio, preannotator(ws))
     except DetopsError as exc:
@@ -541,9 +547,10 @@ def label_review(
         ws = _workspace()
         from detops.labeling.review import push_review
         from detops.labeling.studio import LabelStudio
+        from detops.monitoring.loopstate import loop_state
 
         settings = ws.params.label_studio
-        with LabelStudio.from_env(settings.url, settings.timeout_s) as studio:
+        with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, loop_state(ws):
             done = push_review(ws, batch, studio)
     except DetopsError as exc:
         _exit_with(exc)
@@ -566,9 +573,11 @@ def label_pull(
         from detops.labeling.pull import pull
         from detops.labeling.studio import LabelStudio
         from detops.locking import workspace_lock
+        from detops.monitoring.loopstate import loop_state
 
         settings = ws.params.label_studio
-        with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, workspace_lock(ws.root):
+        with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, workspace_lock(ws.root), \
+                loop_state(ws):
             done = pull(ws, batch, studio)
     except DetopsError as exc:
         _exit_with(exc)

@@ -33,7 +33,9 @@ class MonitorParams(Section):
 
     landing: str = Field(
         "data/landing", description="Folder where new data batches arrive, one sub-folder each; its ledger.json "
-                                    "records every batch checked, so a batch is checked and announced once."
+                                    "records every batch checked, so a batch is checked and announced once. An "
+                                    "fsspec URL (s3://bucket/landing) puts it on object storage, with the "
+                                    "labelling loop's state under .loop/ beside the batches."
     )
     manifest: str = Field(
         "_READY", min_length=1, description="File that marks a batch folder complete (copy it last: a batch "

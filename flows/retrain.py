@@ -31,7 +31,17 @@ from detops.tracking import git_state_at_start
 from detops.workspace import Workspace
 from flows.events import emit_accuracy_event, emit_promotion_event
 from tasks import run_step
-from tasks.dvc_sync import add, commit_stage, dvc_repo, params_are_the_file, push, sync_code_fingerprints
+from tasks.dvc_sync import (
+    add,
+    commit_stage,
+    dvc_repo,
+    params_are_the_file,
+    pull_run_cache,
+    push,
+    push_lock_branch,
+    remote,
+    sync_code_fingerprints,
+)
 
 
 def workspace_for(workspace: str, params: ParamsOverlay | dict[str, Any] | None, overrides: list[str]) -> Workspace:
@@ -83,18 +93,23 @@ def retrain(workspace: str = ".", params: ParamsOverlay = ParamsOverlay(),
             notes.extend(outcome.notes)  # the label audit: its page, and what went back for review
         if sync_dvc:  # dvc.yaml's code deps: what `dvc repro` writes first, from the code this run imports
             sync_code_fingerprints(ws)
+        restore = sync_dvc and remote(ws) is not None  # a stage run before (on any machine) is restored
+        if restore:
+            pull_run_cache(ws)
         try:
             for verb in verbs:
                 logger.info("step %s", verb)
-                results[verb] = run_step(ws, verb)
+                results[verb] = run_step(ws, verb, restore=restore)
                 if sync_dvc:
                     commit_stage(ws, verb)
         finally:  # a failed run gets its page too: the validation failures are what people need to see
             notes.append(f"run report (offline page): {ws.relative(build_run_page(ws))}")
-        tag_training_run(ws)
+        tag_training_run(ws, with_dvc_lock=sync_dvc)
         emit_promotion_event(ws, results["promote"])
         if sync_dvc:
             notes.append(push(ws))
+            if ws.params.deploy.git_push:
+                notes.append(push_lock_branch(ws, ws.params.deploy.git_push, str(flow_run.get_name() or "local")))
     for note in notes:
         logger.info(note)
     create_markdown_artifact(key="detops-retrain", markdown=summary_markdown(results, notes),
@@ -116,14 +131,17 @@ def labels_needed(ws: Workspace, outcome: BatchOutcome) -> dict[str, Any]:
             "list": listing}
 
 
-def tag_training_run(ws: Workspace) -> None:
-    """Lineage: which Prefect flow run and deployment produced the MLflow run."""
+def tag_training_run(ws: Workspace, with_dvc_lock: bool = False) -> None:
+    """Lineage: which Prefect flow run and deployment produced the MLflow run, and (`with_dvc_lock`) the dvc.lock
+    this run left, naming every data version, so a run in a pod that is gone can be checked out again."""
     from detops.tracking import mlflow_client, read_run_id
 
     run_id = read_run_id(ws)
     if not run_id:
         return
     client = mlflow_client(ws)
+    if with_dvc_lock and (ws.root / "dvc.lock").is_file():
+        client.log_artifact(run_id, str(ws.root / "dvc.lock"))
     client.set_tag(run_id, "prefect.flow_run_id", str(flow_run.get_id() or ""))
     client.set_tag(run_id, "prefect.flow_run_name", str(flow_run.get_name() or ""))
     client.set_tag(run_id, "prefect.deployment", str(deployment.get_name() or "none (ad hoc run)"))

@@ -3,6 +3,8 @@
 A task adds only orchestration:
 - a cache keyed on what the step graph declares (params sections, deps content, code), served only when
   the outputs on disk are the ones that run left (a lost or edited output re-runs the step);
+- with `restore`, a step not current here is first looked up in DVC's run cache on the remote (`tasks.dvc_sync`):
+  a match is checked out instead of run, and the task ends in the state `Restored`;
 - `promote` is never served from cache: it has side effects in the registry (and is idempotent per run);
 - retries with exponential back-off, only for transient errors (network, server), never for a user error;
 - a markdown artifact with the result, linking to the MLflow run.
@@ -18,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
-from prefect.states import State
+from prefect.states import Completed, State
 from prefect.tasks import exponential_backoff
 
 from detops.errors import DetopsError
@@ -58,7 +60,16 @@ def _retry_transient(task_: Task[..., Any], task_run: TaskRun, state: State[Any]
     return False
 
 
-def _run(ws: Workspace, verb: str, options: dict[str, Any], key: str) -> StepResult:
+def _run(ws: Workspace, verb: str, options: dict[str, Any], key: str, restore: bool = False) -> Any:
+    if restore:
+        from tasks.dvc_sync import restore_stage
+
+        if restore_stage(ws, verb):
+            record_run(ws, STEPS[verb], key)
+            result = restored(ws, verb)
+            create_markdown_artifact(key=f"detops-{verb}", markdown=result.to_markdown() + _mlflow_link(ws),
+                                     description=f"detops {verb} result (restored)")
+            return Completed(data=result, name="Restored", message=result.notes[0])
     with step_log(ws, verb):  # library prints: reports/logs/<verb>.log, as `detops <verb>` does
         if verb == "train" and _several_devices(ws):
             result = train_in_subprocess(ws, bool(options.get("resume")))
@@ -70,6 +81,20 @@ def _run(ws: Workspace, verb: str, options: dict[str, Any], key: str) -> StepRes
     create_markdown_artifact(key=f"detops-{verb}", markdown=result.to_markdown() + _mlflow_link(ws),
                              description=f"detops {verb} result")
     return result
+
+
+def restored(ws: Workspace, verb: str) -> StepResult:
+    """What a step restored from the run cache reports: its outputs, and the scalars of its metric files."""
+    import json
+
+    metrics: dict[str, Any] = {}
+    for out in STEPS[verb].outs:
+        path = ws.output(verb, out.name)
+        if out.kind == "metric" and path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            metrics |= {k: v for k, v in data.items() if isinstance(v, (int, float, str, bool))}
+    return StepResult(verb, {out.name: ws.relative(ws.output(verb, out.name)) for out in STEPS[verb].outs}, metrics,
+                      ["restored from the DVC remote's run cache: it ran before with these params, data and code"])
 
 
 def _several_devices(ws: Workspace) -> bool:
@@ -128,10 +153,12 @@ def step_task(verb: str) -> Any:
     )(_run)
 
 
-def run_step(ws: Workspace, verb: str, **options: Any) -> StepResult:
-    """Run `verb` as a task; the cache serves only a step whose recorded outputs are still on disk."""
+def run_step(ws: Workspace, verb: str, restore: bool = False, **options: Any) -> StepResult:
+    """Run `verb` as a task; the cache serves only a step whose recorded outputs are still on disk. `restore`: a
+    step not current here is restored from DVC's run cache when it holds this step's inputs."""
     step = STEPS[verb]
     key = fingerprint(ws, step) if step.cacheable else ""
     refresh = bool(options) or (step.cacheable and not is_current(ws, step, key))
-    result: StepResult = step_task(verb).with_options(refresh_cache=refresh)(ws, verb, options, key)
-    return result
+    restore = restore and refresh and step.cacheable and not options
+    result = step_task(verb).with_options(refresh_cache=refresh)(ws, verb, options, key, restore)
+    return result.result() if isinstance(result, State) else result

@@ -91,8 +91,9 @@ def start_postgres(root: Path) -> tuple[Path, int]:
     return bindir, port
 
 
-def start() -> Server:
-    """PostgreSQL, then `mlflow server` on it (proxied artifacts in the temp folder), ready to answer."""
+def start(artifacts_destination: str | None = None, env: dict[str, str] | None = None) -> Server:
+    """PostgreSQL, then `mlflow server` on it (proxied artifacts in the temp folder, or at
+    `artifacts_destination`: s3://... with `env` naming its endpoint), ready to answer."""
     root = Path(tempfile.mkdtemp(prefix="detops-pg-", dir="/tmp"))
     try:
         bindir, pg_port = start_postgres(root)
@@ -106,10 +107,11 @@ def start() -> Server:
     with (root / "mlflow.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", database,
-             "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
+             "--artifacts-destination", artifacts_destination or str(artifacts), "--host", "127.0.0.1",
+             "--port", str(port),
              "--workers", "1"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"},
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", **(env or {})},
         )
     server = Server(f"http://127.0.0.1:{port}", database, root, bindir, process)
     deadline = time.monotonic() + 120

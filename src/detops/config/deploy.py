@@ -59,6 +59,12 @@ class DeployParams(Section):
         "runs' environment (envFrom): MLFLOW_TRACKING_URI, object-store credentials, LABEL_STUDIO_API_KEY; empty = "
         "none.",
     )
+    git_push: str = Field(
+        "", pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$", description="Branch prefix: each retraining run "
+        "that keeps dvc.lock in step commits it to <git_push>/<flow run name>, made from the commit the run started "
+        "at, and pushes that branch to the checkout's origin (never the branch it started from), so a run in a pod "
+        "leaves its data versions in git; empty = off.",
+    )
     cron: str = Field("0 3 * * 1", description="When retrain-scheduled runs (cron: minute hour day month weekday).")
     drift_cron: str = Field("0 * * * *", description="When drift-check looks for new data batches (cron); a drifted "
                                                      "batch starts retrain-on-drift.")

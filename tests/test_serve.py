@@ -11,6 +11,7 @@ The parsing, routing and agreement rules also have quick tests of their own (no 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import re
@@ -41,6 +42,7 @@ from detops.workspace import Workspace
 
 SERVE = ("predict.score_threshold=0.05", "serve.batch_timeout=0.005")
 KEY = "s3cret-key-for-tests"
+REPO = Path(__file__).resolve().parents[1]
 
 
 # --- quick rules, no server ----------------------------------------------------------------------------------
@@ -866,6 +868,58 @@ def test_two_servers_capture_into_one_object_store_prefix_and_a_fresh_monitor_ch
     assert monitor(tmp_path / "second")["checks"] == []
     ledger = json.loads(store.fs.cat_file(store.path("ledger.json")))
     assert sorted(ledger["batches"]) == sealed
+
+
+def _closure(requirements: list[str]) -> set[str]:
+    """Every distribution `requirements` install, by normalised name, from this environment's metadata."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [(Requirement(r), "") for r in requirements]
+    while todo:
+        requirement, extra = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(requirement.name)
+        for wanted in ("", *requirement.extras):
+            key = f"{name}[{wanted}]"
+            if key in seen:
+                continue
+            seen.add(key)
+            with contextlib.suppress(PackageNotFoundError):  # a marker-less optional dependency not installed
+                todo.extend((Requirement(r), wanted) for r in requires(name) or [])
+    return {key.split("[")[0] for key in seen}
+
+
+@pytest.mark.slow
+def test_the_serve_image_group_holds_everything_a_serving_process_imports(registry: Registry, tmp_path: Path) -> None:
+    """`detops serve` answering a request and capturing it, with Python reporting every import
+    (PYTHONPROFILEIMPORTTIME): each module's distribution is detops or in the closure of pyproject's `serve` group,
+    which the serve image installs instead of detops' own dependencies."""
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    group = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["dependency-groups"]["serve"]
+    allowed = _closure(group) | {"detops"}
+    sets = (*SERVE, f"serve.model=models:/{registry.name}/1", "serve.capture_share=1.0",
+            f"monitor.landing={tmp_path / 'landing'}")
+    with ServeProcess(registry.ws.root, *sets, env={"PYTHONPROFILEIMPORTTIME": "1"}, log_dir=tmp_path) as server:
+        server.wait_ready()
+        with httpx.Client(timeout=30) as client:
+            assert _answer(client, server.url, registry.images()[0])[0].status == 200
+    log = server.log_path.read_text(errors="replace")
+    modules = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in log.splitlines()
+               if line.startswith("import time:") and "|" in line}
+    owners = packages_distributions()
+    imported = {canonicalize_name(dist) for module in modules for dist in owners.get(module, [])}
+    assert "torch" not in imported and imported, sorted(imported)
+    assert imported <= allowed, f"outside the serve group: {sorted(imported - allowed)}"
 
 
 SERVING = Path(__file__).resolve().parents[1] / "src" / "detops" / "serving"

@@ -51,10 +51,15 @@ def test_runs_in_empty_checkouts_restore_every_stage_the_remote_holds(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_on_s3.url)
     origin = make_copy(tmp_path / "origin")
     (origin / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
+    params = yaml.safe_load((origin / "params.yaml").read_text(encoding="utf-8"))
+    params["deploy"]["git_push"] = "detops/runs"  # each run's dvc.lock on a branch of its own
+    (origin / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     sh(str(BIN / "dvc"), "remote", "add", "-d", "shared", f"{s3}/{tmp_path.name}/dvc", cwd=origin)
     sh("git", "add", "-A", cwd=origin)
     sh("git", "commit", "-qm", "the team's DVC remote", cwd=origin)
     client = MlflowClient(mlflow_on_s3.url)
+
+    notes: dict[str, list[str]] = {}
 
     def stateless_run(name: str) -> dict[str, str]:
         """The flow in a fresh clone of the origin's HEAD, which is deleted afterwards."""
@@ -63,13 +68,19 @@ def test_runs_in_empty_checkouts_restore_every_stage_the_remote_holds(
         state = retrain(workspace=str(checkout), return_state=True)
         assert state.is_completed(), state.message
         shutil.rmtree(checkout)
+        notes[name] = state.result()["split"]["notes"]
         return task_states(state)
 
     def versions() -> list[str]:
         return sorted(v.version for v in client.search_model_versions())
 
+    start = sh("git", "rev-parse", "HEAD", cwd=origin).strip()
     first = stateless_run("first")
     assert all(state == "Completed" for state in first.values()), first
+    (branch,) = sh("git", "branch", "--list", "detops/runs/*", "--format=%(refname:short)", cwd=origin).split()
+    assert sh("git", "rev-parse", "HEAD", cwd=origin).strip() == start  # the branch it started from: untouched
+    assert sh("git", "rev-parse", f"{branch}^", cwd=origin).strip() == start
+    assert "cmd: detops train" in sh("git", "show", f"{branch}:dvc.lock", cwd=origin)
     assert versions() == ["1"]
     run_id = client.get_model_version("detops-detector", "1").run_id
     artifacts = {a.path for a in client.list_artifacts(run_id)}
@@ -79,9 +90,9 @@ def test_runs_in_empty_checkouts_restore_every_stage_the_remote_holds(
     assert {verb: second[verb] for verb in (*RESTORABLE, *TRAINED)} == dict.fromkeys((*RESTORABLE, *TRAINED),
                                                                                        "Restored"), second
     assert second["split"] == "Completed" and second["promote"] == "Completed"  # split: quick, the same result
+    assert any("assignments of the champion (version 1)" in note for note in notes["second"]), notes["second"]
     assert versions() == ["1"]  # the same training run: nothing registered
 
-    params = yaml.safe_load((origin / "params.yaml").read_text(encoding="utf-8"))
     params["train"]["seed"] = int(params["train"]["seed"]) + 1
     (origin / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     sh("git", "commit", "-qam", "another training seed", cwd=origin)

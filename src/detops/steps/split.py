@@ -1,13 +1,16 @@
 """Step `split`: validated dataset -> train/val/test COCO files, the assignments file and a report.
 
-Reads `data/prepared/validated.json` and, with `split.stable`, the previous
-`data/prepared/split_assignments.json`; hashes the images for near-duplicate grouping (cached by content sha1 in
-`.cache/detops/phash_cache.json`, beside the other caches: a cache is no step's output or input); writes one
-canonical json per split, the new assignments and `reports/split.json`. Everything is decided before the first
-file is written.
+Reads `data/prepared/validated.json` and, with `split.stable`, the previous `data/prepared/split_assignments.json`
+(in a fresh checkout, a pod, where there is none: the one logged with the champion's training run, so the images it
+trained on stay in train and its test images stay unseen); hashes the images for near-duplicate grouping (cached by
+content sha1 in `.cache/detops/phash_cache.json`, beside the other caches: a cache is no step's output or input);
+writes one canonical json per split, the new assignments and `reports/split.json`. Everything is decided before the
+first file is written.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from detops.atomic import write_json
 from detops.dataset.canonical import SPLITS, dataset_root, read_dataset, subset, write_dataset
@@ -15,7 +18,7 @@ from detops.dataset.paths import resolve_inside
 from detops.splitting.dedup import hash_images
 from detops.splitting.plan import plan_split
 from detops.splitting.report import split_report
-from detops.splitting.stability import assignments_payload, read_assignments, write_assignments
+from detops.splitting.stability import PreviousAssignments, assignments_payload, read_assignments, write_assignments
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 
@@ -23,11 +26,28 @@ HASH_CACHE = ".cache/detops/phash_cache.json"
 SHARE_TOLERANCE_PP = 5.0
 
 
+def previous_assignments(ws: Workspace) -> tuple[PreviousAssignments | None, str]:
+    """The last split's assignments (and, when they came from the registry, a note saying so)."""
+    import tempfile
+
+    from detops.registry.versions import champion_assignments
+
+    if ws.split_assignments.is_file():
+        return read_assignments(ws.split_assignments), ""
+    with tempfile.TemporaryDirectory(prefix="detops-split-") as tmp:
+        found = champion_assignments(ws, Path(tmp))
+        if found is None:
+            return None, ""
+        path, version = found
+        return read_assignments(path), f"no {ws.relative(ws.split_assignments)} here: started from the assignments " \
+                                        f"of the champion (version {version})"
+
+
 def run(ws: Workspace) -> StepResult:
     params = ws.params.split
     dataset = read_dataset(ws.validated_json)
     images = dataset["images"]
-    previous = read_assignments(ws.split_assignments) if params.stable else None
+    previous, since = previous_assignments(ws) if params.stable else (None, "")
 
     codes, hashed = None, 0
     if params.dedup and images:
@@ -62,7 +82,7 @@ def run(ws: Workspace) -> StepResult:
             "newly_assigned": assignment["newly_stratified"] + assignment["joined_pinned_group"],
             "images_hashed": hashed,
         },
-        notes=_notes(report, plan.spanning_groups, params.ratios(), outputs["report"]),
+        notes=[*([since] if since else []), *_notes(report, plan.spanning_groups, params.ratios(), outputs["report"])],
     )
 
 

@@ -22,7 +22,8 @@ BIN = Path(sys.executable).parent
 class ServeProcess:
     """`detops -w ROOT --set ... serve --port PORT` with its log in a file."""
 
-    def __init__(self, root: Path, *sets: str, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
+    def __init__(self, root: Path, *sets: str, env: dict[str, str] | None = None, log_dir: Path | None = None,
+                 bin_dir: Path = BIN) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -30,7 +31,7 @@ class ServeProcess:
         child_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DETOPS_SERVE_API_KEY")}
         child_env.update({"DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})})
         args = [arg for item in sets for arg in ("--set", item)]
-        command = [str(BIN / "detops"), "-w", str(root), *args, "serve", "--port", str(self.port)]
+        command = [str(bin_dir / "detops"), "-w", str(root), *args, "serve", "--port", str(self.port)]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=child_env,
                                             start_new_session=True)

@@ -187,5 +187,8 @@ def test_dockerfile_has_a_serve_target_running_the_server() -> None:
     assert cmd is not None, "the serve stage has no exec-form CMD"
     assert yaml.safe_load(cmd.group(1)) == SERVE_COMMAND
     assert re.search(r"^EXPOSE\s+8000\b", serve, flags=re.MULTILINE)
+    # only what serving imports (test_serve.py checks the group against a running server): no torch
+    assert "pip install --no-deps . && pip install --group serve" in serve and "TORCH" not in serve
+    assert "train" in stages  # the flow-run image of a Kubernetes pool (deploy.image)
     # A build without --target is still the Prefect worker image (README, work pools): the worker is the last stage.
     assert stages[-1] != "serve" and "prefect worker start" in re.split(r"^FROM\s", text, flags=re.MULTILINE)[-1]

@@ -11,9 +11,9 @@ The parsing, routing and agreement rules also have quick tests of their own (no 
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
+import os
 import re
 import shutil
 import struct
@@ -870,57 +870,56 @@ def test_two_servers_capture_into_one_object_store_prefix_and_a_fresh_monitor_ch
     assert sorted(ledger["batches"]) == sealed
 
 
-def _closure(requirements: list[str]) -> set[str]:
-    """Every distribution `requirements` install, by normalised name, from this environment's metadata."""
-    from importlib.metadata import PackageNotFoundError, requires
-
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    seen: set[str] = set()
-    todo = [(Requirement(r), "") for r in requirements]
-    while todo:
-        requirement, extra = todo.pop()
-        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
-            continue
-        name = canonicalize_name(requirement.name)
-        for wanted in ("", *requirement.extras):
-            key = f"{name}[{wanted}]"
-            if key in seen:
-                continue
-            seen.add(key)
-            with contextlib.suppress(PackageNotFoundError):  # a marker-less optional dependency not installed
-                todo.extend((Requirement(r), wanted) for r in requires(name) or [])
-    return {key.split("[")[0] for key in seen}
-
-
 @pytest.mark.slow
-def test_the_serve_image_group_holds_everything_a_serving_process_imports(registry: Registry, tmp_path: Path) -> None:
-    """`detops serve` answering a request and capturing it, with Python reporting every import
-    (PYTHONPROFILEIMPORTTIME): each module's distribution is detops or in the closure of pyproject's `serve` group,
-    which the serve image installs instead of detops' own dependencies."""
-    from importlib.metadata import packages_distributions
+def test_the_serve_image_install_serves_the_champion_from_a_tracking_server(registry: Registry,
+                                                                           tmp_path: Path) -> None:
+    """What the serve image installs (deployments/Dockerfile: detops without its dependencies, then pyproject's
+    `serve` group), in a venv of its own: no torch, no MLflow server; its `detops serve` loads a version through an
+    MLflow server on loopback (the registry's store behind it, as a cluster's replicas reach theirs), answers, and
+    captures."""
+    import urllib.request
 
-    from packaging.utils import canonicalize_name
+    from _mlflow_server import free_port
 
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-
-    group = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["dependency-groups"]["serve"]
-    allowed = _closure(group) | {"detops"}
-    sets = (*SERVE, f"serve.model=models:/{registry.name}/1", "serve.capture_share=1.0",
-            f"monitor.landing={tmp_path / 'landing'}")
-    with ServeProcess(registry.ws.root, *sets, env={"PYTHONPROFILEIMPORTTIME": "1"}, log_dir=tmp_path) as server:
-        server.wait_ready()
-        with httpx.Client(timeout=30) as client:
-            assert _answer(client, server.url, registry.images()[0])[0].status == 200
-    log = server.log_path.read_text(errors="replace")
-    modules = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in log.splitlines()
-               if line.startswith("import time:") and "|" in line}
-    owners = packages_distributions()
-    imported = {canonicalize_name(dist) for module in modules for dist in owners.get(module, [])}
-    assert "torch" not in imported and imported, sorted(imported)
-    assert imported <= allowed, f"outside the serve group: {sorted(imported - allowed)}"
-
+    venv = tmp_path / "venv"
+    pip = [str(venv / "bin" / "pip"), "install", "-q"]
+    for command in ([sys.executable, "-m", "venv", str(venv)], [*pip, "pip>=25.1"], [*pip, "--no-deps", str(REPO)],
+                    [*pip, "--group", "serve"]):
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"{' '.join(command)}: {done.stderr[-3000:]}"
+    listed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=freeze"], capture_output=True, text=True,
+                            check=True).stdout.lower()
+    assert "torch" not in listed and "\nmlflow==" not in f"\n{listed}" and "mlflow-skinny==" in listed, listed
+    port = free_port()
+    with (tmp_path / "mlflow.log").open("wb") as log:
+        tracking = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+             f"sqlite:///{registry.ws.root / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port), "--workers",
+             "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and tracking.poll() is None, (tmp_path / "mlflow.log").read_text()
+                time.sleep(0.5)
+        sets = (*SERVE, f"serve.model=models:/{registry.name}/1", "serve.capture_share=1.0",
+                f"monitor.landing={tmp_path / 'landing'}")
+        with ServeProcess(registry.ws.root, *sets, env={"MLFLOW_TRACKING_URI": url}, log_dir=tmp_path,
+                          bin_dir=venv / "bin") as server:
+            server.wait_ready()
+            with httpx.Client(timeout=30) as client:
+                answer, body = _answer(client, server.url, registry.images()[0])
+            assert answer.status == 200 and answer.version == "1" and "detections" in body, server.log()
+            _assert_no_torch(server)
+        assert list((tmp_path / "landing").glob(f"capture-*/{registry.ws.params.monitor.manifest}"))
+    finally:
+        tracking.terminate()
+        tracking.wait(30)
 
 SERVING = Path(__file__).resolve().parents[1] / "src" / "detops" / "serving"
 

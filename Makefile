@@ -21,7 +21,7 @@ demo: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -m "not gpu"
+	$(BIN)/pytest -m "not gpu" --durations=30
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cli_startup.py

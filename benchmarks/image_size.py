@@ -3,8 +3,9 @@
 environment's metadata, and the bytes their installed files take here.
 
 Run: python benchmarks/image_size.py
-This environment's torch is PyPI's CUDA build, as the `train` image's: NVIDIA's runtime wheels and triton are counted.
-The base image (python:3.11-slim, about 125 MB) and apt packages are not. test_serve.py imports `closure` to check a running server imports nothing outside the group.
+This environment's torch is PyPI's CUDA build, as the `train` image's: NVIDIA's runtime wheels and triton are
+counted. The base image (python:3.11-slim) and apt packages are not. test_serve.py builds the serve install in a venv
+of its own and serves from it.
 """
 
 from __future__ import annotations

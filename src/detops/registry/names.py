@@ -48,3 +48,5 @@ def check_alias(alias: str) -> str:
             " Fix promote.alias in params.yaml."
         )
     return alias
+
+SPLITS_FOLDER = "splits"  # where `promote` logs a run's split files (and its split assignments)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from detops.dataset.canonical import Dataset, read_dataset
 from detops.errors import ClassSetMismatch, DataError, PromotionError
 from detops.registry.files import download_version_file
+from detops.registry.names import SPLITS_FOLDER
 from detops.registry.package import CHECKPOINT
 from detops.registry.transaction import ChampionScore
 from detops.workspace import Workspace
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
     from detops.evaluation.scorer import Scorer
 
-SPLITS_FOLDER = "splits"  # where `promote` logs a run's train/val/test json
 
 
 def champion_scorer(ws: Workspace, client: MlflowClient, gt: Dataset) -> Callable[[ModelVersion], ChampionScore]:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detops.registry.client import registry_call
 from detops.registry.lock import promotion_lock
-from detops.registry.names import check_model_name
+from detops.registry.names import SPLITS_FOLDER, check_model_name
 from detops.registry.package import ModelFiles, log_model
-from detops.registry.rescore import SPLITS_FOLDER
 from detops.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -66,27 +64,6 @@ def register_run(ws: Workspace, client: MlflowClient, run: Run, metrics: Mapping
         version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, tags=tags,
                                               model_id=model_id)  # a tracking server requires the id
         return version, True
-
-
-def champion_assignments(ws: Workspace, dst: Path) -> tuple[Path, str] | None:
-    """The split assignments file logged with the champion's training run, downloaded under `dst`, and the
-    champion's version; None when there is no champion or it has none (a first run, or a store that is out of
-    reach: the split then starts afresh, as it always did without the file)."""
-    from mlflow.exceptions import MlflowException
-
-    from detops.registry.client import connect
-    from detops.tracking import tracking_uri
-
-    uri = tracking_uri(ws)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return None  # no store yet, so no champion: nothing to create just to find that out
-    try:
-        client = connect(ws)
-        version = client.get_model_version_by_alias(ws.params.mlflow.registered_model, ws.params.promote.alias)
-        path = client.download_artifacts(str(version.run_id), f"{SPLITS_FOLDER}/{ws.split_assignments.name}", str(dst))
-    except (MlflowException, OSError):
-        return None
-    return Path(path), str(version.version)
 
 
 def tagged_metrics(ws: Workspace) -> tuple[str, ...]:

@@ -16,13 +16,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from detops.atomic import write_text
 from detops.dataset.canonical import SPLITS
 from detops.errors import DataError
+
+if TYPE_CHECKING:
+    from detops.workspace import Workspace
 
 FORMAT = "detops-split-assignments/1"
 
@@ -91,3 +94,25 @@ def write_assignments(path: Path, payload: dict[str, Any]) -> Path:
     ]
     body = ",\n".join(lines)
     return write_text(Path(path), f'{{"format": {json.dumps(payload["format"])}, "images": {{\n{body}\n}}}}\n')
+
+
+def champion_assignments(ws: Workspace, dst: Path) -> tuple[Path, str] | None:
+    """The split assignments file logged with the champion's training run, downloaded under `dst`, and the
+    champion's version; None when there is no champion or it has none (a first run, or a store that is out of
+    reach: the split then starts afresh, as it always did without the file)."""
+    from mlflow.exceptions import MlflowException
+
+    from detops.registry.client import connect
+    from detops.registry.names import SPLITS_FOLDER
+    from detops.tracking import tracking_uri
+
+    uri = tracking_uri(ws)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None  # no store yet, so no champion: nothing to create just to find that out
+    try:
+        client = connect(ws)
+        version = client.get_model_version_by_alias(ws.params.mlflow.registered_model, ws.params.promote.alias)
+        path = client.download_artifacts(str(version.run_id), f"{SPLITS_FOLDER}/{ws.split_assignments.name}", str(dst))
+    except (MlflowException, OSError):
+        return None
+    return Path(path), str(version.version)

@@ -18,7 +18,13 @@ from detops.dataset.paths import resolve_inside
 from detops.splitting.dedup import hash_images
 from detops.splitting.plan import plan_split
 from detops.splitting.report import split_report
-from detops.splitting.stability import PreviousAssignments, assignments_payload, read_assignments, write_assignments
+from detops.splitting.stability import (
+    PreviousAssignments,
+    assignments_payload,
+    champion_assignments,
+    read_assignments,
+    write_assignments,
+)
 from detops.steps.result import StepResult
 from detops.workspace import Workspace
 
@@ -29,8 +35,6 @@ SHARE_TOLERANCE_PP = 5.0
 def previous_assignments(ws: Workspace) -> tuple[PreviousAssignments | None, str]:
     """The last split's assignments (and, when they came from the registry, a note saying so)."""
     import tempfile
-
-    from detops.registry.versions import champion_assignments
 
     if ws.split_assignments.is_file():
         return read_assignments(ws.split_assignments), ""

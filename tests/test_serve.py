@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -917,8 +918,8 @@ def test_the_serve_image_install_serves_the_champion_from_a_tracking_server(regi
             assert answer.status == 200 and answer.version == "1" and "detections" in body, server.log()
             _assert_no_torch(server)
         assert list((tmp_path / "landing").glob(f"capture-*/{registry.ws.params.monitor.manifest}"))
-    finally:
-        tracking.terminate()
+    finally:  # the server and the workers it started (its own session)
+        os.killpg(tracking.pid, signal.SIGKILL)
         tracking.wait(30)
 
 SERVING = Path(__file__).resolve().parents[1] / "src" / "detops" / "serving"

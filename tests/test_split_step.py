@@ -340,9 +340,10 @@ def test_stable_false_re_splits_from_scratch(tmp_path: Path, base) -> None:
     assert assignments(ws) == assignments(tmp_path / "fresh")
 
 
-def test_a_fresh_checkout_starts_from_the_champions_assignments(tmp_path: Path, base) -> None:
-    """No assignments file here (a run in a new pod): split reads the one logged with the champion's training run,
-    so grown data keeps every image the champion saw in its split; with no champion it splits afresh."""
+def test_a_fresh_checkout_starts_from_the_registered_assignments(tmp_path: Path, base) -> None:
+    """No assignments file here (a run in a new pod): split reads the one logged with the newest registered
+    version's training run, so grown data keeps every image it saw in its split; with no registry it splits
+    afresh."""
     from mlflow import MlflowClient
 
     raw, dataset = base
@@ -352,11 +353,10 @@ def test_a_fresh_checkout_starts_from_the_champions_assignments(tmp_path: Path, 
     client = MlflowClient(store)
     experiment = client.create_experiment("detops", artifact_location=(tmp_path / "artifacts").as_uri())
     run = client.create_run(experiment)
-    client.log_artifact(run.info.run_id, str(first / "data" / "prepared" / "split_assignments.json"), "splits")
+    for name in SPLITS:  # what `promote` logs with each registered run
+        client.log_artifact(run.info.run_id, str(first / "data" / "prepared" / f"{name}.json"), "splits")
     client.create_registered_model("detops-detector")
-    version = client.create_model_version("detops-detector", f"runs:/{run.info.run_id}/splits",
-                                          run_id=run.info.run_id)
-    client.set_registered_model_alias("detops-detector", "champion", version.version)
+    client.create_model_version("detops-detector", f"runs:/{run.info.run_id}/splits", run_id=run.info.run_id)
 
     extra = make_dataset(raw, 48, seed=1, prefix="new")
     offset = len(dataset["annotations"])
@@ -370,6 +370,6 @@ def test_a_fresh_checkout_starts_from_the_champions_assignments(tmp_path: Path, 
     assert result.metrics["kept_from_previous"] == 240 and result.metrics["newly_assigned"] == 48
     before, after = assignments(first), assignments(fresh)
     assert all(after[name] == split for name, split in before.items())
-    assert any("assignments of the champion (version 1)" in note for note in result.notes), result.notes
-    no_store = run_split(tmp_path / "alone", grown)  # the workspace's own store does not exist: no champion
+    assert any("splits logged with version 1 of the registry" in note for note in result.notes), result.notes
+    no_store = run_split(tmp_path / "alone", grown)  # the workspace's own store does not exist
     assert no_store.metrics["kept_from_previous"] == 0 and not (tmp_path / "alone" / "mlflow.db").exists()

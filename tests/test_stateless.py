@@ -90,7 +90,7 @@ def test_runs_in_empty_checkouts_restore_every_stage_the_remote_holds(
     assert {verb: second[verb] for verb in (*RESTORABLE, *TRAINED)} == dict.fromkeys((*RESTORABLE, *TRAINED),
                                                                                        "Restored"), second
     assert second["split"] == "Completed" and second["promote"] == "Completed"  # split: quick, the same result
-    assert any("assignments of the champion (version 1)" in note for note in notes["second"]), notes["second"]
+    assert any("splits logged with version 1 of the registry" in note for note in notes["second"]), notes["second"]
     assert versions() == ["1"]  # the same training run: nothing registered
 
     params["train"]["seed"] = int(params["train"]["seed"]) + 1

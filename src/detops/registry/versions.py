@@ -57,8 +57,6 @@ def register_run(ws: Workspace, client: MlflowClient, run: Run, metrics: Mapping
                 raise
         for split in ("train", "val", "test"):
             client.log_artifact(run_id, str(ws.split_json(split)), SPLITS_FOLDER)
-        if ws.split_assignments.is_file():  # a split in a fresh checkout starts from it (champion_assignments)
-            client.log_artifact(run_id, str(ws.split_assignments), SPLITS_FOLDER)
         model_id = log_model(ws, run_id, files)
         tags = version_tags(ws, run, metrics, files)
         version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, tags=tags,

@@ -96,23 +96,34 @@ def write_assignments(path: Path, payload: dict[str, Any]) -> Path:
     return write_text(Path(path), f'{{"format": {json.dumps(payload["format"])}, "images": {{\n{body}\n}}}}\n')
 
 
-def champion_assignments(ws: Workspace, dst: Path) -> tuple[Path, str] | None:
-    """The split assignments file logged with the champion's training run, downloaded under `dst`, and the
-    champion's version; None when there is no champion or it has none (a first run, or a store that is out of
-    reach: the split then starts afresh, as it always did without the file)."""
+def registered_assignments(ws: Workspace, dst: Path) -> tuple[PreviousAssignments, str] | None:
+    """The assignments of the newest registered version's training run, read from the split files `promote` logged
+    with it (the last split the registry saw: the champion's, or a later candidate's, which kept the champion's
+    images where they were; downloaded under `dst`), and that version; None when there is none (a first run, or a
+    store out of reach: the split then starts afresh, as it always did without the file)."""
     from mlflow.exceptions import MlflowException
 
     from detops.registry.client import connect
-    from detops.registry.names import SPLITS_FOLDER
+    from detops.registry.names import SPLITS_FOLDER, check_model_name
     from detops.tracking import tracking_uri
 
     uri = tracking_uri(ws)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return None  # no store yet, so no champion: nothing to create just to find that out
+        return None  # no store yet, so no version: nothing to create just to find that out
+    name = check_model_name(ws.params.mlflow.registered_model)
+    quote = '"' if "'" in name else "'"
+    records: dict[str, tuple[str, str | None]] = {}
     try:
         client = connect(ws)
-        version = client.get_model_version_by_alias(ws.params.mlflow.registered_model, ws.params.promote.alias)
-        path = client.download_artifacts(str(version.run_id), f"{SPLITS_FOLDER}/{ws.split_assignments.name}", str(dst))
-    except (MlflowException, OSError):
+        versions = client.search_model_versions(f"name = {quote}{name}{quote}")
+        if not versions:
+            return None
+        newest = max(versions, key=lambda mv: int(mv.version))
+        for split in SPLITS:
+            path = client.download_artifacts(str(newest.run_id), f"{SPLITS_FOLDER}/{ws.split_json(split).name}",
+                                             str(dst))
+            for image in json.loads(Path(path).read_text(encoding="utf-8"))["images"]:
+                records[str(image["file_name"])] = (split, image.get("sha1"))
+    except (MlflowException, OSError, ValueError, KeyError, TypeError):
         return None
-    return Path(path), str(version.version)
+    return PreviousAssignments(records), str(newest.version)

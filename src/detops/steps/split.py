@@ -1,11 +1,11 @@
 """Step `split`: validated dataset -> train/val/test COCO files, the assignments file and a report.
 
 Reads `data/prepared/validated.json` and, with `split.stable`, the previous `data/prepared/split_assignments.json`
-(in a fresh checkout, a pod, where there is none: the one logged with the champion's training run, so the images it
-trained on stay in train and its test images stay unseen); hashes the images for near-duplicate grouping (cached by
-content sha1 in `.cache/detops/phash_cache.json`, beside the other caches: a cache is no step's output or input);
-writes one canonical json per split, the new assignments and `reports/split.json`. Everything is decided before the
-first file is written.
+(in a fresh checkout, a pod, where there is none: the one logged with the newest registered version's training run,
+so the images the champion trained on stay in train and its test images stay unseen); hashes the images for
+near-duplicate grouping (cached by content sha1 in `.cache/detops/phash_cache.json`, beside the other caches: a cache
+is no step's output or input); writes one canonical json per split, the new assignments and `reports/split.json`.
+Everything is decided before the first file is written.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from detops.splitting.report import split_report
 from detops.splitting.stability import (
     PreviousAssignments,
     assignments_payload,
-    champion_assignments,
     read_assignments,
+    registered_assignments,
     write_assignments,
 )
 from detops.steps.result import StepResult
@@ -39,12 +39,12 @@ def previous_assignments(ws: Workspace) -> tuple[PreviousAssignments | None, str
     if ws.split_assignments.is_file():
         return read_assignments(ws.split_assignments), ""
     with tempfile.TemporaryDirectory(prefix="detops-split-") as tmp:
-        found = champion_assignments(ws, Path(tmp))
-        if found is None:
-            return None, ""
-        path, version = found
-        return read_assignments(path), f"no {ws.relative(ws.split_assignments)} here: started from the assignments " \
-                                        f"of the champion (version {version})"
+        found = registered_assignments(ws, Path(tmp))
+    if found is None:
+        return None, ""
+    previous, version = found
+    return previous, f"no {ws.relative(ws.split_assignments)} here: started from the splits logged with version " \
+                     f"{version} of the registry"
 
 
 def run(ws: Workspace) -> StepResult:

@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# pytest workers: most tests wait on servers and child processes, so two keep a 2-core machine busy.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench clean
 
@@ -21,7 +23,7 @@ demo: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -m "not gpu" --durations=30
+	$(BIN)/pytest -m "not gpu" -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cli_startup.py

@@ -71,7 +71,11 @@ def _run(ws: Workspace, verb: str, options: dict[str, Any], key: str, restore: b
                                      description=f"detops {verb} result (restored)")
             return Completed(data=result, name="Restored", message=result.notes[0])
     with step_log(ws, verb):  # library prints: reports/logs/<verb>.log, as `detops <verb>` does
-        if verb == "train" and _several_devices(ws):
+        if verb == "train" and ws.params.train.num_nodes > 1:  # this pod is node 0; a Job runs the others
+            from tasks.train_job import train_on_nodes
+
+            result = train_on_nodes(ws, bool(options.get("resume")), flow_run_id=_flow_run_id())
+        elif verb == "train" and _several_devices(ws):
             result = train_in_subprocess(ws, bool(options.get("resume")))
         else:
             module = importlib.import_module(STEPS[verb].module)
@@ -112,14 +116,11 @@ def train_in_subprocess(ws: Workspace, resume: bool) -> StepResult:
     import subprocess
     import sys
 
-    import yaml
-
-    from detops.atomic import write_text
     from detops.errors import TrainingError
     from detops.locking import HELD_BY
+    from detops.training.nodes import write_run_params
 
-    params_file = write_text(ws.root / ".detops" / "train-params.yaml",
-                             yaml.safe_dump(ws.params.to_dict(), sort_keys=False))
+    params_file = write_run_params(ws)
     command = [sys.executable, "-m", "detops", "--workspace", str(ws.root), "--params", str(params_file), "train",
                *(["--resume"] if resume else [])]
     done = subprocess.run(command, env={**os.environ, HELD_BY: str(ws.root)}, capture_output=True, text=True)
@@ -130,6 +131,12 @@ def train_in_subprocess(ws: Workspace, resume: bool) -> StepResult:
     return StepResult("train", {k: ws.relative(p) for k, p in files.items()}, metrics,
                       [f"trained on several devices ({ws.params.train.devices}, strategy {ws.params.train.strategy})"
                        " through `detops train` in a child process"])
+
+
+def _flow_run_id() -> str | None:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.get_id() or "") or None
 
 
 def _mlflow_link(ws: Workspace) -> str:

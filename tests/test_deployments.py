@@ -683,6 +683,7 @@ K8S = [
     f"deploy.repository={K8S_REPOSITORY}", f"deploy.env_secret={K8S_SECRET}", "deploy.gpus=2",
     "deploy.node_selector={cloud.google.com/gke-accelerator: nvidia-l4}",
     "deploy.tolerations=[{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]",
+    "deploy.service_account=detops-runs",  # deployments/k8s-train/rbac.yaml: a multi-node run submits a Job
 ]
 # prefect-kubernetes' worker refuses a manifest without these two in the pod spec (where Kubernetes has no such
 # fields; the API server drops them with a warning), so the strict schema check leaves them out.
@@ -792,6 +793,7 @@ def test_deploy_to_kubernetes_makes_the_pool_and_jobs_that_validate(
         assert {"name": CODE_SOURCE_ENV, "value": f"git_clone {K8S_REPOSITORY}@{commit}"} in container["env"]
         assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
         assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert pod["serviceAccountName"] == "detops-runs"
         gpus = container["resources"]["limits"].get("nvidia.com/gpu")
         assert gpus == (2 if name.startswith("retrain/") else None), name
 

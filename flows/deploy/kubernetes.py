@@ -37,7 +37,8 @@ def default_base_job_template() -> dict[str, Any]:
 
 
 def base_job_template(deploy: DeployParams) -> dict[str, Any]:
-    """The default template plus the GPU limit, node selector, tolerations, envFrom and the image from params.yaml.
+    """The default template plus the GPU limit, node selector, tolerations, envFrom, the image and the service account
+    from params.yaml.
 
     GPUs, node selector and tolerations are job variables (a deployment or a run may override them); the image is
     the `image` variable's default, the Secret is written into the Job.
@@ -45,6 +46,8 @@ def base_job_template(deploy: DeployParams) -> dict[str, Any]:
     template = copy.deepcopy(default_base_job_template())
     variables = template["variables"]["properties"]
     variables["image"]["default"] = deploy.image
+    if deploy.service_account:
+        variables["service_account_name"]["default"] = deploy.service_account
     variables[GPUS_VARIABLE] = {
         "title": "GPUs", "anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}], "default": None,
         "description": f"The {GPU_RESOURCE} limit of the job's container (the device plugin's resource); unset: "

@@ -173,6 +173,18 @@ def train(
     _run_step("train", resume=resume)
 
 
+@app.command("node-inputs", hidden=True)
+def node_inputs(url: Annotated[str, typer.Argument(help="The prefix node 0 uploaded to.")]) -> None:
+    """Download what node 0 of a multi-node run uploaded into this workspace (a Job's pod, before torchrun)."""
+    from detops.errors import DetopsError
+    from detops.training.nodes import download_inputs
+
+    try:
+        _say(f"{download_inputs(url, _Globals.workspace.resolve())} input file(s) from {url}")
+    except DetopsError as exc:
+        _exit_with(exc)
+
+
 @app.command()
 def evaluate() -> None:
     """COCO mAP on the test split, PR curves, confusion matrix and a prediction grid."""

@@ -59,6 +59,11 @@ class DeployParams(Section):
         "runs' environment (envFrom): MLFLOW_TRACKING_URI, object-store credentials, LABEL_STUDIO_API_KEY; empty = "
         "none.",
     )
+    service_account: str = Field(
+        "", pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", description="kubernetes: service account of the runs' "
+        "pods; a run with train.num_nodes > 1 submits a Job for its other nodes, so it needs one that may create "
+        "Jobs (deployments/k8s-train/rbac.yaml makes detops-runs); empty = the namespace's default.",
+    )
     git_push: str = Field(
         "", pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$", description="Branch prefix: each retraining run "
         "that keeps dvc.lock in step commits it to <git_push>/<flow run name>, made from the commit the run started "

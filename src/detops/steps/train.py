@@ -200,6 +200,7 @@ def _finish(ws: Workspace, trainer: Any, logger: MLFlowLogger, history: TrainHis
         "train_seconds": round(history.seconds, 1),
         "images_per_second": round(images_per_s, 1),
         "parameters": params_count,
+        "processes": trainer.world_size,  # DDP ranks over every device and node
     }
     curves = plot_training_curves(history.epochs, files["curves"])
     metrics_file = write_json(files["metrics"], summary)

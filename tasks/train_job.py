@@ -172,7 +172,7 @@ def train_on_nodes(ws: Workspace, resume: bool, jobs: Jobs | None = None, flow_r
     import json
 
     from detops.locking import HELD_BY
-    from detops.monitoring.landing import is_url
+    from detops.objectstore import is_url
     from detops.training.nodes import remove_inputs
 
     params = ws.params

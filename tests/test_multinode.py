@@ -212,9 +212,10 @@ def test_the_flow_trains_as_node_0_and_submits_the_other_nodes_as_a_job(tmp_path
     assert (pod / "code/.git").is_dir()  # the run's commit, cloned
     [job] = jobs.created
     assert jobs.deleted == [job["metadata"]["name"]]
-    from detops.monitoring.landing import open_store
+    from detops.objectstore import open_fs
 
-    assert not open_store(f"{store}/nodes").fs.exists(f"{store}/nodes/{job['metadata']['name']}")
+    fs, prefix = open_fs(f"{store}/nodes/{job['metadata']['name']}")
+    assert not fs.exists(prefix)
 
 
 def test_training_inputs_outside_the_workspace_are_refused(tmp_path: Path) -> None:

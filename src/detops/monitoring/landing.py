@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detops.atomic import atomic_dir
+from detops.objectstore import is_url, open_fs
 
 if TYPE_CHECKING:
     from detops.workspace import Workspace
 
 COPIES = ".detops/landing"  # under the workspace: the local copies of batches read from object storage
-
-
-def is_url(location: str | Path) -> bool:
-    """Whether `monitor.landing` names object storage (or any fsspec URL) rather than a folder here."""
-    return "://" in str(location)
 
 
 def landing_location(ws: Workspace) -> Path | str:
@@ -90,8 +86,6 @@ class Store:
 
 def open_store(url: str) -> Store:
     """The store behind an fsspec URL; credentials and endpoint come from the environment (a pod's Secret)."""
-    from fsspec.core import url_to_fs
-
-    fs, root = url_to_fs(url, skip_instance_cache=True)
-    return Store(fs, str(root).rstrip("/"), url.rstrip("/"))
+    fs, root = open_fs(url)
+    return Store(fs, root, url.rstrip("/"))
 

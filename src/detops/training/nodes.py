@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from detops.errors import TrainingError
+from detops.objectstore import open_fs
 
 if TYPE_CHECKING:
     from detops.config.train import TrainParams
@@ -51,41 +52,34 @@ def node_inputs(ws: Workspace) -> list[Path]:
 
 def upload_inputs(ws: Workspace, url: str) -> int:
     """Node 0's side: every input file under `url`, at its path in the workspace. Returns how many."""
-    from detops.monitoring.landing import open_store
-
-    store = open_store(url)
+    fs, prefix = open_fs(url)
     files = node_inputs(ws)
     for path in files:
-        store.fs.put_file(str(path), store.path(path.resolve().relative_to(ws.root).as_posix()))
+        fs.put_file(str(path), f"{prefix}/{path.resolve().relative_to(ws.root).as_posix()}")
     return len(files)
 
 
 def download_inputs(url: str, root: Path) -> int:
     """Another node's side: what node 0 uploaded to `url`, into workspace `root`. Returns how many files."""
-    from detops.monitoring.landing import open_store
-
-    store = open_store(url)
-    store.fs.invalidate_cache()
-    found = [str(p) for p in store.fs.find(store.root)]
+    fs, prefix = open_fs(url)
+    found = [str(p) for p in fs.find(prefix)]
     if not found:
         raise TrainingError(f"{url} holds no inputs: node 0 uploads them before it starts the other nodes")
     for remote in found:
-        relative = remote[len(store.root) + 1:]
+        relative = remote[len(prefix) + 1:]
         target = (root / relative).resolve()
         if not target.is_relative_to(root.resolve()):
             raise TrainingError(f"{remote}: lands outside the workspace {root}; refused")
         target.parent.mkdir(parents=True, exist_ok=True)
-        store.fs.get_file(remote, str(target))
+        fs.get_file(remote, str(target))
     return len(found)
 
 
 def remove_inputs(url: str) -> None:
     """The prefix is scratch for one run: gone once the nodes are done."""
-    from detops.monitoring.landing import open_store
-
-    store = open_store(url)
-    if store.fs.exists(store.root):
-        store.fs.rm(store.root, recursive=True)
+    fs, prefix = open_fs(url)
+    if fs.exists(prefix):
+        fs.rm(prefix, recursive=True)
 
 
 def torchrun_command(params: TrainParams, node_rank: str, master_addr: str, workspace: str, params_file: str,

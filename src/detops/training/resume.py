@@ -41,6 +41,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from detops.atomic import atomic_path
+from detops.objectstore import open_fs
 from detops.workspace import RESUME_DIR
 
 SET_ASIDE = "set-aside"
@@ -139,23 +140,15 @@ def finish(point_file: Path, last: Path, store: str = "") -> None:
         last.parent.mkdir(parents=True, exist_ok=True)
         os.replace(point_file, last)
     if store:
-        fs, prefix = _store(store)
+        fs, prefix = open_fs(store)
         for name in (point_file.name, best_copy(point_file).name):
             if fs.exists(f"{prefix}/{name}"):
                 fs.rm(f"{prefix}/{name}")
 
 
-def _store(url: str) -> tuple[Any, str]:
-    """The file system of an fsspec URL and the prefix's path on it."""
-    from fsspec.core import url_to_fs
-
-    fs, prefix = url_to_fs(url, skip_instance_cache=True)  # no listing cached from before another pod wrote
-    return fs, str(prefix).rstrip("/")
-
-
 def upload(store: str, resume: Path) -> None:
     """Copy the resume checkpoint (and, first, its best weights) to `store`, under the same names."""
-    fs, prefix = _store(store)
+    fs, prefix = open_fs(store)
     fs.makedirs(prefix, exist_ok=True)
     for item in (best_copy(resume), resume):
         if item.is_file():
@@ -165,7 +158,7 @@ def upload(store: str, resume: Path) -> None:
 def _download(store: str, wanted: Path, say: Callable[[str], None]) -> None:
     """The store's checkpoint of this key (and its best weights) into the resume folder, each renamed into place
     once whole; nothing when the store has none."""
-    fs, prefix = _store(store)
+    fs, prefix = open_fs(store)
     remote = f"{prefix}/{wanted.name}"
     if not fs.exists(remote):
         return

@@ -186,9 +186,9 @@ def train_on_nodes(ws: Workspace, resume: bool, jobs: Jobs | None = None, flow_r
     name = job_name(flow_run_id)
     inputs = f"{params.paths.resume_store.rstrip('/')}/nodes/{name}"
     params_file = write_run_params(ws)
-    count = upload_inputs(ws, inputs)
-    master = node_address()
-    try:
+    try:  # a partial upload is removed too
+        count = upload_inputs(ws, inputs)
+        master = node_address()
         jobs.create(job_manifest(params, name, run_commit(ws), inputs, master, port))
         command = torchrun_command(params.train, "0", master, str(ws.root), str(params_file), port, resume,
                                    python=sys.executable)

@@ -1,5 +1,7 @@
 """The labels-sync flow: on a schedule (`deploy.labels_cron`), send the images the label audit flagged back to Label
-Studio (`detops label review` for each batch with a review list not pushed yet), then pull the finished annotations
+Studio (`detops label review` for each batch with a review list not pushed yet), with `label.push_drifted` select and
+push each batch retrain-on-drift found unlabelled (`detops label select` + `push`, pre-annotated by the champion), then
+pull the finished annotations
 of every batch pushed and not pulled yet (`detops label pull` for each), then announce with `detops.batch.labelled`
 every pulled batch that retraining has not accepted yet, which starts `retrain-on-drift` with it. A batch still being
 labelled is left for the next tick.
@@ -66,17 +68,25 @@ def _sync(ws: Workspace, outcome: dict[str, Any], failed: dict[str, str], logger
     """Send the pending reviews, then pull every pushed batch: each one's progress in `outcome`, its DataError in
     `failed`; LabelStudioError when the server is down or refuses the token."""
     from detops.labeling.pull import pull
+    from detops.labeling.push import batches_to_push
     from detops.labeling.review import pending_reviews, push_review
     from detops.labeling.state import pushed_batches
     from detops.labeling.studio import LabelStudio
 
     reviews = pending_reviews(ws)
-    if not reviews and not pushed_batches(ws):
+    drifted = batches_to_push(ws) if ws.params.label.push_drifted else []
+    if not reviews and not drifted and not pushed_batches(ws):
         return
     settings = ws.params.label_studio
     with LabelStudio.from_env(settings.url, settings.timeout_s) as studio, workspace_lock(ws.root):
         for batch, sent in _each(reviews, lambda b: push_review(ws, b, studio), failed, logger):
             logger.info("batch %s: %d flagged image(s) sent for review -> %s", batch, sent.imported, sent.url)
+        if drifted:
+            studio.find_project("")  # a server down fails before the model is loaded
+            select_and_push = _select_and_push(ws, studio)
+            for batch, sent in _each(drifted, select_and_push, failed, logger):
+                logger.info("batch %s: %d image(s) selected and pushed to label -> %s", batch, sent.imported,
+                            sent.url)
         for batch, result in _each(pushed_batches(ws), lambda b: pull(ws, b, studio), failed, logger):
             outcome[batch] = {"finished": result.finished, "skipped": result.skipped, "tasks": result.tasks,
                               "labelled": result.labelled, "dropped": list(result.dropped)}
@@ -85,6 +95,20 @@ def _sync(ws: Workspace, outcome: dict[str, Any], failed: dict[str, str], logger
             if not result.labelled:
                 logger.info("batch %s: %d of %d task(s) finished, %d skipped", batch, result.finished,
                             result.tasks, result.skipped)
+
+
+def _select_and_push(ws: Workspace, studio: Any) -> Callable[[str], Any]:
+    """`detops label select` then `detops label push` of one batch, with the labelling model loaded once."""
+    from detops.labeling.push import preannotator, push
+    from detops.labeling.select import select_batch
+
+    pre = preannotator(ws)
+
+    def one(batch: str) -> Any:
+        select_batch(ws, batch)
+        return push(ws, batch, studio, pre)
+
+    return one
 
 
 def _each(batches: list[str], action: Callable[[str], T], failed: dict[str, str], logger: Any

@@ -101,10 +101,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(data_dir: Path, document_root: Path) -> Server:
-    """A fresh server with one user and its legacy token, serving local files from below `document_root`."""
+def start(data_dir: Path, document_root: Path, port: int | None = None) -> Server:
+    """A server with one user and its legacy token, serving local files from below `document_root` (on `port`:
+    a restart keeps its address)."""
     exe = label_studio_venv()
-    port = free_port()
+    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_DOCUMENT_ROOT": str(document_root),
            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true", "LABEL_STUDIO_USERNAME": USER,

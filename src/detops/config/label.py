@@ -41,6 +41,10 @@ class LabelParams(Section):
         "Share of each pushed batch's images drawn at random, outside the ranking, and pushed without "
         "pre-annotations: labelled like the rest, they measure the champion's accuracy on the traffic it serves "
         "without the ranking's bias (its hardest images) or the labellers' anchoring on its boxes. 0 = off."))
+    push_drifted: bool = Field(False, description=(
+        "labels-sync selects and pushes each batch that retrain-on-drift found unlabelled (its labels_needed list) "
+        "to Label Studio, pre-annotated by label.model, so the loop runs unattended; false: a person runs "
+        "`detops label select` and `detops label push`."))
     thumbnails: int = Field(12, ge=0, le=100, description="Top-ranked images shown as thumbnails on the run page.")
     pictures: int = Field(24, ge=0, le=500, description=(
         "Lowest-quality images drawn (label beside prediction) in the audit page; pictures cost time and bytes."))

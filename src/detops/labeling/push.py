@@ -214,6 +214,13 @@ def import_tasks(ws: Workspace, studio: LabelStudio, todo: Tasks) -> PushResult:
                       todo.model_version)
 
 
+def batches_to_push(ws: Workspace) -> list[str]:
+    """Batches retrain-on-drift found unlabelled (a labels_needed list) that were never pushed, by name."""
+    folder = ws.output("monitor", "labels_needed")
+    names = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
+    return [name for name in names if load_state(ws, name) is None]
+
+
 def preannotator(ws: Workspace) -> Preannotator:
     """The labelling loop's model (`detops.labeling.model`: label.model; empty: the champion), its registry version
     as `model_version` (a file: its name). RegistryError when there is no champion."""

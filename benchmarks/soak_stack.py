@@ -66,9 +66,9 @@ def rss_mib(leader: int) -> float:
     """Resident memory of a session's processes, summed (MiB)."""
     total = 0
     for pid in session_pids(leader):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            line = next(li for li in Path(f"/proc/{pid}/status").read_text().splitlines() if li.startswith("VmRSS"))
-            total += int(line.split()[1])
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a process that ended meanwhile
+            total += sum(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                         if line.startswith("VmRSS"))
     return total / 1024
 
 
@@ -211,6 +211,7 @@ class Stack:
         self.mlflow: _mlflow_server.Server | None = None
         self.label_studio: _label_studio_server.Server | None = None
         self.extra_leaders: list[int] = []  # the sessions of servers started outside `services`
+        self.peaks: dict[str, float] = {}  # peak RSS (MiB) of the servers started outside `services`
 
     # ------------------------------------------------------------------ S3, MLflow, Label Studio
     def start_s3(self) -> str:
@@ -277,11 +278,10 @@ class Stack:
     def sample_rss(self) -> dict[str, float]:
         for service in self.services.values():
             service.sample_rss()
-        peaks = {name: s.peak_rss for name, s in self.services.items()}
         for name, server in (("mlflow", self.mlflow), ("label-studio", self.label_studio)):
             if server is not None and server.process.poll() is None:
-                peaks[name] = rss_mib(server.process.pid)
-        return peaks
+                self.peaks[name] = max(self.peaks.get(name, 0.0), rss_mib(server.process.pid))
+        return {**self.peaks, **{name: s.peak_rss for name, s in self.services.items()}}
 
     def leftovers(self) -> list[int]:
         leaders = [*self.extra_leaders, *(pid for s in self.services.values() for pid in s.leaders)]

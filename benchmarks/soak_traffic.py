@@ -86,6 +86,7 @@ class Traffic:
         self.urls, self.before, self.after, self.rate, self.t0 = urls, before, after, rate, t0
         self.rng = random.Random(seed)
         self.shifted_at: float | None = None
+        self.unshifted_at: float | None = None
         self.answers: list[Answer] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -95,6 +96,15 @@ class Traffic:
 
     def shift(self) -> None:
         self.shifted_at = time.monotonic() - self.t0
+
+    def unshift(self) -> None:
+        """The shift passes: images like the training data again."""
+        self.unshifted_at = time.monotonic() - self.t0
+
+    def phase(self, at: float) -> str:
+        if self.shifted_at is None or at < self.shifted_at:
+            return "before the shift"
+        return "after the shift" if self.unshifted_at is None or at < self.unshifted_at else "the shift over (drain)"
 
     def stop(self) -> None:
         self._stop.set()
@@ -111,7 +121,7 @@ class Traffic:
             while not self._stop.is_set():
                 due = started + sent / self.rate
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
-                pool = self.after if self.shifted_at is not None else self.before
+                pool = self.after if self.shifted_at is not None and self.unshifted_at is None else self.before
                 task = asyncio.create_task(self._one(session, sent % len(self.urls), self.rng.choice(pool.images)))
                 pending.add(task)
                 task.add_done_callback(pending.discard)

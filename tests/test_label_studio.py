@@ -607,3 +607,48 @@ def test_retrain_on_drift_is_also_started_by_a_labelled_batch_and_labels_sync_is
     assert all(t["parameters"] == {"batch": "{{ event.payload.batch }}"} for t in triggers)
     sync = deployments["labels-sync"]
     assert sync["entrypoint"] == LABELS_SYNC and sync["schedules"] == [{"cron": "*/15 * * * *", "timezone": "UTC"}]
+
+
+@pytest.mark.slow
+def test_labels_sync_sends_a_batch_found_unlabelled_to_label_studio_once(
+    server: Server, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """label.push_drifted: a batch retrain-on-drift found unlabelled (its labels_needed list) is selected and pushed
+    by the next labels-sync tick, pre-annotated, and never pushed twice; with it off, the batch waits for a person."""
+    import yaml
+    from prefect.testing.utilities import prefect_test_harness
+
+    from detops.labeling.push import batches_to_push
+    from detops.monitoring.accept import take_batch
+    from flows.labels_sync import labels_sync
+
+    drifted = "dusk-2"
+    landing = ws.resolve(ws.params.monitor.landing)
+    shutil.copytree(landing / BATCH, landing / drifted)
+    assert not take_batch(ws, drifted).labelled  # what retrain-on-drift does with an unlabelled batch
+    assert batches_to_push(ws) == [drifted]
+    params_file = ws.root / "params.yaml"
+    original = params_file.read_text()
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            assert drifted not in labels_sync(workspace=str(ws.root))  # off: nothing is pushed
+            assert load_state(ws, drifted) is None
+            raw = yaml.safe_load(original)
+            raw["label"]["push_drifted"] = True
+            params_file.write_text(yaml.safe_dump(raw))
+            first = labels_sync(workspace=str(ws.root))
+            state = load_state(ws, drifted)
+            second = labels_sync(workspace=str(ws.root))
+    finally:
+        params_file.write_text(original)
+    assert state is not None and len(state.tasks) == BUDGET and not state.review
+    assert first[drifted] == {"finished": 0, "skipped": 0, "tasks": BUDGET, "labelled": None, "dropped": []}
+    assert second == first  # waiting for its labels, not pushed again
+    again = load_state(ws, drifted)
+    assert again is not None and again.tasks == state.tasks and batches_to_push(ws) == []
+    with LabelStudio(server.url, server.token) as studio:
+        tasks = studio.tasks_by_file(state.project)
+        assert sorted(tasks) == sorted(state.tasks)  # one task per selected image, imported once
+    predicted = api(server, "GET", "/api/predictions/", params={"task": next(iter(state.tasks.values()))})
+    assert predicted and predicted[0]["result"], predicted  # pre-annotated by label.model

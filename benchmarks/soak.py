@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,8 @@ class Soak:
         self.rss: dict[str, float] = {}
         self.worker_kills: list[str] = []  # flow run ids killed while training
         self.sealed_before: list[str] | None = None  # capture batches sealed when the drain began
+        self.writable_again: datetime | None = None  # when the capture prefix took writes again
+        self.capture_failures = 0.0
         self.replicas: list[Service] = []
         self.traffic: Traffic | None = None
         self.labeller: Labeller | None = None
@@ -355,7 +358,9 @@ class Soak:
             time.sleep(UNWRITABLE_SECONDS)
             stack.gate.refusing = False
             fault.ended = self.now()
-            fault.detail = f"{stack.gate.refused} write(s) refused"
+            self.writable_again = datetime.now(timezone.utc)
+            self.capture_failures = sum(metric(r, "detops_serve_capture_failures_total") for r in self.replicas)
+            fault.detail = f"{stack.gate.refused} write(s) refused, capture paused {self.capture_failures:g} time(s)"
             say(self.t0, f"the landing prefix is writable again ({fault.detail})")
 
     # ------------------------------------------------------------------------------------------------ the run
@@ -499,6 +504,7 @@ class Soak:
         self.check_swaps()
         self.check_aliases()
         self.check_faults()
+        self.check_capture_resumed()
         status = json.loads(sh(str(BIN / "dvc"), "status", "--json", "-q", cwd=self.ws, env=self.env, timeout=300)
                             or "{}")
         # dvc.yaml's `code` stage (the code fingerprints) is always changed by design
@@ -594,6 +600,20 @@ class Soak:
                           and (str(previous) if previous else None) == (order[-2] if len(order) > 1 else None),
                           f"champion {champion}, previous-champion {previous}, champions seen in turn {order}")
 
+    def check_capture_resumed(self) -> None:
+        """Capture paused while the prefix refused writes and went on after: batches opened since."""
+        from detops.config import load_params
+        from detops.monitoring.landing import open_store
+
+        if self.writable_again is None:
+            return
+        params = load_params(self.ws / "params.yaml")
+        stamp = self.writable_again.strftime("%Y%m%dT%H%M%S")
+        later = [f for f in open_store(params.monitor.landing).folders()
+                 if f.startswith("capture-") and f.rsplit("-", 1)[-1][:15] > stamp]
+        self.report.check("capture resumed after the unwritable minute", self.capture_failures > 0 and bool(later),
+                          f"paused {self.capture_failures:g} time(s), {len(later)} batch(es) opened after")
+
     def check_faults(self) -> None:
         missed = [f.kind for f in self.faults if f.fired is None]
         self.report.check("every planned fault happened", not missed, f"{len(self.faults)} planned, missed {missed}")
@@ -647,6 +667,17 @@ class Soak:
                   "", "| server | peak RSS MiB |", "|---|---|"]
         lines += [f"| {name} | {mib:.0f} |" for name, mib in sorted(self.rss.items())]
         return "\n".join(lines)
+
+
+def metric(service: Service, name: str) -> float:
+    """The sum of a Prometheus counter's samples on a replica's /metrics (0 when it does not answer)."""
+    import httpx
+
+    try:
+        text = httpx.get((service.health or "").replace("/health", "/metrics"), timeout=5).text
+    except httpx.HTTPError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 def fmt(at: float | None, origin: float) -> str:

@@ -651,4 +651,4 @@ def test_labels_sync_sends_a_batch_found_unlabelled_to_label_studio_once(
         tasks = studio.tasks_by_file(state.project)
         assert sorted(tasks) == sorted(state.tasks)  # one task per selected image, imported once
     predicted = api(server, "GET", "/api/predictions/", params={"task": next(iter(state.tasks.values()))})
-    assert predicted and predicted[0]["result"], predicted  # pre-annotated by label.model
+    assert [p["model_version"] for p in predicted] == ["tiny.ckpt"], predicted  # pre-annotated by label.model

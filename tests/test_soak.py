@@ -27,8 +27,8 @@ def test_a_short_soak_keeps_every_invariant(tmp_path: Path) -> None:
     except _label_studio_server.Unavailable as exc:
         require_or_skip(False, f"the soak needs Label Studio: {exc}", _label_studio_server.REQUIRE_ENV)
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "soak.py"), "--minutes", "4", "--rate", "10",
-                           "--seed", "1", "--drain-minutes", "6", "--workdir", str(tmp_path / "soak")],
-                          capture_output=True, text=True, timeout=1500)
+                           "--seed", "1", "--drain-minutes", "10", "--workdir", str(tmp_path / "soak")],
+                          capture_output=True, text=True, timeout=1800)
     out = done.stdout + done.stderr[-3000:]
     assert done.returncode == 0, out[-8000:]
     table = out[out.rindex("| invariant | holds | count |"):]

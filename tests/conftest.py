@@ -23,17 +23,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-# The slowest test files (minutes each on a 2-core machine), slowest first. pytest-xdist (`--dist loadfile`) deals
-# whole files to its workers in collection order: a slow file dealt last runs alone at the end while the other worker
-# idles, so these go first and the many quick files fill the gaps.
-SLOWEST_FIRST = ("test_soak.py", "test_resume_flow.py", "test_deployments.py", "test_dvc.py", "test_stateless.py",
-                 "test_flow_retrain.py", "test_label_studio.py", "test_serve.py", "test_multinode.py")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slowest files first (a stable sort: each file's tests keep their order); gpu tests skip without CUDA."""
-    items.sort(key=lambda item: SLOWEST_FIRST.index(item.path.name) if item.path.name in SLOWEST_FIRST
-               else len(SLOWEST_FIRST))
+    """gpu tests skip without CUDA."""
     has_cuda = False
     if any("gpu" in item.keywords for item in items):
         import torch

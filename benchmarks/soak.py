@@ -22,7 +22,7 @@ replicas following `champion` with capture on into the landing prefix on S3 (the
   invariant broke.
 
     .venv/bin/python benchmarks/soak.py --minutes 30 --seed 0
-    short: --minutes 6 --rate 10 (tests/test_soak.py)
+    short: --minutes 4 --rate 10 --seed 1 --drain-minutes 10 (about 15 minutes)
 """
 
 from __future__ import annotations

@@ -99,6 +99,7 @@ def test_the_flow_with_openvino_deployable_runs_three_times_in_one_process_that_
         assert run["export"]["deployable"]["cpu"] == run["serve"] == SERVED and variants[SERVED]["accepted"]
         assert variants[SERVED]["runtime"].startswith("openvino")
         cpu = {name for name, row in variants.items() if row["timed_on"] == "cpu" and row["latency"]}
-        # every CPU variant timed, all by one call, in a child: one process, the same interleaved rounds
-        assert {SERVED, "onnx-fp32", "torch"} == cpu == set(call["timed"]), (cpu, call)
+        # every CPU variant timed (openvino-bf16 too where the CPU has bf16 instructions), all by one call, in a
+        # child: one process, the same interleaved rounds
+        assert {SERVED, "onnx-fp32", "torch"} <= cpu == set(call["timed"]), (cpu, call)
         assert call["pid"] != result["pid"]

@@ -28,6 +28,9 @@ def test_uncertainty_adds_up_the_undecided_boxes() -> None:
     assert image_uncertainty(np.array([0.5, 0.5, 0.999])) == pytest.approx(2.0, abs=0.02)
     assert image_uncertainty(np.array([0.99, 0.95])) < image_uncertainty(np.array([0.99, 0.7]))
     assert image_uncertainty(np.array([0.05, 0.95])) < image_uncertainty(np.array([0.5]))
+    # from a floor up: a hundred background boxes the model has ruled out add nothing
+    assert image_uncertainty(np.array([0.1] * 100 + [0.95]), 0.3) < image_uncertainty(np.array([0.5, 0.5]), 0.3)
+    assert image_uncertainty(np.array([0.1] * 100 + [0.95])) > image_uncertainty(np.array([0.5, 0.5]))
 
 
 def test_ranking_prefers_uncertain_images_but_not_near_duplicates() -> None:
@@ -86,9 +89,10 @@ def test_label_select_ranks_a_batch_within_the_budget(root: Path, labelling_mode
     noisy_ones = [e for e in ranking if e["file_name"].startswith("noisy")]
     clean_ones = [e for e in ranking if e["file_name"].startswith("clean")]
     assert len(noisy_ones) == len(clean_ones) == 12
-    assert np.mean([e["uncertainty"] for e in noisy_ones]) > 1.05 * np.mean([e["uncertainty"] for e in clean_ones])
-    assert np.mean([e["rank"] for e in noisy_ones]) < np.mean([e["rank"] for e in clean_ones]) - 3, ranking
-    assert sum(e["file_name"].startswith("noisy") for e in ranking[:5]) >= 4, ranking[:5]
+    assert np.median([e["uncertainty"] for e in noisy_ones]) > 2 * np.median([e["uncertainty"] for e in clean_ones])
+    # the budget goes to them first; diversity spreads the picks (the noisy images look alike to the model)
+    assert ranking[0]["file_name"].startswith("noisy"), ranking[:5]
+    assert sum(e["file_name"].startswith("noisy") for e in ranking[:5]) >= 3, ranking[:5]
 
 
 def test_a_missing_batch_or_selection_is_a_clear_error(root: Path, labelling_model: Path) -> None:

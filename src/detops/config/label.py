@@ -23,6 +23,10 @@ class LabelParams(Section):
     min_score: float = Field(0.05, gt=0, lt=1, description=(
         "Lowest detection score kept for selection and audit: low-score boxes carry the uncertainty and the "
         "'overlooked object' evidence cleanlab needs, so this is far below the serving threshold."))
+    uncertain_score: float = Field(0.3, gt=0, lt=1, description=(
+        "Lowest detection score counted in an image's uncertainty for selection: below it a box is background the "
+        "model has ruled out, and summing the entropy of the ~100 such boxes NMS keeps per image measures how many "
+        "there are, not doubt (clean and noisy images then differed by 1.1x; counted from 0.3, by 5x)."))
     confident_score: float = Field(0.5, gt=0, lt=1, description=(
         "Score from which a detection counts as confident for cleanlab's overlooked and swap scores (its "
         "high_probability_threshold, 0.95 built in), which this detector's scores never reached on the sample's "

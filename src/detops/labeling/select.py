@@ -2,11 +2,13 @@
 
 Method: uncertainty-weighted k-center greedy (core-set, Sener & Savarese 2018, with each candidate's distance
 weighted by its uncertainty). Uncertainty is the sum of the binary entropies of the champion's detection scores in
-the image (the `sum` aggregation of Brust et al. 2019), scaled by the batch's largest: a box at 0.5 is one decision
-the model cannot make, so an image holding many is worth more. The `max` aggregation was tried first and saturates
-with low-score boxes kept: on the sample, half of 200 images had a box within 0.05 of 0.5, so it barely told them
-apart. Diversity is the k-center distance on the embeddings the drift check already computes (the
-champion's pooled backbone features, cosine geometry): the next pick maximises `(floor + uncertainty) x distance to
+the image from `label.uncertain_score` up (the `sum` aggregation of Brust et al. 2019), scaled by the batch's
+largest: a box at 0.5 is one decision the model cannot make, so an image holding many is worth more. The `max`
+aggregation was tried first and saturates with low-score boxes kept: on the sample, half of 200 images had a box
+within 0.05 of 0.5, so it barely told them apart. The sum saturates too when it counts every box down to
+`label.min_score`: NMS keeps about 100 per image, mostly background, and their entropy says how many there are.
+Diversity is the k-center distance on the embeddings the drift check already computes (the champion's pooled
+backbone features, cosine geometry): the next pick maximises `(floor + uncertainty) x distance to
 the nearest image already picked`. Uncertainty alone picks near-duplicates of one hard scene (a burst of captured
 frames); k-center alone spends the budget on easy outliers; the product covers the batch while preferring what
 confuses the model. An image with no detection keeps a small floor, so it can still be picked for coverage.
@@ -38,9 +40,11 @@ class SelectedImage:
     rank: int  # 1 = label first
 
 
-def image_uncertainty(scores: np.ndarray) -> float:
-    """Sum of the binary entropies (bits) of the detection scores: 1 per box at exactly 0.5; 0 with no box."""
-    s = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1 - 1e-6)
+def image_uncertainty(scores: np.ndarray, floor: float = 0.0) -> float:
+    """Sum of the binary entropies (bits) of the detection scores from `floor` up: 1 per box at exactly 0.5; 0 with
+    no box."""
+    s = np.asarray(scores, dtype=np.float64)
+    s = np.clip(s[s >= floor], 1e-6, 1 - 1e-6)
     return float(-(s * np.log2(s) + (1 - s) * np.log2(1 - s)).sum())
 
 
@@ -108,7 +112,7 @@ def select_batch(ws: Workspace, name: str, budget: int | None = None) -> Selecti
                                   f"Embeddings of {name}")
         detections = [det for _, det in image_detections(predictor, data.dataset, ws.root,
                                                          ws.params.predict.batch_size, f"Detections of {name}")]
-    uncertainty = np.asarray([image_uncertainty(d.scores) for d in detections])
+    uncertainty = np.asarray([image_uncertainty(d.scores, params.uncertain_score) for d in detections])
     failed = [f.error for f in features if f.embedding is None]
     if failed:
         raise DataError(f"batch {name!r}: {len(failed)} image(s) could not be embedded: {failed[0]}")
@@ -127,7 +131,8 @@ def select_batch(ws: Workspace, name: str, budget: int | None = None) -> Selecti
             entry["thumbnail"] = thumbnail(data.batch.path / entry["file_name"])
         write_json(tmp / SELECTION, {
             "batch": name, "model": model.description, "budget": budget, "images": len(ranking),
-            "method": "uncertainty-weighted k-center greedy (max detection entropy x embedding distance)",
+            "method": "uncertainty-weighted k-center greedy (summed entropy of detections >= label.uncertain_score"
+                      " x embedding distance)",
             "ranking": ranking, "notes": notes})
     chosen = [SelectedImage(e["file_name"], e["score"], e["rank"]) for e in ranking if e["selected"]]
     return Selection(folder / SELECTION, chosen, len(ranking), notes)

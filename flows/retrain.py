@@ -81,6 +81,13 @@ def retrain(workspace: str = ".", params: ParamsOverlay = ParamsOverlay(),
     results: dict[str, StepResult] = {}
     # the commit as the run found it: its own dvc.lock and .gitignore updates must not read as the user's edits
     with workspace_lock(ws.root), loop_state(ws), git_state_at_start(ws.root):
+        if batch and interrupted_training(ws):
+            # a training killed before this run took the lock (a crashed run Prefect starts again may queue behind
+            # this one): its data goes on first, so it resumes instead of being set aside by the batch's new data
+            logger.info("an interrupted training is in the workspace: it goes on first, then batch %s", batch)
+            first = run_pipeline(ws, verbs, sync_dvc, notes)
+            promoted = "; ".join(first["promote"].notes) or "done"
+            notes.append(f"an interrupted training went on first, on the data it had (promote: {promoted})")
         if batch:
             outcome = take_batch(ws, batch)
             emit_accuracy_event(ws, outcome.production)  # the champion's accuracy on the batch's share dropped
@@ -91,31 +98,46 @@ def retrain(workspace: str = ".", params: ParamsOverlay = ParamsOverlay(),
             notes.append(f"batch {batch}: {len(outcome.images)} labelled image(s) joined the dataset "
                          f"({ws.relative(outcome.accepted or ws.root)})")
             notes.extend(outcome.notes)  # the label audit: its page, and what went back for review
-        if sync_dvc:  # dvc.yaml's code deps: what `dvc repro` writes first, from the code this run imports
-            sync_code_fingerprints(ws)
-        restore = sync_dvc and remote(ws) is not None  # a stage run before (on any machine) is restored
-        if restore:
-            pull_run_cache(ws)
-        try:
-            for verb in verbs:
-                logger.info("step %s", verb)
-                results[verb] = run_step(ws, verb, restore=restore)
-                if sync_dvc:
-                    commit_stage(ws, verb)
-        finally:  # a failed run gets its page too: the validation failures are what people need to see
-            notes.append(f"run report (offline page): {ws.relative(build_run_page(ws))}")
-        tag_training_run(ws, with_dvc_lock=sync_dvc)
-        emit_promotion_event(ws, results["promote"])
-        if sync_dvc:
-            notes.append(push(ws))
-            if ws.params.deploy.git_push:
-                notes.append(push_lock_branch(ws, ws.params.deploy.git_push, str(flow_run.get_name() or "local")))
+        results = run_pipeline(ws, verbs, sync_dvc, notes)
     for note in notes:
         logger.info(note)
     create_markdown_artifact(key="detops-retrain", markdown=summary_markdown(results, notes),
                              description="retrain summary")
     print_summary(ws, results, notes)
     return {verb: result.to_dict() for verb, result in results.items()}
+
+
+def interrupted_training(ws: Workspace) -> bool:
+    """Whether a killed `train` left its resume checkpoint, here or in paths.resume_store."""
+    from detops.training.resume import interrupted
+
+    return interrupted(ws.root, ws.params.paths.resume_store)
+
+
+def run_pipeline(ws: Workspace, verbs: tuple[str, ...], sync_dvc: bool, notes: list[str]) -> dict[str, StepResult]:
+    """Every step, each committed to dvc.lock (`sync_dvc`), then lineage, the promotion event and the push."""
+    logger = get_run_logger()
+    results: dict[str, StepResult] = {}
+    if sync_dvc:  # dvc.yaml's code deps: what `dvc repro` writes first, from the code this run imports
+        sync_code_fingerprints(ws)
+    restore = sync_dvc and remote(ws) is not None  # a stage run before (on any machine) is restored
+    if restore:
+        pull_run_cache(ws)
+    try:
+        for verb in verbs:
+            logger.info("step %s", verb)
+            results[verb] = run_step(ws, verb, restore=restore)
+            if sync_dvc:
+                commit_stage(ws, verb)
+    finally:  # a failed run gets its page too: the validation failures are what people need to see
+        notes.append(f"run report (offline page): {ws.relative(build_run_page(ws))}")
+    tag_training_run(ws, with_dvc_lock=sync_dvc)
+    emit_promotion_event(ws, results["promote"])
+    if sync_dvc:
+        notes.append(push(ws))
+        if ws.params.deploy.git_push:
+            notes.append(push_lock_branch(ws, ws.params.deploy.git_push, str(flow_run.get_name() or "local")))
+    return results
 
 
 def labels_needed(ws: Workspace, outcome: BatchOutcome) -> dict[str, Any]:

@@ -107,3 +107,63 @@ def test_drift_is_announced_once_then_retraining_takes_the_batch(
     assert source.startswith("champion v") and len(table) == len(json.loads(
         (drifted / "data/prepared/train.json").read_text())["images"])
     shutil.rmtree(drifted / "data/raw/accepted")
+
+
+@pytest.mark.slow
+def test_a_batch_run_finishes_an_interrupted_training_first_so_it_resumes(
+    prefect_api: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crashed run that Prefect starts again can queue behind a retrain-on-drift run. Taking the batch first would
+    change the data, so the killed training's checkpoint would be set aside and its epochs lost: the batch run
+    finishes that training on the data it had (resuming it), then takes the batch."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from detops.config import load_params
+    from detops.config.loader import apply_override
+    from detops.steps import import_, split, validate
+    from detops.tracking import mlflow_client
+    from detops.workspace import RESUME_DIR, Workspace
+    from flows.retrain import retrain
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = tmp_path / "ws"
+    root.mkdir()
+    raw: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text())
+    for item in [*SETTINGS, "import.source=data/raw/base", "train.epochs=3", "promote.min_improvement=0"]:
+        apply_override(raw, item)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    sample(root / "data/raw/base", seed=0)
+    batch_from(sample(tmp_path / "other", seed=5, num_images=40), root / "data/landing", "dark-labelled", darker)
+    ws = Workspace.at(root, load_params(root / "params.yaml"))
+    for step in (import_, validate, split):
+        step.run(ws)
+
+    # `detops train` killed with -9 once its first epoch's checkpoint is written: two epochs left to lose
+    train = subprocess.Popen([str(Path(sys.executable).parent / "detops"), "-w", str(root), "train"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not [p for p in (root / RESUME_DIR).glob("*.ckpt") if not p.name.endswith(".best-weights.ckpt")]:
+            assert train.poll() is None and time.monotonic() < deadline, "no resume checkpoint from `detops train`"
+            time.sleep(0.2)
+    finally:
+        os.killpg(train.pid, signal.SIGKILL)
+        train.wait(timeout=60)
+    assert not (root / "models/last.ckpt").exists(), "the training finished before the kill: the test proved nothing"
+
+    before = len(json.loads((root / "data/prepared/dataset.json").read_text())["images"])
+    done = retrain(workspace=str(root), batch="dark-labelled")
+    assert done["promote"]["step"] == "promote"
+    assert len(json.loads((root / "data/prepared/dataset.json").read_text())["images"]) == before + 40
+    assert not (root / RESUME_DIR / "set-aside").exists()  # nothing was set aside: the checkpoint went on
+    assert not list((root / RESUME_DIR).glob("*.ckpt"))
+    client = mlflow_client(ws)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "attributes.status = 'FINISHED'")
+    resumed = [r for r in runs if "detops.resumed_after_step" in r.data.tags]
+    assert len(resumed) == 1 and len(runs) == 2, [r.data.tags for r in runs]  # the resumed training, then the batch's

@@ -67,6 +67,19 @@ def best_copy(resume: Path) -> Path:
     return resume.with_name(f"{resume.stem}{BEST_COPY}")
 
 
+def interrupted(root: Path, store: str = "") -> bool:
+    """Whether a killed `train` left a resume checkpoint (of any key) here or in `store`: a run about to change the
+    data finishes that training first, on the data it had."""
+    folder = root / RESUME_DIR
+    if folder.is_dir() and any(not p.name.endswith(BEST_COPY) for p in folder.glob("*.ckpt")):
+        return True
+    if not store:
+        return False
+    fs, prefix = open_fs(store)
+    return fs.exists(prefix) and any(
+        str(name).endswith(".ckpt") and not str(name).endswith(BEST_COPY) for name in fs.ls(prefix, detail=False))
+
+
 def find_resume_point(root: Path, key: str, say: Callable[[str], None], tidy: bool = True,
                       store: str = "") -> ResumePoint | None:
     """The checkpoint an interrupted `train` with this key left, if any: here, or else in `store`

@@ -55,6 +55,7 @@ SWAP_SLACK = 3.0  # the issue's bound: a promotion is served within serve.poll_s
 GRACE = 3.0  # seconds after a replica is ready again during which its errors still belong to its outage
 LS_DOWN_SECONDS = 130  # two labels-sync ticks (deploy.labels_cron every minute)
 UNWRITABLE_SECONDS = 60
+LOCK_WAIT = 120.0  # longest a cron tick may hold the workspace lock when the end checks run
 BATCH = 40  # images per capture batch
 
 
@@ -624,15 +625,20 @@ class Soak:
 
         from detops.locking import LOCK_FILE
 
+        # the crons still tick here, and a tick (drift-check, labels-sync) holds the workspace lock for seconds:
+        # a lock left behind is one still held after LOCK_WAIT (seed 2 once caught a tick with no wait at all)
+        started = time.monotonic()
         try:
-            with FileLock(str(self.ws / LOCK_FILE), timeout=0):
+            with FileLock(str(self.ws / LOCK_FILE), timeout=LOCK_WAIT):
                 free = True
         except Timeout:
             free = False
+        waited = time.monotonic() - started
         with get_client(sync_client=True) as client:
             limit = client.read_global_concurrency_limit_by_name(f"detops-promote-{MODEL}")
         self.report.check("no lock left", free and limit.active_slots == 0,
-                          f"workspace lock free: {free}, promotion slots held: {limit.active_slots}")
+                          f"workspace lock free: {free} (after {waited:.1f} s), promotion slots held: "
+                          f"{limit.active_slots}")
 
     # ------------------------------------------------------------------------------------------------ figures
     def figures(self) -> str:
